@@ -1,0 +1,38 @@
+# vcnode: see README.md.
+LIBTORCH ?= $(HOME)/.cache/vcnode/libtorch-2.11.0
+export LIBTORCH
+CARGO ?= cargo
+
+.PHONY: all run test bench build release libtorch fmt clean
+
+all: build
+
+libtorch: $(LIBTORCH)/.complete
+$(LIBTORCH)/.complete:
+	scripts/fetch-libtorch.sh "$(LIBTORCH)"
+
+build: libtorch
+	$(CARGO) build --workspace
+
+release: libtorch
+	$(CARGO) build --release --bin vcnode
+
+## Start the node on the embedded defaults (SQLite under var/, CPU or GPU as configured).
+run: release
+	./target/release/vcnode serve --config conf/vcnode.toml
+
+## Unit and integration tests (real dcmtk peers, a real SQLite file), then `make run` itself.
+test: libtorch
+	$(CARGO) test --workspace --all-targets
+	$(MAKE) release
+	tests/make_run_smoke.sh
+
+## Benchmarks: each prints a ratio against a peer measured in the same run.
+bench: release
+	bench/ingest.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

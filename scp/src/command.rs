@@ -1,0 +1,171 @@
+//! DIMSE command sets (PS3.7 section 9): building requests and responses, reading the fields
+//! the node acts on. Command sets are always Implicit VR Little Endian.
+
+use dicom_core::{dicom_value, DataElement, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+
+use crate::trim_value;
+
+pub const C_STORE_RQ: u16 = 0x0001;
+pub const C_STORE_RSP: u16 = 0x8001;
+pub const C_ECHO_RQ: u16 = 0x0030;
+pub const C_ECHO_RSP: u16 = 0x8030;
+/// Command Data Set Type value meaning "no data set follows".
+pub const NO_DATASET: u16 = 0x0101;
+const DATASET_PRESENT: u16 = 0x0000;
+const PRIORITY_MEDIUM: u16 = 0x0000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("could not parse the DIMSE command set: {0}")]
+    Parse(#[from] dicom_object::ReadError),
+    #[error("could not write the DIMSE command set: {0}")]
+    Write(#[from] dicom_object::WriteError),
+    #[error("the DIMSE command set lacks {0}")]
+    Missing(&'static str),
+}
+
+/// The fields of a received command set that the node acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub field: u16,
+    pub message_id: u16,
+    pub message_id_responded_to: Option<u16>,
+    pub affected_sop_class_uid: Option<String>,
+    pub affected_sop_instance_uid: Option<String>,
+    pub has_dataset: bool,
+    pub status: Option<u16>,
+    pub error_comment: Option<String>,
+}
+
+impl Command {
+    pub fn parse(bytes: &[u8]) -> Result<Self, CommandError> {
+        let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())?;
+        let u16_of = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
+        let str_of = |tag| {
+            obj.element(tag)
+                .ok()
+                .and_then(|e| e.to_str().ok())
+                .map(|s| trim_value(&s).to_string())
+        };
+        Ok(Command {
+            field: u16_of(tags::COMMAND_FIELD).ok_or(CommandError::Missing("Command Field"))?,
+            message_id: u16_of(tags::MESSAGE_ID).unwrap_or(0),
+            message_id_responded_to: u16_of(tags::MESSAGE_ID_BEING_RESPONDED_TO),
+            affected_sop_class_uid: str_of(tags::AFFECTED_SOP_CLASS_UID),
+            affected_sop_instance_uid: str_of(tags::AFFECTED_SOP_INSTANCE_UID),
+            has_dataset: u16_of(tags::COMMAND_DATA_SET_TYPE).is_some_and(|v| v != NO_DATASET),
+            status: u16_of(tags::STATUS),
+            error_comment: str_of(tags::ERROR_COMMENT),
+        })
+    }
+}
+
+fn encode(obj: InMemDicomObject) -> Result<Vec<u8>, CommandError> {
+    let mut out = Vec::with_capacity(160);
+    obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())?;
+    Ok(out)
+}
+
+fn uid_element(tag: dicom_core::Tag, uid: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::UI, dicom_value!(Str, uid))
+}
+
+fn us_element(tag: dicom_core::Tag, v: u16) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::US, dicom_value!(U16, [v]))
+}
+
+pub fn c_echo_rsp(message_id: u16, status: u16) -> Result<Vec<u8>, CommandError> {
+    encode(InMemDicomObject::command_from_element_iter([
+        uid_element(tags::AFFECTED_SOP_CLASS_UID, crate::VERIFICATION),
+        us_element(tags::COMMAND_FIELD, C_ECHO_RSP),
+        us_element(tags::MESSAGE_ID_BEING_RESPONDED_TO, message_id),
+        us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATASET),
+        us_element(tags::STATUS, status),
+    ]))
+}
+
+pub fn c_echo_rq(message_id: u16) -> Result<Vec<u8>, CommandError> {
+    encode(InMemDicomObject::command_from_element_iter([
+        uid_element(tags::AFFECTED_SOP_CLASS_UID, crate::VERIFICATION),
+        us_element(tags::COMMAND_FIELD, C_ECHO_RQ),
+        us_element(tags::MESSAGE_ID, message_id),
+        us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATASET),
+    ]))
+}
+
+/// A response to any request, for the generic failure paths (field = request field | 0x8000).
+pub fn response(
+    request_field: u16,
+    message_id: u16,
+    sop_class_uid: Option<&str>,
+    sop_instance_uid: Option<&str>,
+    status: u16,
+    error_comment: Option<&str>,
+) -> Result<Vec<u8>, CommandError> {
+    let mut elements = Vec::with_capacity(7);
+    if let Some(uid) = sop_class_uid {
+        elements.push(uid_element(tags::AFFECTED_SOP_CLASS_UID, uid));
+    }
+    elements.push(us_element(tags::COMMAND_FIELD, request_field | 0x8000));
+    elements.push(us_element(tags::MESSAGE_ID_BEING_RESPONDED_TO, message_id));
+    elements.push(us_element(tags::COMMAND_DATA_SET_TYPE, NO_DATASET));
+    elements.push(us_element(tags::STATUS, status));
+    if let Some(uid) = sop_instance_uid {
+        elements.push(uid_element(tags::AFFECTED_SOP_INSTANCE_UID, uid));
+    }
+    if let Some(comment) = error_comment {
+        // Error Comment is LO: at most 64 characters.
+        let comment: String = comment.chars().take(64).collect();
+        elements.push(DataElement::new(
+            tags::ERROR_COMMENT,
+            VR::LO,
+            dicom_value!(Str, comment),
+        ));
+    }
+    encode(InMemDicomObject::command_from_element_iter(elements))
+}
+
+pub fn c_store_rq(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+) -> Result<Vec<u8>, CommandError> {
+    encode(InMemDicomObject::command_from_element_iter([
+        uid_element(tags::AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        us_element(tags::COMMAND_FIELD, C_STORE_RQ),
+        us_element(tags::MESSAGE_ID, message_id),
+        us_element(tags::PRIORITY, PRIORITY_MEDIUM),
+        us_element(tags::COMMAND_DATA_SET_TYPE, DATASET_PRESENT),
+        uid_element(tags::AFFECTED_SOP_INSTANCE_UID, sop_instance_uid),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_request_round_trips() {
+        let bytes = c_store_rq(7, "1.2.840.10008.5.1.4.1.1.1.2", "1.2.3.4").unwrap();
+        let cmd = Command::parse(&bytes).unwrap();
+        assert_eq!(cmd.field, C_STORE_RQ);
+        assert_eq!(cmd.message_id, 7);
+        assert!(cmd.has_dataset);
+        assert_eq!(cmd.affected_sop_instance_uid.as_deref(), Some("1.2.3.4"));
+    }
+
+    #[test]
+    fn failure_response_carries_status_and_truncated_comment() {
+        let long = "x".repeat(100);
+        let bytes = response(C_STORE_RQ, 9, Some("1.2"), Some("1.2.3"), 0xA900, Some(&long)).unwrap();
+        let cmd = Command::parse(&bytes).unwrap();
+        assert_eq!(cmd.field, C_STORE_RSP);
+        assert_eq!(cmd.message_id_responded_to, Some(9));
+        assert_eq!(cmd.status, Some(0xA900));
+        assert!(!cmd.has_dataset);
+        assert_eq!(cmd.error_comment.unwrap().len(), 64);
+    }
+}

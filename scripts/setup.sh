@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One-time setup of a fresh Debian machine: the system packages the build and the tests use,
+# then libtorch. Safe to run again.
+#   dcmtk        real DIMSE peers (storescu, echoscu, storescp) and converters
+#   dicom3tools  dciodvfy, the DICOM validator
+#   libgdcm-tools gdcmconv (JPEG 2000)
+#   cmake        builds CharLS (JPEG-LS) for dicom-pixeldata
+set -euo pipefail
+packages=(dcmtk dicom3tools libgdcm-tools cmake sqlite3 curl)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+"$(dirname "$0")/fetch-libtorch.sh" >/dev/null
+echo "setup complete"

@@ -1,0 +1,282 @@
+//! Configuration: embedded defaults (`conf/vcnode.toml`), an optional file, then environment
+//! variables `VCNODE__SECTION__KEY`. Anything invalid stops start-up with the key and reason.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use vcnode_models::DeviceRequest;
+
+/// The defaults, compiled in so the binary runs without any file.
+pub const DEFAULTS: &str = include_str!("../conf/vcnode.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    pub storage: StorageConfig,
+    pub jobs: JobsConfig,
+    pub inference: InferenceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub ae_title: String,
+    pub bind: IpAddr,
+    pub dimse_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    pub max_associations: usize,
+    pub max_pdu_length: u32,
+    pub artim_timeout_s: u64,
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub ae_title: String,
+    pub host: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub extra_sop_classes: Vec<String>,
+    pub min_free_percent: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobSelect {
+    LowEnergy,
+    MgPresentation,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    pub select: JobSelect,
+    pub max_attempts: u32,
+    pub lease_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    #[serde(deserialize_with = "de_from_str")]
+    pub device: DeviceRequest,
+}
+
+fn de_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid("--config", format!("{} does not exist", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("VCNODE__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("VCNODE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_ae_title("node.ae_title", &self.node.ae_title)?;
+        for (i, p) in self.peers.iter().enumerate() {
+            check_ae_title(&format!("peers[{i}].ae_title"), &p.ae_title)?;
+        }
+        if self.node.max_associations == 0 {
+            return Err(invalid("node.max_associations", "must be at least 1"));
+        }
+        // PS3.8: the receive limit must hold a PDU header and some data; 0 would mean "unlimited".
+        if !(4096..=16 * 1024 * 1024).contains(&self.node.max_pdu_length) {
+            return Err(invalid(
+                "node.max_pdu_length",
+                "must be between 4096 and 16777216 bytes",
+            ));
+        }
+        if self.node.artim_timeout_s == 0 || self.node.idle_timeout_s == 0 {
+            return Err(invalid(
+                "node.artim_timeout_s/idle_timeout_s",
+                "must be at least 1 second",
+            ));
+        }
+        for (i, uid) in self.storage.extra_sop_classes.iter().enumerate() {
+            if !vcnode_scp::is_valid_uid(uid) {
+                return Err(invalid(
+                    format!("storage.extra_sop_classes[{i}]"),
+                    format!("{uid:?} is not a UID"),
+                ));
+            }
+        }
+        if !(0.0..100.0).contains(&self.storage.min_free_percent) {
+            return Err(invalid("storage.min_free_percent", "must be in [0, 100)"));
+        }
+        if self.jobs.max_attempts == 0 {
+            return Err(invalid("jobs.max_attempts", "must be at least 1"));
+        }
+        if self.jobs.lease_s < 5 {
+            return Err(invalid("jobs.lease_s", "must be at least 5 seconds"));
+        }
+        Ok(())
+    }
+
+    pub fn artim_timeout(&self) -> Duration {
+        Duration::from_secs(self.node.artim_timeout_s)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.node.idle_timeout_s)
+    }
+}
+
+/// PS3.5 AE: 1 to 16 characters of the default repertoire, no backslash or control characters,
+/// not only spaces.
+fn check_ae_title(key: &str, ae: &str) -> Result<(), ConfigError> {
+    if ae.trim().is_empty() || ae.len() > 16 {
+        return Err(invalid(key, format!("{ae:?} must be 1 to 16 characters")));
+    }
+    if !ae
+        .chars()
+        .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
+    {
+        return Err(invalid(
+            key,
+            format!("{ae:?} may hold only printable ASCII without backslash"),
+        ));
+    }
+    if ae != ae.trim() {
+        return Err(invalid(key, format!("{ae:?} has leading or trailing spaces")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.node.ae_title, "VCNODE");
+        assert_eq!(c.node.dimse_port, 11112);
+        assert_eq!(c.node.http_port, 8080);
+        assert_eq!(c.peers[0].ae_title, "MODALITY");
+        assert_eq!(c.inference.device, DeviceRequest::Auto);
+        assert_eq!(c.jobs.select, JobSelect::LowEnergy);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("VCNODE__NODE__DIMSE_PORT", "104"),
+                ("VCNODE__INFERENCE__DEVICE", "cpu"),
+                ("VCNODE__NODE__AE_TITLE", "MYNODE"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.node.dimse_port, 104);
+        assert_eq!(c.node.ae_title, "MYNODE");
+        assert_eq!(c.inference.device, DeviceRequest::Cpu);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        std::fs::write(&path, "[node]\nae_title = \"THIS_TITLE_IS_FAR_TOO_LONG\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node.ae_title"), "{err}");
+
+        std::fs::write(&path, "[inference]\ndevice = \"tpu\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tpu") && err.contains("device"), "{err}");
+
+        std::fs::write(&path, "[node]\ndimse_port = \"many\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dimse_port"), "{err}");
+
+        std::fs::write(&path, "[node]\nae_titel = \"X\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ae_titel"), "{err}");
+
+        std::fs::write(
+            &path,
+            "[node]\ndata_dir = \"/srv/vc\"\n[[peers]]\nae_title = \"CESM1\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.node.data_dir, PathBuf::from("/srv/vc"));
+        assert_eq!(c.node.ae_title, "VCNODE");
+        assert_eq!(c.peers.len(), 1, "a file's peers replace the default list");
+        assert_eq!(c.peers[0].host, None);
+    }
+}

@@ -1,0 +1,125 @@
+//! A running node: the storage SCP wired to the instance store and the job queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use vcnode_scp::{Peer, ScpConfig, StorageScp};
+
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::queue::Queue;
+use crate::store::InstanceStore;
+
+/// Transfer syntaxes offered to senders, in order of preference. Only those whose pixel data
+/// this build can decode are accepted (`can_decode_all`), so every accepted image can be
+/// processed: native, deflated, JPEG Lossless, JPEG-LS, JPEG 2000 and RLE.
+pub const CANDIDATE_TRANSFER_SYNTAXES: &[&str] = &[
+    "1.2.840.10008.1.2.1",    // Explicit VR Little Endian
+    "1.2.840.10008.1.2",      // Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.70", // JPEG Lossless, First-Order Prediction (SV1)
+    "1.2.840.10008.1.2.4.57", // JPEG Lossless
+    "1.2.840.10008.1.2.4.80", // JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81", // JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90", // JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91", // JPEG 2000
+    "1.2.840.10008.1.2.5",    // RLE Lossless
+];
+
+/// The candidates this build can decode.
+pub fn decodable_transfer_syntaxes() -> Vec<String> {
+    CANDIDATE_TRANSFER_SYNTAXES
+        .iter()
+        .filter(|uid| {
+            TransferSyntaxRegistry
+                .get(uid)
+                .is_some_and(|ts| ts.can_decode_all())
+        })
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Builds the SCP's configuration from the node's.
+pub fn scp_config(config: &Config) -> ScpConfig {
+    let mut storage_sop_classes = vec![
+        vcnode_scp::MG_FOR_PRESENTATION.to_string(),
+        vcnode_scp::MG_FOR_PROCESSING.to_string(),
+    ];
+    storage_sop_classes.extend(config.storage.extra_sop_classes.iter().cloned());
+    ScpConfig {
+        ae_title: config.node.ae_title.clone(),
+        peers: config
+            .peers
+            .iter()
+            .map(|p| Peer {
+                ae_title: p.ae_title.clone(),
+                host: p.host,
+            })
+            .collect(),
+        storage_sop_classes,
+        transfer_syntaxes: decodable_transfer_syntaxes(),
+        max_associations: config.node.max_associations,
+        max_pdu_length: config.node.max_pdu_length,
+        artim_timeout: config.artim_timeout(),
+        idle_timeout: config.idle_timeout(),
+    }
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = &config.node.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let store = InstanceStore::open(data_dir)
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let queue = Queue::open(data_dir)
+        .await
+        .context("cannot open the job database")?;
+    let counts = queue.job_counts().await?;
+    info!(data_dir = %data_dir.display(), jobs = ?counts, "store and queue open");
+
+    let device = vcnode_models::device::resolve(config.inference.device).context("[inference] device")?;
+    info!(device = ?device, "inference device");
+
+    if config.peers.is_empty() {
+        warn!("no [[peers]] configured: every association will be rejected");
+    }
+    let scp = scp_config(&config);
+    info!(transfer_syntaxes = ?scp.transfer_syntaxes, "accepted transfer syntaxes");
+    let addr = SocketAddr::new(config.node.bind, config.node.dimse_port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    info!(ae_title = %config.node.ae_title, %local, "DIMSE storage SCP listening");
+    // A plain line on stdout for scripts and tests that start the node on port 0.
+    println!("vcnode {} listening on {local}", config.node.ae_title);
+
+    let handler = Arc::new(Ingest {
+        store,
+        queue: queue.clone(),
+        select: config.jobs.select,
+        max_attempts: config.jobs.max_attempts,
+        min_free_percent: config.storage.min_free_percent,
+    });
+    StorageScp::new(scp, handler)
+        .serve(listener, shutdown_signal())
+        .await?;
+    queue.close().await;
+    info!("vcnode stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,174 @@
+//! Durable instance files under `data_dir`.
+//!
+//! Layout: `instances/<Study UID>/<Series UID>/<SOP Instance UID>.dcm`, every component a
+//! validated UID. A file is written to `tmp/`, fsynced, renamed into place, and the directory
+//! fsynced, so a crash leaves either the whole file or none (and a stray temp file, swept at
+//! start-up).
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use dicom_object::FileMetaTable;
+
+pub const INSTANCES_DIR: &str = "instances";
+const TMP_DIR: &str = "tmp";
+
+/// The node's Implementation Class UID (2.25 + a UUIDv5 of "vcnode"), written in file meta.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.130890670624383776139979181715606844580";
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("VCNODE_", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0:?} is not a valid UID; refusing to use it in a path")]
+    BadUid(String),
+    #[error("could not write {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("could not encode the file meta information: {0}")]
+    Meta(#[from] dicom_object::meta::Error),
+}
+
+impl StoreError {
+    /// True when the failure is a full disk (or quota), which maps to "out of resources".
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT))
+    }
+}
+
+/// The instance files of one node.
+#[derive(Debug, Clone)]
+pub struct InstanceStore {
+    root: PathBuf,
+}
+
+impl InstanceStore {
+    /// Opens the store under `data_dir`, creating its folders and sweeping temp files left by
+    /// a crash (their C-STORE was never acknowledged).
+    pub fn open(data_dir: &Path) -> io::Result<InstanceStore> {
+        fs::create_dir_all(data_dir.join(INSTANCES_DIR))?;
+        let tmp = data_dir.join(TMP_DIR);
+        fs::create_dir_all(&tmp)?;
+        for entry in fs::read_dir(&tmp)? {
+            let _ = fs::remove_file(entry?.path());
+        }
+        Ok(InstanceStore {
+            root: data_dir.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of an instance relative to data_dir, from validated UIDs.
+    pub fn relative_path(study: &str, series: &str, sop_instance: &str) -> Result<PathBuf, StoreError> {
+        for uid in [study, series, sop_instance] {
+            if !vcnode_scp::is_valid_uid(uid) {
+                return Err(StoreError::BadUid(uid.to_string()));
+            }
+        }
+        Ok(Path::new(INSTANCES_DIR)
+            .join(study)
+            .join(series)
+            .join(format!("{sop_instance}.dcm")))
+    }
+
+    /// Writes a DICOM Part 10 file (preamble, meta, then the data set bytes exactly as received)
+    /// durably at `relative`. Returns the file size. Blocking: call off the async runtime.
+    pub fn write_part10(
+        &self,
+        relative: &Path,
+        meta: &FileMetaTable,
+        dataset: &[u8],
+    ) -> Result<u64, StoreError> {
+        let dest = self.root.join(relative);
+        let dir = dest.parent().expect("instance paths have a parent");
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{}.part", uuid::Uuid::new_v4()));
+        let result = (|| {
+            let file = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            w.write_all(&[0u8; 128]).map_err(io_err(&tmp))?;
+            w.write_all(b"DICM").map_err(io_err(&tmp))?;
+            meta.write(&mut w)?;
+            w.write_all(dataset).map_err(io_err(&tmp))?;
+            let file = w.into_inner().map_err(|e| e.into_error()).map_err(io_err(&tmp))?;
+            file.sync_all().map_err(io_err(&tmp))?;
+            let size = file.metadata().map_err(io_err(&tmp))?.len();
+            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            // Make the rename itself durable.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+            Ok(size)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Free space of the file system holding data_dir, in percent of its size.
+    pub fn free_percent(&self) -> io::Result<f64> {
+        let st = nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)?;
+        let total = st.blocks() as f64 * st.fragment_size() as f64;
+        let avail = st.blocks_available() as f64 * st.fragment_size() as f64;
+        Ok(if total > 0.0 { 100.0 * avail / total } else { 0.0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_object::meta::FileMetaTableBuilder;
+
+    #[test]
+    fn paths_are_built_from_valid_uids_only() {
+        let p = InstanceStore::relative_path("1.2", "1.2.3", "1.2.3.4").unwrap();
+        assert_eq!(p, Path::new("instances/1.2/1.2.3/1.2.3.4.dcm"));
+        assert!(InstanceStore::relative_path("1.2", "..", "1.2.3").is_err());
+        assert!(InstanceStore::relative_path("1.2", "1.2", "1/2").is_err());
+    }
+
+    #[test]
+    fn writes_a_readable_part10_file_and_sweeps_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(TMP_DIR)).unwrap();
+        fs::write(dir.path().join(TMP_DIR).join("stale.part"), b"half").unwrap();
+        let store = InstanceStore::open(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+
+        let mut obj = dicom_object::InMemDicomObject::new_empty();
+        obj.put_str(
+            dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+            dicom_core::VR::UI,
+            "1.2.3.4",
+        );
+        let ts = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let mut bytes = Vec::new();
+        obj.write_dataset_with_ts(&mut bytes, &ts).unwrap();
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.1.2")
+            .media_storage_sop_instance_uid("1.2.3.4")
+            .transfer_syntax(vcnode_scp::EXPLICIT_VR_LE)
+            .build()
+            .unwrap();
+        let rel = InstanceStore::relative_path("1.2", "1.2.3", "1.2.3.4").unwrap();
+        store.write_part10(&rel, &meta, &bytes).unwrap();
+        let back = dicom_object::open_file(dir.path().join(&rel)).unwrap();
+        assert_eq!(
+            back.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "1.2.3.4"
+        );
+        assert!(store.free_percent().unwrap() > 0.0);
+    }
+}

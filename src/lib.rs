@@ -15,6 +15,7 @@ pub mod config;
 pub mod fixture;
 pub mod ingest;
 pub mod node;
+pub mod pixels;
 pub mod queue;
 pub mod store;
 pub mod uid;

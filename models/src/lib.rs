@@ -1,9 +1,22 @@
-//! The generators of vcnode and the torch device they run on.
+//! The generators of vcnode and everything needed to train, evaluate and run them.
 //!
 //! This crate knows tensors, not DICOM networking. What lives here:
-//! - [`device`]: which torch device inference uses (`auto`, `cpu`, `cuda`, `cuda:N`), including
-//!   loading `libtorch_cuda.so` at run time so one CPU-built binary also runs on GPU machines.
+//! - [`nets`]: the SCPA block, SCPA-UNet / U-Net generators, the PatchGAN discriminator.
+//! - [`preprocess`]: the paper's preprocessing, shared by training and serving.
+//! - [`train`]: training with the paper's losses and optimizer, checkpoints and resume.
+//! - [`model`]: loading weights through their [`manifest`] (sha256 checked) for inference.
+//! - [`metrics`] and [`stats`]: MSE/PSNR/SSIM and the paired tests of the evaluation.
+//! - [`phantom`]: the physics-based CESM phantom (paired LE/RC images with lesion boxes).
+//! - [`device`]: which torch device inference uses, including loading `libtorch_cuda.so` at run
+//!   time so one CPU-built binary also runs on GPU machines.
 
 pub mod device;
+pub mod manifest;
+pub mod metrics;
+pub mod model;
+pub mod nets;
+pub mod preprocess;
+pub mod stats;
+pub mod train;
 
 pub use device::{DeviceError, DeviceReport, DeviceRequest};

@@ -1,0 +1,140 @@
+//! The U-Net generator. With `scpa`, an SCPA block follows each encoder and each decoder stage
+//! (SCPA-UNet); without, it is the paper's plain U-Net baseline and the Pix2Pix generator.
+
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+use super::{lrelu, GeneratorConfig, OutputActivation, ScpaBlock};
+
+#[derive(Debug)]
+struct Stage {
+    conv: nn::Conv2D,
+    conv2: nn::Conv2D,
+    scpa: Option<ScpaBlock>,
+}
+
+impl Stage {
+    fn forward(&self, x: &Tensor, attention: Option<&mut Vec<Tensor>>) -> Tensor {
+        let h = lrelu(&self.conv2.forward(&lrelu(&self.conv.forward(x))));
+        match (&self.scpa, attention) {
+            (Some(s), Some(maps)) => {
+                let (h, a) = s.forward_with_attention(&h);
+                maps.push(a);
+                h
+            }
+            (Some(s), None) => s.forward(&h),
+            (None, _) => h,
+        }
+    }
+}
+
+/// What a forward pass returns: the synthetic RC and, when asked, the SCPA attention maps from
+/// the first encoder stage to the last decoder stage.
+pub struct GeneratorOutput {
+    pub image: Tensor,
+    pub attention: Vec<Tensor>,
+}
+
+#[derive(Debug)]
+pub struct Generator {
+    config: GeneratorConfig,
+    encoder: Vec<Stage>,
+    /// Upsampling projections, deepest first.
+    up: Vec<nn::Conv2D>,
+    decoder: Vec<Stage>,
+    head: nn::Conv2D,
+}
+
+impl Generator {
+    pub fn new(p: nn::Path, config: &GeneratorConfig) -> Generator {
+        let ch = &config.channels;
+        assert!(ch.len() >= 2, "a U-Net needs at least two levels");
+        let stage = |p: nn::Path, c_in: i64, c_out: i64, stride: i64| Stage {
+            conv: nn::conv2d(
+                &p / "conv",
+                c_in,
+                c_out,
+                3,
+                nn::ConvConfig {
+                    stride,
+                    padding: 1,
+                    ..Default::default()
+                },
+            ),
+            conv2: nn::conv2d(
+                &p / "conv2",
+                c_out,
+                c_out,
+                3,
+                nn::ConvConfig {
+                    padding: 1,
+                    ..Default::default()
+                },
+            ),
+            scpa: config.scpa.then(|| ScpaBlock::new(&p / "scpa", c_out)),
+        };
+        let enc = &p / "encoder";
+        let mut encoder = Vec::new();
+        for (i, &c) in ch.iter().enumerate() {
+            // Level 0 keeps the resolution; each deeper level halves it with a strided conv.
+            let (c_in, stride) = if i == 0 { (1, 1) } else { (ch[i - 1], 2) };
+            encoder.push(stage(&enc / i, c_in, c, stride));
+        }
+        let dec = &p / "decoder";
+        let mut up = Vec::new();
+        let mut decoder = Vec::new();
+        for i in (0..ch.len() - 1).rev() {
+            let cfg = nn::ConvConfig {
+                padding: 1,
+                ..Default::default()
+            };
+            up.push(nn::conv2d(&dec / format!("up{i}"), ch[i + 1], ch[i], 3, cfg));
+            decoder.push(stage(&dec / i, 2 * ch[i], ch[i], 1));
+        }
+        let head = nn::conv2d(&p / "head", ch[0], 1, 1, Default::default());
+        Generator {
+            config: config.clone(),
+            encoder,
+            up,
+            decoder,
+            head,
+        }
+    }
+
+    pub fn config(&self) -> &GeneratorConfig {
+        &self.config
+    }
+
+    /// `x`: [N, 1, H, W] normalized LE, H and W multiples of `size_multiple()`.
+    pub fn run(&self, x: &Tensor, with_attention: bool) -> GeneratorOutput {
+        let mut maps = Vec::new();
+        let mut skips = Vec::with_capacity(self.encoder.len());
+        let mut h = x.shallow_clone();
+        for stage in &self.encoder {
+            h = stage.forward(&h, with_attention.then_some(&mut maps));
+            skips.push(h.shallow_clone());
+        }
+        skips.pop();
+        for (up, stage) in self.up.iter().zip(&self.decoder) {
+            let skip = skips.pop().expect("one skip per decoder stage");
+            let size = skip.size();
+            h = lrelu(&up.forward(&h.upsample_bilinear2d([size[2], size[3]], false, None, None)));
+            h = stage.forward(&Tensor::cat(&[h, skip], 1), with_attention.then_some(&mut maps));
+        }
+        let logits = self.head.forward(&h);
+        let image = match self.config.output {
+            OutputActivation::Sigmoid => logits.sigmoid(),
+            OutputActivation::Tanh => logits.tanh(),
+        };
+        GeneratorOutput {
+            image,
+            attention: maps,
+        }
+    }
+}
+
+impl Module for Generator {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.run(x, false).image
+    }
+}

@@ -1,0 +1,289 @@
+//! Training of the four models with the paper's losses and optimizer: L1 for the U-Nets;
+//! BCE-with-logits GAN loss + λ·L1 (λ = 100) with a PatchGAN for the cGANs; Adam, lr 2e-4,
+//! β1 0.5. Checkpoints after every epoch; `resume` continues from the last one (weights and
+//! epoch; Adam's moments restart).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::model::{load_safetensors, save_safetensors, ModelError, GENERATOR_PREFIX};
+use crate::nets::{Generator, GeneratorConfig, ModelKind, PatchGan};
+use crate::preprocess::InputSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("no training pairs")]
+    NoData,
+    #[error("training data has shape {found:?}; the model input is {expected:?}")]
+    Shape { found: Vec<i64>, expected: Vec<i64> },
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub kind: ModelKind,
+    pub generator: GeneratorConfig,
+    pub input: InputSpec,
+    pub epochs: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+    pub beta1: f64,
+    /// λ of the cGAN objective.
+    pub lambda_l1: f64,
+    /// PatchGAN width (64 in the paper).
+    pub discriminator_base: i64,
+    pub seed: i64,
+}
+
+impl TrainConfig {
+    /// The paper's defaults for a model kind at an input size.
+    pub fn paper(kind: ModelKind, input: InputSpec) -> TrainConfig {
+        TrainConfig {
+            kind,
+            generator: GeneratorConfig::paper(kind.uses_scpa()),
+            input,
+            epochs: 200,
+            batch: 8,
+            learning_rate: 2e-4,
+            beta1: 0.5,
+            lambda_l1: 100.0,
+            discriminator_base: 64,
+            seed: 0,
+        }
+    }
+}
+
+/// Paired, preprocessed tensors [N, 1, H, W] (f32, CPU): input LE and target RC.
+pub struct PairTensors {
+    pub le: Tensor,
+    pub rc: Tensor,
+}
+
+impl PairTensors {
+    pub fn len(&self) -> i64 {
+        self.le.size()[0]
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the progress callback sees.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Step {
+        epoch: usize,
+        step: usize,
+        steps_per_epoch: usize,
+        l1: f64,
+    },
+    Epoch(EpochStats),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    /// Mean training L1 of the generator (normalized units).
+    pub l1: f64,
+    pub gan_g: Option<f64>,
+    pub gan_d: Option<f64>,
+    /// Mean L1 on the validation pairs, if any.
+    pub val_l1: Option<f64>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    config: TrainConfig,
+    epochs_done: usize,
+    steps: usize,
+    history: Vec<EpochStats>,
+}
+
+/// A finished (or resumed-and-finished) run.
+pub struct Trained {
+    pub vs: nn::VarStore,
+    pub generator: Generator,
+    pub history: Vec<EpochStats>,
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("state.json"),
+        dir.join("generator.safetensors"),
+        dir.join("discriminator.safetensors"),
+    )
+}
+
+/// Mean L1 of the generator on `data`, in eval mode, batched.
+pub fn mean_l1(generator: &Generator, data: &PairTensors, device: Device, batch: i64) -> f64 {
+    tch::no_grad(|| {
+        let mut total = 0.0;
+        let n = data.len();
+        let mut i = 0;
+        while i < n {
+            let b = batch.min(n - i);
+            let x = data.le.narrow(0, i, b).to_device(device);
+            let y = data.rc.narrow(0, i, b).to_device(device);
+            let out = generator.run(&x, false).image;
+            total += f64::try_from(out.l1_loss(&y, Reduction::Sum)).unwrap_or(f64::NAN);
+            i += b;
+        }
+        total / (data.le.numel() as f64)
+    })
+}
+
+/// Trains on `data`, checkpointing into `checkpoint_dir`. With `resume`, continues a run whose
+/// checkpoint is there (the configuration must match).
+pub fn train(
+    config: &TrainConfig,
+    data: &PairTensors,
+    validation: Option<&PairTensors>,
+    device: Device,
+    checkpoint_dir: &Path,
+    resume: bool,
+    progress: &mut dyn FnMut(Event),
+) -> Result<Trained, TrainError> {
+    if data.is_empty() {
+        return Err(TrainError::NoData);
+    }
+    let expected = vec![1, config.input.rows, config.input.cols];
+    if data.le.size()[1..] != expected[..] || data.rc.size() != data.le.size() {
+        return Err(TrainError::Shape {
+            found: data.le.size(),
+            expected,
+        });
+    }
+    tch::manual_seed(config.seed);
+    std::fs::create_dir_all(checkpoint_dir).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+    let (state_path, gen_path, disc_path) = checkpoint_paths(checkpoint_dir);
+
+    let mut gvs = nn::VarStore::new(device);
+    let generator = Generator::new(gvs.root() / GENERATOR_PREFIX, &config.generator);
+    let mut dvs = nn::VarStore::new(device);
+    let discriminator = config
+        .kind
+        .adversarial()
+        .then(|| PatchGan::new(dvs.root() / "discriminator", 2, config.discriminator_base));
+
+    let mut state = CheckpointState {
+        config: config.clone(),
+        epochs_done: 0,
+        steps: 0,
+        history: Vec::new(),
+    };
+    if resume && state_path.exists() {
+        let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        let saved: CheckpointState =
+            serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        if serde_json::to_value(&saved.config.generator).ok() != serde_json::to_value(&config.generator).ok()
+            || saved.config.kind != config.kind
+        {
+            return Err(TrainError::Checkpoint(format!(
+                "{} holds a {} run with another architecture",
+                checkpoint_dir.display(),
+                saved.config.kind.name()
+            )));
+        }
+        load_safetensors(&mut gvs, &gen_path, config.kind.name())?;
+        if discriminator.is_some() {
+            load_safetensors(&mut dvs, &disc_path, "patchgan")?;
+        }
+        state.epochs_done = saved.epochs_done;
+        state.steps = saved.steps;
+        state.history = saved.history;
+    }
+
+    let mut g_opt = nn::adam(config.beta1, 0.999, 0.0).build(&gvs, config.learning_rate)?;
+    let mut d_opt = match &discriminator {
+        Some(_) => Some(nn::adam(config.beta1, 0.999, 0.0).build(&dvs, config.learning_rate)?),
+        None => None,
+    };
+    let n = data.len();
+    let batch = (config.batch as i64).clamp(1, n);
+    let steps_per_epoch = ((n + batch - 1) / batch) as usize;
+    let started = Instant::now();
+    let bce = |logits: &Tensor, real: bool| {
+        let target = if real {
+            logits.ones_like()
+        } else {
+            logits.zeros_like()
+        };
+        logits.binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean)
+    };
+
+    for epoch in state.epochs_done..config.epochs {
+        let t0 = Instant::now();
+        let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
+        let (mut l1_sum, mut g_sum, mut d_sum) = (0.0, 0.0, 0.0);
+        for step in 0..steps_per_epoch {
+            let idx = order.narrow(0, step as i64 * batch, batch.min(n - step as i64 * batch));
+            let x = data.le.index_select(0, &idx).to_device(device);
+            let y = data.rc.index_select(0, &idx).to_device(device);
+            let fake = generator.run(&x, false).image;
+            let l1 = fake.l1_loss(&y, Reduction::Mean);
+            let l1_value = f64::try_from(&l1)?;
+            match (&discriminator, &mut d_opt) {
+                (Some(d), Some(d_opt)) => {
+                    // Discriminator: real pairs → 1, generated pairs → 0.
+                    let real = d.forward_t(&Tensor::cat(&[&x, &y], 1), true);
+                    let fake_logits = d.forward_t(&Tensor::cat(&[&x, &fake.detach()], 1), true);
+                    let d_loss = (bce(&real, true) + bce(&fake_logits, false)) * 0.5;
+                    d_opt.backward_step(&d_loss);
+                    d_sum += f64::try_from(&d_loss)?;
+                    // Generator: fool the discriminator and stay close to the target.
+                    let judged = d.forward_t(&Tensor::cat(&[&x, &fake], 1), true);
+                    let gan = bce(&judged, true);
+                    g_sum += f64::try_from(&gan)?;
+                    g_opt.backward_step(&(gan + &l1 * config.lambda_l1));
+                }
+                _ => g_opt.backward_step(&l1),
+            }
+            l1_sum += l1_value;
+            state.steps += 1;
+            progress(Event::Step {
+                epoch,
+                step,
+                steps_per_epoch,
+                l1: l1_value,
+            });
+        }
+        let k = steps_per_epoch as f64;
+        let stats = EpochStats {
+            epoch,
+            l1: l1_sum / k,
+            gan_g: discriminator.as_ref().map(|_| g_sum / k),
+            gan_d: discriminator.as_ref().map(|_| d_sum / k),
+            val_l1: validation.map(|v| mean_l1(&generator, v, device, batch)),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        state.history.push(stats.clone());
+        state.epochs_done = epoch + 1;
+        // Checkpoint: weights first, then the state that points at them.
+        save_safetensors(&gvs, &gen_path, Kind::Float)?;
+        if discriminator.is_some() {
+            save_safetensors(&dvs, &disc_path, Kind::Float)?;
+        }
+        let text = serde_json::to_string_pretty(&state).expect("state serializes");
+        std::fs::write(&state_path, text).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        progress(Event::Epoch(stats));
+    }
+    Ok(Trained {
+        vs: gvs,
+        generator,
+        history: state.history,
+        steps: state.steps,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,202 @@
+//! The networks, their weights round trip and a short training run, on CPU.
+
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+use vcnode_models::manifest::{sha256_file, Manifest, WeightsFormat, WeightsRef, MANIFEST_FORMAT};
+use vcnode_models::model::{save_safetensors, RcModel, GENERATOR_PREFIX};
+use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind, OutputActivation, PatchGan};
+use vcnode_models::preprocess::{InputSpec, Normalization};
+use vcnode_models::train::{train, Event, PairTensors, TrainConfig};
+
+fn small(scpa: bool) -> GeneratorConfig {
+    GeneratorConfig {
+        channels: vec![4, 8, 8, 16, 16],
+        scpa,
+        output: OutputActivation::Sigmoid,
+    }
+}
+
+#[test]
+fn every_model_has_the_right_shapes_at_the_paper_sizes() {
+    tch::manual_seed(0);
+    for (rows, cols) in [(640, 512), (640, 320)] {
+        let x = Tensor::rand([1, 1, rows, cols], (Kind::Float, Device::Cpu));
+        for kind in [
+            ModelKind::ScpaUnet,
+            ModelKind::ScpaCgan,
+            ModelKind::Unet,
+            ModelKind::Pix2pix,
+        ] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let g = Generator::new(vs.root() / GENERATOR_PREFIX, &small(kind.uses_scpa()));
+            let out = tch::no_grad(|| g.run(&x, true));
+            assert_eq!(out.image.size(), vec![1, 1, rows, cols], "{kind:?}");
+            let lo = f64::try_from(out.image.min()).unwrap();
+            let hi = f64::try_from(out.image.max()).unwrap();
+            assert!((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi));
+            if kind.uses_scpa() {
+                // One attention map per encoder and decoder stage; the last is full size.
+                assert_eq!(out.attention.len(), 9, "{kind:?}");
+                assert_eq!(out.attention.last().unwrap().size(), vec![1, 2, rows, cols]);
+            } else {
+                assert!(out.attention.is_empty());
+            }
+            if kind.adversarial() {
+                let dvs = nn::VarStore::new(Device::Cpu);
+                let d = PatchGan::new(dvs.root() / "discriminator", 2, 8);
+                let logits = tch::no_grad(|| d.forward_t(&Tensor::cat(&[&x, &out.image], 1), false));
+                // 70×70 PatchGAN: three halvings, then two 4×4 convs with padding 1.
+                assert_eq!(logits.size(), vec![1, 1, rows / 8 - 2, cols / 8 - 2], "{kind:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_paper_configuration_has_about_seven_million_parameters() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _g = Generator::new(vs.root() / GENERATOR_PREFIX, &GeneratorConfig::paper(true));
+    let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    assert!((5_000_000..10_000_000).contains(&n), "{n} parameters");
+}
+
+fn write_manifest(
+    dir: &std::path::Path,
+    vs: &nn::VarStore,
+    config: &GeneratorConfig,
+    kind: Kind,
+) -> std::path::PathBuf {
+    let weights = dir.join("w.safetensors");
+    save_safetensors(vs, &weights, kind).unwrap();
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        model: ModelKind::ScpaUnet,
+        generator: config.clone(),
+        input: InputSpec {
+            rows: 64,
+            cols: 48,
+            normalization: Normalization::ZeroOne,
+        },
+        weights: WeightsRef {
+            file: "w.safetensors".into(),
+            format: WeightsFormat::Safetensors,
+            dtype: format!("{kind:?}"),
+            sha256: sha256_file(&weights).unwrap(),
+            parameters: 0,
+        },
+        training: None,
+        metrics: serde_json::Value::Null,
+        created_by: "test".into(),
+    };
+    let path = dir.join("manifest.json");
+    manifest.save(&path).unwrap();
+    path
+}
+
+#[test]
+fn saved_weights_load_to_identical_outputs_and_tampering_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    tch::manual_seed(1);
+    let config = small(true);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let g = Generator::new(vs.root() / GENERATOR_PREFIX, &config);
+    let path = write_manifest(dir.path(), &vs, &config, Kind::Float);
+    let x = Tensor::rand([2, 1, 64, 48], (Kind::Float, Device::Cpu));
+    let expected = tch::no_grad(|| g.run(&x, false).image);
+    let loaded = RcModel::load(&path, Device::Cpu).unwrap();
+    let got = loaded.synthesize(&x);
+    assert!(got.equal(&expected), "save→load must give identical outputs");
+    let (_, attention) = loaded.synthesize_with_attention(&x);
+    assert_eq!(attention.unwrap().size(), vec![2, 1, 64, 48]);
+
+    // Half-precision storage loads too (into f32), close to the original.
+    let half = write_manifest(dir.path(), &vs, &config, Kind::Half);
+    let diff = f64::try_from(
+        (RcModel::load(&half, Device::Cpu).unwrap().synthesize(&x) - &expected)
+            .abs()
+            .max(),
+    )
+    .unwrap();
+    assert!(diff < 1e-2, "{diff}");
+
+    // A changed weights file no longer matches its manifest's sha256.
+    let mut bytes = std::fs::read(dir.path().join("w.safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(dir.path().join("w.safetensors"), bytes).unwrap();
+    let err = RcModel::load(&half, Device::Cpu)
+        .err()
+        .expect("tampered weights must not load")
+        .to_string();
+    assert!(err.contains("sha256"), "{err}");
+}
+
+/// LE-like inputs with blobs that the target shows brighter: learnable in a few steps.
+fn toy_pairs(n: i64) -> PairTensors {
+    tch::manual_seed(7);
+    let le = Tensor::rand([n, 1, 32, 32], (Kind::Float, Device::Cpu)) * 0.2 + 0.4;
+    let rc = (&le - 0.4) * 2.0 + 0.1;
+    PairTensors { le, rc }
+}
+
+#[test]
+fn a_few_training_steps_reduce_the_l1_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = InputSpec {
+        rows: 32,
+        cols: 32,
+        normalization: Normalization::ZeroOne,
+    };
+    for kind in [ModelKind::ScpaUnet, ModelKind::ScpaCgan] {
+        let config = TrainConfig {
+            generator: GeneratorConfig {
+                channels: vec![8, 16, 16],
+                ..small(true)
+            },
+            epochs: 8,
+            batch: 4,
+            learning_rate: 2e-3,
+            discriminator_base: 8,
+            ..TrainConfig::paper(kind, input)
+        };
+        let data = toy_pairs(16);
+        let mut epochs = Vec::new();
+        let trained = train(
+            &config,
+            &data,
+            Some(&data),
+            Device::Cpu,
+            &dir.path().join(kind.name()),
+            false,
+            &mut |e| {
+                if let Event::Epoch(s) = e {
+                    epochs.push(s.l1)
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(epochs.len(), 8);
+        assert!(
+            epochs[7] < epochs[0] * 0.7,
+            "{kind:?} loss did not fall: {epochs:?}"
+        );
+        assert_eq!(trained.steps, 8 * 4);
+        // Resume continues after the last checkpoint instead of starting over.
+        let more = TrainConfig {
+            epochs: 10,
+            ..config.clone()
+        };
+        let resumed = train(
+            &more,
+            &data,
+            None,
+            Device::Cpu,
+            &dir.path().join(kind.name()),
+            true,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(resumed.history.len(), 10);
+        assert_eq!(resumed.steps, 10 * 4);
+    }
+}

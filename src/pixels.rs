@@ -1,0 +1,132 @@
+//! Reading a mammogram's pixels for the models: decode any accepted transfer syntax, apply the
+//! Modality LUT (rescale), make MONOCHROME1 read like MONOCHROME2, and find the VOI window.
+//!
+//! For Processing images usually carry no VOI window: then the window spans the values
+//! present (min to max), which is documented in the derived instance's description.
+
+use std::path::Path;
+
+use dicom_dictionary_std::tags;
+use dicom_object::{FileDicomObject, InMemDicomObject};
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutOption};
+use vcnode_models::preprocess::Window;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PixelError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        source: Box<dicom_object::ReadError>,
+    },
+    #[error("cannot decode the pixel data: {0}")]
+    Decode(String),
+    #[error("unsupported image: {0}")]
+    Unsupported(String),
+}
+
+/// Where the VOI window came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSource {
+    /// Window Center/Width of the file.
+    File,
+    /// None in the file: the range of the values present.
+    ValueRange,
+}
+
+/// A decoded single-frame grayscale image in modality values, brighter = more attenuating.
+#[derive(Debug, Clone)]
+pub struct MgImage {
+    pub rows: usize,
+    pub cols: usize,
+    pub values: Vec<f32>,
+    pub window: Window,
+    pub window_source: WindowSource,
+    pub monochrome1: bool,
+    pub laterality: Option<String>,
+}
+
+impl MgImage {
+    pub fn windowed(&self) -> Vec<f32> {
+        self.window.apply(&self.values)
+    }
+}
+
+pub fn read_file(path: &Path) -> Result<MgImage, PixelError> {
+    let obj = dicom_object::open_file(path).map_err(|e| PixelError::Open {
+        path: path.display().to_string(),
+        source: Box::new(e),
+    })?;
+    decode(&obj)
+}
+
+fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn decode(obj: &FileDicomObject<InMemDicomObject>) -> Result<MgImage, PixelError> {
+    let samples = obj
+        .element(tags::SAMPLES_PER_PIXEL)
+        .ok()
+        .and_then(|e| e.to_int::<u16>().ok())
+        .unwrap_or(1);
+    if samples != 1 {
+        return Err(PixelError::Unsupported(format!(
+            "{samples} samples per pixel; mammograms are grayscale"
+        )));
+    }
+    let photometric = text(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    let monochrome1 = photometric == "MONOCHROME1";
+    if !monochrome1 && photometric != "MONOCHROME2" {
+        return Err(PixelError::Unsupported(format!(
+            "photometric interpretation {photometric:?}"
+        )));
+    }
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| PixelError::Decode(e.to_string()))?;
+    let (rows, cols) = (decoded.rows() as usize, decoded.columns() as usize);
+    let options = ConvertOptions::new()
+        .with_modality_lut(ModalityLutOption::Default)
+        .with_voi_lut(VoiLutOption::Identity);
+    let mut values: Vec<f32> = decoded
+        .to_vec_frame_with_options(0, &options)
+        .map_err(|e| PixelError::Decode(e.to_string()))?;
+    if values.len() != rows * cols {
+        return Err(PixelError::Decode(format!(
+            "{} values for {rows}x{cols}",
+            values.len()
+        )));
+    }
+    let file_window = decoded.window().ok().flatten().and_then(|w| w.first().copied());
+    let (mut window, window_source) = match file_window {
+        Some(w) if w.width > 1.0 => (
+            Window {
+                center: w.center as f32,
+                width: w.width as f32,
+            },
+            WindowSource::File,
+        ),
+        _ => (Window::from_range(&values), WindowSource::ValueRange),
+    };
+    if monochrome1 {
+        // Mirror values and window about the value range so that dense tissue is bright.
+        let (lo, hi) = values
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        values.iter_mut().for_each(|v| *v = lo + hi - *v);
+        window.center = lo + hi - window.center;
+    }
+    Ok(MgImage {
+        rows,
+        cols,
+        values,
+        window,
+        window_source,
+        monochrome1,
+        laterality: text(obj, tags::IMAGE_LATERALITY).or_else(|| text(obj, tags::LATERALITY)),
+    })
+}

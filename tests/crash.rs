@@ -17,13 +17,19 @@ fn sigkill_mid_batch_loses_no_acknowledged_instance() {
     let mut node = Node::start(dir.path(), "");
     let specs: Vec<MammogramSpec> = (1..=40).map(MammogramSpec::low_energy).collect();
     let files = write_fixtures(&dir.path().join("src"), &specs);
-    let spec_of: HashMap<String, &MammogramSpec> =
-        files.iter().zip(&specs).map(|(f, s)| (f.display().to_string(), s)).collect();
+    let spec_of: HashMap<String, &MammogramSpec> = files
+        .iter()
+        .zip(&specs)
+        .map(|(f, s)| (f.display().to_string(), s))
+        .collect();
 
     // storescu logs "Sending file: X" then "Received Store Response (Success)" per instance.
     let mut scu = Command::new("sh")
         .arg("-c")
-        .arg(format!("exec {STORESCU} -v -aet MODALITY -aec VCNODE 127.0.0.1 {} \"$@\" 2>&1", node.port()))
+        .arg(format!(
+            "exec {STORESCU} -v -aet MODALITY -aec VCNODE 127.0.0.1 {} \"$@\" 2>&1",
+            node.port()
+        ))
         .arg("sh")
         .args(&files)
         .stdout(Stdio::piped())
@@ -32,7 +38,10 @@ fn sigkill_mid_batch_loses_no_acknowledged_instance() {
     let mut acknowledged = Vec::new();
     let mut current = None;
     let mut killed = false;
-    for line in BufReader::new(scu.stdout.take().unwrap()).lines().map_while(Result::ok) {
+    for line in BufReader::new(scu.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
         if let Some(f) = line.split("Sending file: ").nth(1) {
             current = Some(f.trim().to_string());
         }
@@ -46,7 +55,11 @@ fn sigkill_mid_batch_loses_no_acknowledged_instance() {
     }
     let _ = scu.wait();
     assert!(killed, "the batch ended before the node was killed");
-    assert!(acknowledged.len() >= 12 && acknowledged.len() < files.len(), "acknowledged {}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 12 && acknowledged.len() < files.len(),
+        "acknowledged {}",
+        acknowledged.len()
+    );
 
     // Restart on the same data_dir: every acknowledged instance is there and whole.
     let node = Node::start_with(dir.path(), node.config.clone());
@@ -77,9 +90,16 @@ fn sigkill_mid_batch_loses_no_acknowledged_instance() {
     let out = storescu(&node, "MODALITY", &[], &files);
     assert_eq!(successes(&out), files.len(), "{}", text(&out));
     rt.block_on(async {
-        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(q.pool()).await.unwrap();
+        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+            .fetch_one(q.pool())
+            .await
+            .unwrap();
         assert_eq!(jobs, files.len() as i64);
         q.close().await;
     });
-    assert_eq!(std::fs::read_dir(node.data_dir.join("tmp")).unwrap().count(), 0, "no stray temp files");
+    assert_eq!(
+        std::fs::read_dir(node.data_dir.join("tmp")).unwrap().count(),
+        0,
+        "no stray temp files"
+    );
 }

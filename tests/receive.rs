@@ -20,20 +20,40 @@ fn echo_answers_known_peers_and_rejects_unknown_titles_and_hosts() {
     let ok = echoscu(&node, "MODALITY", "VCNODE");
     assert!(ok.status.success(), "{}", text(&ok));
     let anywhere = echoscu(&node, "ANYWHERE", "VCNODE");
-    assert!(anywhere.status.success(), "a peer without host may call from anywhere: {}", text(&anywhere));
+    assert!(
+        anywhere.status.success(),
+        "a peer without host may call from anywhere: {}",
+        text(&anywhere)
+    );
 
     let stranger = echoscu(&node, "STRANGER", "VCNODE");
     assert!(!stranger.status.success());
-    assert!(text(&stranger).contains("Calling AE Title Not Recognized"), "{}", text(&stranger));
-    assert!(text(&stranger).contains("Rejected Permanent"), "{}", text(&stranger));
+    assert!(
+        text(&stranger).contains("Calling AE Title Not Recognized"),
+        "{}",
+        text(&stranger)
+    );
+    assert!(
+        text(&stranger).contains("Rejected Permanent"),
+        "{}",
+        text(&stranger)
+    );
 
     let wrong_host = echoscu(&node, "OTHERHOST", "VCNODE");
     assert!(!wrong_host.status.success());
-    assert!(text(&wrong_host).contains("Calling AE Title Not Recognized"), "{}", text(&wrong_host));
+    assert!(
+        text(&wrong_host).contains("Calling AE Title Not Recognized"),
+        "{}",
+        text(&wrong_host)
+    );
 
     let wrong_called = echoscu(&node, "MODALITY", "NOTVCNODE");
     assert!(!wrong_called.status.success());
-    assert!(text(&wrong_called).contains("Called AE Title Not Recognized"), "{}", text(&wrong_called));
+    assert!(
+        text(&wrong_called).contains("Called AE Title Not Recognized"),
+        "{}",
+        text(&wrong_called)
+    );
 
     // The node keeps serving after the rejections.
     assert!(echoscu(&node, "MODALITY", "VCNODE").status.success());
@@ -78,8 +98,15 @@ fn assert_same_dataset(sent: &Path, stored: &Path) {
         if tag.element() == 0 {
             continue; // group lengths may be recomputed by the sender
         }
-        let other = b.element(tag).unwrap_or_else(|_| panic!("{tag} missing from {}", stored.display()));
-        assert_eq!(elem.value(), other.value(), "{tag} differs in {}", stored.display());
+        let other = b
+            .element(tag)
+            .unwrap_or_else(|_| panic!("{tag} missing from {}", stored.display()));
+        assert_eq!(
+            elem.value(),
+            other.value(),
+            "{tag} differs in {}",
+            stored.display()
+        );
         n += 1;
     }
     assert!(n > 20, "compared only {n} elements");
@@ -99,37 +126,79 @@ fn stores_low_energy_images_in_every_transfer_syntax_with_one_job_each() {
         } else {
             convert(tool, args, &explicit, &src.join(format!("ts-{i}.dcm")))
         };
-        let meta_ts = open_file(&file).unwrap().meta().transfer_syntax().trim_end_matches('\0').to_string();
+        let meta_ts = open_file(&file)
+            .unwrap()
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string();
         assert_eq!(&meta_ts, ts, "{tool} made the wrong transfer syntax");
         let out = storescu(&node, "MODALITY", &[propose], std::slice::from_ref(&file));
-        assert_eq!(successes(&out), 1, "{ts} not acknowledged: {}\n{}", text(&out), node.log());
+        assert_eq!(
+            successes(&out),
+            1,
+            "{ts} not acknowledged: {}\n{}",
+            text(&out),
+            node.log()
+        );
         sent.push((spec, file, *ts));
     }
     // A standard (non-CESM) mammogram: stored, no job.
-    let plain = MammogramSpec { image_type: "ORIGINAL\\PRIMARY".into(), ..MammogramSpec::low_energy(100) };
+    let plain = MammogramSpec {
+        image_type: "ORIGINAL\\PRIMARY".into(),
+        ..MammogramSpec::low_energy(100)
+    };
     let plain_file = write_fixtures(&src, std::slice::from_ref(&plain)).remove(0);
-    assert_eq!(successes(&storescu(&node, "MODALITY", &[], std::slice::from_ref(&plain_file))), 1);
+    assert_eq!(
+        successes(&storescu(
+            &node,
+            "MODALITY",
+            &[],
+            std::slice::from_ref(&plain_file)
+        )),
+        1
+    );
 
     for (spec, file, ts) in &sent {
         let uid = sop_instance_uid(file);
         let stored = stored_path(&node, &uid);
         let obj = open_file(&stored).unwrap();
         assert_eq!(obj.meta().transfer_syntax().trim_end_matches('\0'), *ts);
-        assert_eq!(obj.meta().source_application_entity_title.as_deref().map(str::trim), Some("MODALITY"));
+        assert_eq!(
+            obj.meta()
+                .source_application_entity_title
+                .as_deref()
+                .map(str::trim),
+            Some("MODALITY")
+        );
         assert_same_dataset(file, &stored);
         // The stored pixel data decodes to exactly the pixels that were generated.
-        let decoded = obj.decode_pixel_data().unwrap_or_else(|e| panic!("{ts} does not decode: {e}"));
+        let decoded = obj
+            .decode_pixel_data()
+            .unwrap_or_else(|e| panic!("{ts} does not decode: {e}"));
         let values: Vec<u16> = decoded.to_vec().unwrap();
-        assert!(values == pixels(spec), "{ts}: decoded pixels differ from the source");
+        assert!(
+            values == pixels(spec),
+            "{ts}: decoded pixels differ from the source"
+        );
     }
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        assert_eq!(count(&node, "SELECT COUNT(*) FROM instances").await, SYNTAXES.len() as i64 + 1);
-        assert_eq!(count(&node, "SELECT COUNT(*) FROM jobs WHERE state = 'queued'").await, SYNTAXES.len() as i64);
+        assert_eq!(
+            count(&node, "SELECT COUNT(*) FROM instances").await,
+            SYNTAXES.len() as i64 + 1
+        );
+        assert_eq!(
+            count(&node, "SELECT COUNT(*) FROM jobs WHERE state = 'queued'").await,
+            SYNTAXES.len() as i64
+        );
         let plain_uid = sop_instance_uid(&plain_file);
-        let plain_jobs =
-            count(&node, &format!("SELECT COUNT(*) FROM jobs WHERE source_uid = '{plain_uid}'")).await;
+        let plain_jobs = count(
+            &node,
+            &format!("SELECT COUNT(*) FROM jobs WHERE source_uid = '{plain_uid}'"),
+        )
+        .await;
         assert_eq!(plain_jobs, 0, "a non-LE mammogram must not become a job");
     });
 
@@ -137,7 +206,10 @@ fn stores_low_energy_images_in_every_transfer_syntax_with_one_job_each() {
     let again = storescu(&node, "MODALITY", &[], &[sent[0].1.clone()]);
     assert_eq!(successes(&again), 1, "{}", text(&again));
     rt.block_on(async {
-        assert_eq!(count(&node, "SELECT COUNT(*) FROM jobs").await, SYNTAXES.len() as i64);
+        assert_eq!(
+            count(&node, "SELECT COUNT(*) FROM jobs").await,
+            SYNTAXES.len() as i64
+        );
     });
     let listing = node.jobs_cli();
     assert_eq!(listing.matches(" queued ").count(), SYNTAXES.len(), "{listing}");
@@ -151,7 +223,10 @@ fn scu_options(node: &Node, sop_class: &str) -> StoreScuOptions {
         address: node.addr.to_string(),
         presentation_contexts: vec![
             (sop_class.into(), vec![vcnode_scp::EXPLICIT_VR_LE.into()]),
-            (vcnode_scp::VERIFICATION.into(), vec![vcnode_scp::IMPLICIT_VR_LE.into()]),
+            (
+                vcnode_scp::VERIFICATION.into(),
+                vec![vcnode_scp::IMPLICIT_VR_LE.into()],
+            ),
         ],
         max_pdu_length: 65536,
         timeout: std::time::Duration::from_secs(30),
@@ -171,13 +246,21 @@ async fn refuses_bad_input_with_the_proper_status_and_keeps_serving() {
     let node = Node::start(dir.path(), "");
 
     // A CT image: no presentation context is accepted for its class.
-    let ct = MammogramSpec { sop_class_uid: CT_IMAGE_STORAGE.into(), ..MammogramSpec::low_energy(5) };
+    let ct = MammogramSpec {
+        sop_class_uid: CT_IMAGE_STORAGE.into(),
+        ..MammogramSpec::low_energy(5)
+    };
     let ct_file = write_fixtures(dir.path(), std::slice::from_ref(&ct)).remove(0);
     let out = storescu(&node, "MODALITY", &[], &[ct_file]);
     assert_eq!(successes(&out), 0);
     assert!(text(&out).contains("No presentation context"), "{}", text(&out));
-    let scu_ct = StoreScu::connect(&scu_options(&node, CT_IMAGE_STORAGE)).await.unwrap();
-    assert!(scu_ct.accepted_context(CT_IMAGE_STORAGE).is_none(), "CT must be rejected at negotiation");
+    let scu_ct = StoreScu::connect(&scu_options(&node, CT_IMAGE_STORAGE))
+        .await
+        .unwrap();
+    assert!(
+        scu_ct.accepted_context(CT_IMAGE_STORAGE).is_none(),
+        "CT must be rejected at negotiation"
+    );
     scu_ct.release().await.unwrap();
 
     let mg = vcnode_scp::MG_FOR_PRESENTATION;
@@ -193,7 +276,10 @@ async fn refuses_bad_input_with_the_proper_status_and_keeps_serving() {
     assert!(rsp.error_comment.is_some());
 
     // Garbage.
-    let rsp = scu.store(mg, &good_uid, b"\x08\x00\x16\x00UI\xff\xffgarbage").await.unwrap();
+    let rsp = scu
+        .store(mg, &good_uid, b"\x08\x00\x16\x00UI\xff\xffgarbage")
+        .await
+        .unwrap();
     assert_eq!(rsp.status & 0xF000, 0xC000, "garbage: {rsp:?}");
 
     // A CT data set sent as a mammogram.
@@ -205,13 +291,19 @@ async fn refuses_bad_input_with_the_proper_status_and_keeps_serving() {
     // No pixel data.
     let mut no_pixels = good.clone().into_inner();
     no_pixels.remove_element(tags::PIXEL_DATA);
-    let rsp = scu.store(mg, &good_uid, &dataset_bytes(&no_pixels)).await.unwrap();
+    let rsp = scu
+        .store(mg, &good_uid, &dataset_bytes(&no_pixels))
+        .await
+        .unwrap();
     assert_eq!(rsp.status, status::DATASET_DOES_NOT_MATCH_SOP_CLASS, "{rsp:?}");
 
     // A SOP Instance UID that would escape data_dir if used as a path.
     let mut evil = good.clone().into_inner();
     evil.put_str(tags::SOP_INSTANCE_UID, dicom_core::VR::UI, "../../../tmp/x");
-    let rsp = scu.store(mg, "../../../tmp/x", &dataset_bytes(&evil)).await.unwrap();
+    let rsp = scu
+        .store(mg, "../../../tmp/x", &dataset_bytes(&evil))
+        .await
+        .unwrap();
     assert_ne!(rsp.status, status::SUCCESS, "{rsp:?}");
 
     // Nothing refused was recorded; the same association still stores a good instance.
@@ -225,7 +317,12 @@ async fn refuses_bad_input_with_the_proper_status_and_keeps_serving() {
 }
 
 fn sop_instance_uid_of(obj: &dicom_object::FileDicomObject<dicom_object::InMemDicomObject>) -> String {
-    obj.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap().trim_end_matches('\0').to_string()
+    obj.element(tags::SOP_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,8 +330,17 @@ async fn a_disk_above_its_watermark_refuses_with_out_of_resources() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), "[storage]\nmin_free_percent = 99.999");
     let obj = mammogram(&MammogramSpec::low_energy(3));
-    let mut scu = StoreScu::connect(&scu_options(&node, vcnode_scp::MG_FOR_PRESENTATION)).await.unwrap();
-    let rsp = scu.store(vcnode_scp::MG_FOR_PRESENTATION, &sop_instance_uid_of(&obj), &dataset_bytes(&obj)).await.unwrap();
+    let mut scu = StoreScu::connect(&scu_options(&node, vcnode_scp::MG_FOR_PRESENTATION))
+        .await
+        .unwrap();
+    let rsp = scu
+        .store(
+            vcnode_scp::MG_FOR_PRESENTATION,
+            &sop_instance_uid_of(&obj),
+            &dataset_bytes(&obj),
+        )
+        .await
+        .unwrap();
     assert_eq!(rsp.status, status::OUT_OF_RESOURCES, "{rsp:?}");
     scu.release().await.unwrap();
     assert_eq!(count(&node, "SELECT COUNT(*) FROM instances").await, 0);
@@ -244,7 +350,9 @@ async fn a_disk_above_its_watermark_refuses_with_out_of_resources() {
 async fn associations_beyond_the_limit_get_a_transient_rejection() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), "max_associations = 1");
-    let held = StoreScu::connect(&scu_options(&node, vcnode_scp::MG_FOR_PRESENTATION)).await.unwrap();
+    let held = StoreScu::connect(&scu_options(&node, vcnode_scp::MG_FOR_PRESENTATION))
+        .await
+        .unwrap();
     let busy = tokio::task::spawn_blocking({
         let port = node.port();
         move || {
@@ -269,5 +377,8 @@ async fn associations_beyond_the_limit_get_a_transient_rejection() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(ok, "the node did not accept again after the held association was released");
+    assert!(
+        ok,
+        "the node did not accept again after the held association was released"
+    );
 }

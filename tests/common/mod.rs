@@ -62,7 +62,11 @@ impl Node {
     }
 
     pub fn start_with(dir: &Path, config: PathBuf) -> Node {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_vcnode"))
             .args(["serve", "--config"])
             .arg(&config)
@@ -84,10 +88,18 @@ impl Node {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!("vcnode did not start; log:\n{}", std::fs::read_to_string(dir.join("node.log")).unwrap_or_default());
+                panic!(
+                    "vcnode did not start; log:\n{}",
+                    std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+                );
             }
         };
-        Node { child, addr, data_dir: dir.join("var"), config }
+        Node {
+            child,
+            addr,
+            data_dir: dir.join("var"),
+            config,
+        }
     }
 
     pub fn port(&self) -> String {
@@ -106,8 +118,16 @@ impl Node {
 
     /// `vcnode jobs` for this node, as a user would run it.
     pub fn jobs_cli(&self) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_vcnode")).args(["jobs", "--config"]).arg(&self.config).output().unwrap();
-        assert!(out.status.success(), "vcnode jobs failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_vcnode"))
+            .args(["jobs", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vcnode jobs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -120,7 +140,11 @@ impl Drop for Node {
 
 /// Stdout and stderr together: dcmtk logs to either, depending on build.
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 pub fn echoscu(node: &Node, calling: &str, called: &str) -> Output {
@@ -160,7 +184,12 @@ pub fn write_fixtures(dir: &Path, specs: &[MammogramSpec]) -> Vec<PathBuf> {
 
 /// Runs a converter (dcmtk or gdcm) `tool args… input output` and returns the output path.
 pub fn convert(tool: &str, args: &[&str], input: &Path, output: &Path) -> PathBuf {
-    let out = Command::new(tool).args(args).arg(input).arg(output).output().unwrap_or_else(|e| panic!("{tool}: {e}"));
+    let out = Command::new(tool)
+        .args(args)
+        .arg(input)
+        .arg(output)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
     assert!(out.status.success(), "{tool} failed: {}", text(&out));
     output.to_path_buf()
 }
@@ -168,7 +197,10 @@ pub fn convert(tool: &str, args: &[&str], input: &Path, output: &Path) -> PathBu
 /// The SOP Instance UID of a file.
 pub fn sop_instance_uid(path: &Path) -> String {
     let obj = dicom_object::open_file(path).unwrap();
-    obj.meta().media_storage_sop_instance_uid().trim_end_matches('\0').to_string()
+    obj.meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string()
 }
 
 /// Opens the node's SQLite file directly, as an admin with sqlite3 would.

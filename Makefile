@@ -30,6 +30,8 @@ test: libtorch
 ## Benchmarks: each prints a ratio against a peer measured in the same run.
 bench: release
 	bench/ingest.sh
+	bench/pipeline.sh
+	$(CARGO) bench -p vcnode-models --bench inference
 
 fmt:
 	$(CARGO) fmt --all

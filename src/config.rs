@@ -78,6 +78,7 @@ pub struct JobsConfig {
     pub select: JobSelect,
     pub max_attempts: u32,
     pub lease_s: u64,
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +86,30 @@ pub struct JobsConfig {
 pub struct InferenceConfig {
     #[serde(deserialize_with = "de_from_str")]
     pub device: DeviceRequest,
+    pub model: PathBuf,
+    pub max_batch: usize,
+    pub max_wait_ms: u64,
+    pub burn_in_label: bool,
+    pub attention_map: bool,
+}
+
+impl InferenceConfig {
+    /// The model manifest, or None when processing is off. A relative path is looked up in the
+    /// working directory, then in the source checkout (so `cargo run` works from anywhere).
+    pub fn model_manifest(&self) -> Option<PathBuf> {
+        if self.model.as_os_str().is_empty() {
+            return None;
+        }
+        if self.model.is_absolute() || self.model.exists() {
+            return Some(self.model.clone());
+        }
+        let in_checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join(&self.model);
+        Some(if in_checkout.exists() {
+            in_checkout
+        } else {
+            self.model.clone()
+        })
+    }
 }
 
 fn de_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -166,6 +191,9 @@ impl Config {
         }
         if self.jobs.max_attempts == 0 {
             return Err(invalid("jobs.max_attempts", "must be at least 1"));
+        }
+        if self.jobs.workers == 0 || self.inference.max_batch == 0 {
+            return Err(invalid("jobs.workers/inference.max_batch", "must be at least 1"));
         }
         if self.jobs.lease_s < 5 {
             return Err(invalid("jobs.lease_s", "must be at least 5 seconds"));

@@ -54,7 +54,8 @@ impl Noise {
     }
 }
 
-/// Pixel values: 12-bit, a half ellipse against the chest wall (left for R, right for L).
+/// Pixel values: 12-bit, a half ellipse against the chest wall, which is on the right edge of
+/// an R image and the left edge of an L image (PS3.3 C.7.6.1.1.1 with the orientations below).
 pub fn pixels(spec: &MammogramSpec) -> Vec<u16> {
     let (rows, cols) = (spec.rows as usize, spec.columns as usize);
     let mut noise = Noise(spec.seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
@@ -62,7 +63,7 @@ pub fn pixels(spec: &MammogramSpec) -> Vec<u16> {
     let (cy, ry, rx) = (rows as f32 / 2.0, rows as f32 * 0.45, cols as f32 * 0.8);
     for r in 0..rows {
         for c in 0..cols {
-            let x = if spec.laterality == "L" {
+            let x = if spec.laterality == "R" {
                 (cols - 1 - c) as f32
             } else {
                 c as f32
@@ -120,9 +121,8 @@ pub fn mammogram(spec: &MammogramSpec) -> FileDicomObject<InMemDicomObject> {
     s(
         tags::PATIENT_ORIENTATION,
         VR::CS,
-        if spec.laterality == "L" { "A\\R" } else { "P\\L" },
+        if spec.laterality == "R" { "P\\L" } else { "A\\R" },
     );
-    s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
     s(tags::PRESENTATION_INTENT_TYPE, VR::CS, "FOR PRESENTATION");
     s(tags::WINDOW_CENTER, VR::DS, "2000");
     s(tags::WINDOW_WIDTH, VR::DS, "4000");
@@ -133,22 +133,7 @@ pub fn mammogram(spec: &MammogramSpec) -> FileDicomObject<InMemDicomObject> {
         VR::CS,
         PrimitiveValue::Strs(image_type.into()),
     ));
-    for (tag, v) in [
-        (tags::SAMPLES_PER_PIXEL, 1),
-        (tags::ROWS, spec.rows),
-        (tags::COLUMNS, spec.columns),
-        (tags::BITS_ALLOCATED, 16),
-        (tags::BITS_STORED, 12),
-        (tags::HIGH_BIT, 11),
-        (tags::PIXEL_REPRESENTATION, 0),
-    ] {
-        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
-    }
-    obj.put(DataElement::new(
-        tags::PIXEL_DATA,
-        VR::OW,
-        PrimitiveValue::U16(pixels(spec).into()),
-    ));
+    crate::pixels::put_monochrome12(&mut obj, spec.rows as usize, spec.columns as usize, pixels(spec));
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(spec.sop_class_uid.as_str())
         .media_storage_sop_instance_uid(sop.as_str())

@@ -12,10 +12,14 @@
 //! DIMSE networking is in the `vcnode-scp` crate, the generators in `vcnode-models`.
 
 pub mod config;
+pub mod derive;
 pub mod fixture;
 pub mod ingest;
 pub mod node;
+pub mod phantom;
+pub mod pipeline;
 pub mod pixels;
 pub mod queue;
+pub mod research;
 pub mod store;
 pub mod uid;

@@ -34,6 +34,31 @@ enum Command {
         #[arg(long)]
         state: Option<String>,
     },
+    /// Write a CESM phantom data set: paired LE and RC DICOM files, lesion boxes, pairs.csv.
+    Phantom {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        patients: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 3328)]
+        rows: usize,
+        #[arg(long, default_value_t = 2560)]
+        columns: usize,
+    },
+    /// Train a generator on paired LE/RC data; writes weights and their manifest.
+    Train(vcnode::research::train::TrainArgs),
+    /// Evaluate a model (and baselines) on paired data: metrics, paired tests, report.
+    Eval(vcnode::research::eval::EvalArgs),
+    /// Run the pipeline offline: LE files in, derived RC instances out.
+    Process {
+        /// LE DICOM files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write synthetic mammograms for tests and benchmarks.
     #[command(hide = true)]
     Fixture {
@@ -72,6 +97,56 @@ fn main() -> anyhow::Result<()> {
         Command::Jobs { state } => {
             let config = load(cli.config.as_deref())?;
             runtime()?.block_on(jobs(&config, state.as_deref()))
+        }
+        Command::Phantom {
+            out,
+            patients,
+            seed,
+            rows,
+            columns,
+        } => {
+            let n = vcnode::phantom::write_dataset(
+                &out,
+                &vcnode::phantom::PhantomDatasetSpec {
+                    patients,
+                    seed,
+                    rows,
+                    cols: columns,
+                },
+            )?;
+            println!(
+                "{n} LE/RC pairs written; list: {}",
+                out.join("pairs.csv").display()
+            );
+            Ok(())
+        }
+        Command::Train(args) => {
+            let manifest = vcnode::research::train::run(&args)?;
+            println!("weights and manifest: {}", manifest.display());
+            Ok(())
+        }
+        Command::Eval(args) => {
+            let report = vcnode::research::eval::run(&args)?;
+            println!("report: {}", report.display());
+            Ok(())
+        }
+        Command::Process { files, out } => {
+            let config = load(cli.config.as_deref())?;
+            let manifest = config
+                .inference
+                .model_manifest()
+                .context("[inference] model is empty")?;
+            let device = vcnode_models::device::resolve(config.inference.device)?;
+            let model = vcnode_models::model::RcModel::load(&manifest, device)?;
+            let synth = vcnode::derive::Synthesizer {
+                model_id: model.manifest.model_id(),
+                weights_sha256: model.manifest.weights.sha256.clone(),
+                burn_in_label: config.inference.burn_in_label,
+            };
+            for path in vcnode::pipeline::process_files(&files, &out, &model, &synth)? {
+                println!("{}", path.display());
+            }
+            Ok(())
         }
         Command::Fixture {
             out,

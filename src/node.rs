@@ -2,16 +2,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tracing::{info, warn};
+use vcnode_models::model::RcModel;
 use vcnode_scp::{Peer, ScpConfig, StorageScp};
 
 use crate::config::Config;
+use crate::derive::Synthesizer;
 use crate::ingest::Ingest;
+use crate::pipeline::{Inference, Pipeline};
 use crate::queue::Queue;
 use crate::store::InstanceStore;
 
@@ -85,6 +90,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let device = vcnode_models::device::resolve(config.inference.device).context("[inference] device")?;
     info!(device = ?device, "inference device");
+    let wake = Arc::new(Notify::new());
+    match config.inference.model_manifest() {
+        Some(manifest) => {
+            let model = RcModel::load(&manifest, device)
+                .with_context(|| format!("[inference] model {}", manifest.display()))?;
+            info!(model = %model.manifest.model_id(), manifest = %manifest.display(), "generator loaded");
+            let pipeline = Pipeline {
+                queue: queue.clone(),
+                store: store.clone(),
+                spec: model.manifest.input,
+                synth: Synthesizer {
+                    model_id: model.manifest.model_id(),
+                    weights_sha256: model.manifest.weights.sha256.clone(),
+                    burn_in_label: config.inference.burn_in_label,
+                },
+                inference: Inference::spawn(
+                    model,
+                    config.inference.max_batch,
+                    Duration::from_millis(config.inference.max_wait_ms),
+                ),
+                lease: Duration::from_secs(config.jobs.lease_s),
+                attention_map: config.inference.attention_map,
+                wake: wake.clone(),
+            };
+            Arc::new(pipeline).start(config.jobs.workers);
+        }
+        None => warn!("[inference] model is empty: images are stored and queued, not processed"),
+    }
 
     if config.peers.is_empty() {
         warn!("no [[peers]] configured: every association will be rejected");
@@ -106,6 +139,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         select: config.jobs.select,
         max_attempts: config.jobs.max_attempts,
         min_free_percent: config.storage.min_free_percent,
+        wake,
     });
     StorageScp::new(scp, handler)
         .serve(listener, shutdown_signal())

@@ -51,6 +51,33 @@ impl MgImage {
     }
 }
 
+/// Writes the Image Pixel module of a 12-bit MONOCHROME2 image (16 bits allocated) into `obj`.
+pub fn put_monochrome12(obj: &mut InMemDicomObject, rows: usize, cols: usize, pixels: Vec<u16>) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    debug_assert_eq!(pixels.len(), rows * cols);
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        PrimitiveValue::from("MONOCHROME2"),
+    ));
+    for (tag, v) in [
+        (tags::SAMPLES_PER_PIXEL, 1u16),
+        (tags::ROWS, rows as u16),
+        (tags::COLUMNS, cols as u16),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::BITS_STORED, 12),
+        (tags::HIGH_BIT, 11),
+        (tags::PIXEL_REPRESENTATION, 0),
+    ] {
+        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(pixels.into()),
+    ));
+}
+
 pub fn read_file(path: &Path) -> Result<MgImage, PixelError> {
     let obj = dicom_object::open_file(path).map_err(|e| PixelError::Open {
         path: path.display().to_string(),

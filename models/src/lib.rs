@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod model;
 pub mod nets;
+pub mod phantom;
 pub mod preprocess;
 pub mod stats;
 pub mod train;

@@ -200,3 +200,55 @@ fn a_few_training_steps_reduce_the_l1_loss() {
         assert_eq!(resumed.steps, 10 * 4);
     }
 }
+
+#[test]
+fn torchscript_and_foreign_safetensors_load_through_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    tch::manual_seed(3);
+    let config = small(true);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let g = Generator::new(vs.root() / GENERATOR_PREFIX, &config);
+    vs.freeze();
+    let x = Tensor::rand([1, 1, 64, 48], (Kind::Float, Device::Cpu));
+    let expected = tch::no_grad(|| g.run(&x, false).image);
+
+    // A TorchScript generator, as `torch.jit.save` would write it (here traced from ours).
+    let traced =
+        tch::CModule::create_by_tracing("Generator", "forward", &[x.shallow_clone()], &mut |inputs| {
+            vec![g.run(&inputs[0], false).image]
+        })
+        .unwrap();
+    traced.save(dir.path().join("g.pt")).unwrap();
+    let path = write_manifest(dir.path(), &vs, &config, Kind::Float);
+    let mut m = Manifest::load(&path).unwrap();
+    m.weights = WeightsRef {
+        file: "g.pt".into(),
+        format: WeightsFormat::Torchscript,
+        dtype: "f32".into(),
+        sha256: sha256_file(&dir.path().join("g.pt")).unwrap(),
+        parameters: 0,
+    };
+    let ts_manifest = dir.path().join("torchscript.json");
+    m.save(&ts_manifest).unwrap();
+    let got = RcModel::load(&ts_manifest, Device::Cpu).unwrap().synthesize(&x);
+    assert!(f64::try_from((got - &expected).abs().max()).unwrap() < 1e-5);
+
+    // safetensors written elsewhere (e.g. PyTorch's state_dict with the same names): extra
+    // tensors are ignored, a missing one is named.
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.push(("optimizer.step".into(), Tensor::from_slice(&[7i64])));
+    Tensor::write_safetensors(&named, dir.path().join("w.safetensors")).unwrap();
+    let mut m = Manifest::load(&path).unwrap();
+    m.weights.sha256 = sha256_file(&dir.path().join("w.safetensors")).unwrap();
+    m.save(&path).unwrap();
+    assert!(RcModel::load(&path, Device::Cpu)
+        .unwrap()
+        .synthesize(&x)
+        .equal(&expected));
+    named.retain(|(n, _)| n != "generator.head.weight");
+    Tensor::write_safetensors(&named, dir.path().join("w.safetensors")).unwrap();
+    m.weights.sha256 = sha256_file(&dir.path().join("w.safetensors")).unwrap();
+    m.save(&path).unwrap();
+    let err = RcModel::load(&path, Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("generator.head.weight"), "{err}");
+}

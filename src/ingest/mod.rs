@@ -29,6 +29,8 @@ pub struct Ingest {
     pub select: JobSelect,
     pub max_attempts: u32,
     pub min_free_percent: f64,
+    /// Woken when a job is queued, so an idle worker starts at once.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// A data set that passed the checks, with what the rows need.
@@ -226,6 +228,9 @@ impl Ingest {
             "stored instance"
         );
         debug!(image_type = %checked.image_type, "image type");
+        if recorded.job_id.is_some() {
+            self.wake.notify_one();
+        }
         Ok(StoreOutcome::success())
     }
 }

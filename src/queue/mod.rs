@@ -261,6 +261,65 @@ impl Queue {
         Ok(state.unwrap_or_else(|| "lost".to_string()))
     }
 
+    /// The file of an instance, relative to data_dir.
+    pub async fn instance_path(&self, sop_instance_uid: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT path FROM instances WHERE sop_instance_uid = ?")
+                .bind(sop_instance_uid)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Marks a held job done and records its derived instance, in one transaction. A derived
+    /// instance already recorded (a job redone after a crash: same deterministic UID) is kept
+    /// once. False when the lease was lost meanwhile (nothing is written then).
+    pub async fn complete_with_derived(
+        &self,
+        lease: &JobLease,
+        derived: &[NewInstance],
+        source_uid: &str,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
+                    updated_at = ?
+              WHERE id = ? AND state = 'running' AND lease_owner = ?",
+        )
+        .bind(now)
+        .bind(lease.job_id)
+        .bind(&lease.owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Ok(false);
+        }
+        for d in derived {
+            sqlx::query(
+                "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid, transfer_syntax,
+                                        origin, path, bytes, image_type, source_uid, created_at)
+                 VALUES (?, ?, ?, ?, ?, 'derived', ?, ?, ?, ?, ?)
+                 ON CONFLICT (sop_instance_uid) DO NOTHING",
+            )
+            .bind(&d.sop_instance_uid)
+            .bind(&d.sop_class_uid)
+            .bind(&d.study_uid)
+            .bind(&d.series_uid)
+            .bind(&d.transfer_syntax)
+            .bind(&d.path)
+            .bind(d.bytes)
+            .bind(&d.image_type)
+            .bind(source_uid)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// All jobs, newest first, optionally of one state.
     pub async fn list_jobs(&self, state: Option<&str>) -> Result<Vec<JobRow>> {
         let rows = sqlx::query(

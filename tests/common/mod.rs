@@ -25,6 +25,17 @@ pub struct Node {
 
 /// Writes a node configuration under `dir` (data_dir = dir/var, port 0) plus `extra` TOML.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config_with_model(dir, extra, "", "")
+}
+
+/// The shipped generator's manifest.
+pub fn shipped_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/weights/scpa-unet.json")
+}
+
+/// As [`write_config`], with `[inference] model` set ("" stores and queues without processing).
+/// `inference` holds more lines for the [inference] section.
+pub fn write_config_with_model(dir: &Path, extra: &str, model: &str, inference: &str) -> PathBuf {
     let config = dir.join("vcnode.toml");
     let body = format!(
         r#"
@@ -46,6 +57,8 @@ host = "127.0.0.2"
 
 [inference]
 device = "cpu"
+model = "{model}"
+{inference}
 "#,
         data = dir.join("var").display()
     );
@@ -58,6 +71,12 @@ impl Node {
     /// follow) and waits until it listens.
     pub fn start(dir: &Path, extra: &str) -> Node {
         let config = write_config(dir, extra);
+        Node::start_with(dir, config)
+    }
+
+    /// Starts a node that processes jobs with the shipped generator.
+    pub fn start_processing(dir: &Path, extra: &str, inference: &str) -> Node {
+        let config = write_config_with_model(dir, extra, shipped_model().to_str().unwrap(), inference);
         Node::start_with(dir, config)
     }
 
@@ -209,4 +228,16 @@ pub async fn count(node: &Node, sql: &str) -> i64 {
     let n: i64 = sqlx::query_scalar(sql).fetch_one(q.pool()).await.unwrap();
     q.close().await;
     n
+}
+
+/// Waits (bounded) until `sql` counts at least `want`; returns the last count.
+pub async fn wait_count(node: &Node, sql: &str, want: i64, limit: std::time::Duration) -> i64 {
+    let started = std::time::Instant::now();
+    loop {
+        let n = count(node, sql).await;
+        if n >= want || started.elapsed() > limit {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

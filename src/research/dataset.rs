@@ -1,0 +1,187 @@
+//! Paired LE/RC training and evaluation data: where the pairs are, and loading them through
+//! the shared preprocessing.
+//!
+//! A data source is either a CSV file with columns `le,rc[,rois]` (paths relative to the CSV;
+//! `vcnode phantom` writes one as `pairs.csv`), or a folder searched recursively for DICOM
+//! pairs named `<case>_LE.dcm` / `<case>_RC.dcm`, or named like CDD-CESM
+//! (`P1_L_DM_MLO.dcm` low energy / `P1_L_CM_MLO.dcm` recombined).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use tch::Tensor;
+use vcnode_models::phantom::RoiBox;
+use vcnode_models::preprocess::{plan, to_model, Geometry, InputSpec};
+
+use crate::pixels;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairPaths {
+    pub le: PathBuf,
+    pub rc: PathBuf,
+    pub rois: Option<PathBuf>,
+}
+
+/// A pair through the preprocessing, with its lesion boxes in model-input coordinates.
+pub struct PreparedPair {
+    pub name: String,
+    pub le: Tensor,
+    pub rc: Tensor,
+    pub geometry: Geometry,
+    /// [r0, r1, c0, c1] in the model input, and whether the lesion hides in dense tissue.
+    pub rois: Vec<([usize; 4], bool)>,
+}
+
+/// The pairs of a CSV manifest or a folder.
+pub fn discover(source: &Path) -> anyhow::Result<Vec<PairPaths>> {
+    let pairs = if source.is_file() {
+        read_csv(source)?
+    } else {
+        scan_folder(source)?
+    };
+    if pairs.is_empty() {
+        bail!("no LE/RC pairs found in {}", source.display());
+    }
+    Ok(pairs)
+}
+
+fn read_csv(path: &Path) -> anyhow::Result<Vec<PairPaths>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .context("empty CSV")?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (le, rc) = match (col("le"), col("rc")) {
+        (Some(a), Some(b)) => (a, b),
+        _ => bail!("{}: the header must name columns `le` and `rc`", path.display()),
+    };
+    let rois = col("rois");
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            let get = |c: usize| f.get(c).filter(|s| !s.is_empty()).map(|s| base.join(s));
+            Ok(PairPaths {
+                le: get(le).with_context(|| format!("{} line {}: no le path", path.display(), i + 2))?,
+                rc: get(rc).with_context(|| format!("{} line {}: no rc path", path.display(), i + 2))?,
+                rois: rois.and_then(get),
+            })
+        })
+        .collect()
+}
+
+fn scan_folder(dir: &Path) -> anyhow::Result<Vec<PairPaths>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let p = entry?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut pairs = Vec::new();
+    for le in &files {
+        let name = le.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let partner = if let Some(stem) = name.strip_suffix("_LE.dcm") {
+            format!("{stem}_RC.dcm")
+        } else if name.contains("_DM_") && name.ends_with(".dcm") {
+            name.replacen("_DM_", "_CM_", 1)
+        } else {
+            continue;
+        };
+        let rc = le.with_file_name(partner);
+        if rc.exists() {
+            let rois = le.with_file_name(name.replace("_LE.dcm", "_rois.json"));
+            pairs.push(PairPaths {
+                le: le.clone(),
+                rc,
+                rois: rois.exists().then_some(rois),
+            });
+        }
+    }
+    Ok(pairs)
+}
+
+#[derive(serde::Deserialize)]
+struct RoiFile {
+    lesions: Vec<RoiBox>,
+}
+
+/// Loads and preprocesses one pair: the crop is planned on the LE and applied to both.
+pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPair> {
+    let le = pixels::read_file(&pair.le).with_context(|| format!("LE {}", pair.le.display()))?;
+    let rc = pixels::read_file(&pair.rc).with_context(|| format!("RC {}", pair.rc.display()))?;
+    if (le.rows, le.cols) != (rc.rows, rc.cols) {
+        bail!("{} and {} differ in size", pair.le.display(), pair.rc.display());
+    }
+    let le_w = le.windowed();
+    let geometry = plan(&le_w, le.rows, le.cols, spec);
+    let mut rois = Vec::new();
+    if let Some(path) = &pair.rois {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file: RoiFile =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for b in file.lesions {
+            if let Some(m) = geometry.map_box([b.row0, b.row1, b.col0, b.col1]) {
+                rois.push((m, b.hidden));
+            }
+        }
+    }
+    Ok(PreparedPair {
+        name: pair
+            .le
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        le: to_model(&le_w, &geometry, spec),
+        rc: to_model(&rc.windowed(), &geometry, spec),
+        geometry,
+        rois,
+    })
+}
+
+/// Prepares all pairs on the available cores.
+pub fn prepare_all(pairs: &[PairPaths], spec: &InputSpec) -> anyhow::Result<Vec<PreparedPair>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(pairs.len().max(1));
+    let chunk = pairs.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pairs
+            .chunks(chunk)
+            .map(|c| {
+                s.spawn(move || {
+                    c.iter()
+                        .map(|p| prepare(p, spec))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(pairs.len());
+        for h in handles {
+            out.extend(h.join().expect("preprocessing thread panicked")?);
+        }
+        Ok(out)
+    })
+}
+
+/// Stacks prepared pairs into training tensors.
+pub fn stack(pairs: &[PreparedPair]) -> vcnode_models::train::PairTensors {
+    let le: Vec<&Tensor> = pairs.iter().map(|p| &p.le).collect();
+    let rc: Vec<&Tensor> = pairs.iter().map(|p| &p.rc).collect();
+    vcnode_models::train::PairTensors {
+        le: Tensor::cat(&le, 0),
+        rc: Tensor::cat(&rc, 0),
+    }
+}

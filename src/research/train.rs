@@ -1,0 +1,216 @@
+//! `vcnode train`: preprocess the pairs, train, write weights and their manifest.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::Kind;
+use vcnode_models::manifest::{
+    sha256_file, Manifest, TrainingRecord, WeightsFormat, WeightsRef, MANIFEST_FORMAT,
+};
+use vcnode_models::model::save_safetensors;
+use vcnode_models::nets::{GeneratorConfig, ModelKind};
+use vcnode_models::preprocess::{InputSpec, Normalization};
+use vcnode_models::train::{train, Event, TrainConfig};
+use vcnode_models::DeviceRequest;
+
+use super::dataset::{discover, prepare_all, stack};
+use super::eval::score_pairs;
+
+/// `vcnode train` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// scpa-unet, scpa-cgan, unet or pix2pix.
+    #[arg(long)]
+    pub model: ModelKind,
+    /// pairs.csv (columns le,rc[,rois]) or a folder of *_LE.dcm/*_RC.dcm pairs.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 200)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long = "lr", default_value_t = 2e-4)]
+    pub learning_rate: f64,
+    /// Generator widths per U-Net level, e.g. 16,32,64,128 (default: the paper's 32,64,128,256,256).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<i64>>,
+    /// Model input rows.
+    #[arg(long, default_value_t = 640)]
+    pub rows: i64,
+    /// Model input columns.
+    #[arg(long, default_value_t = 512)]
+    pub cols: i64,
+    /// Share of the pairs held out for validation (the last ones, so patients do not mix
+    /// when the source lists them patient by patient).
+    #[arg(long, default_value_t = 0.1)]
+    pub validation: f64,
+    /// Continue from the checkpoint in OUT/checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceRequest,
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Store the weights in half precision (halves the file).
+    #[arg(long)]
+    pub half: bool,
+    /// How the manifest names the training data.
+    #[arg(long)]
+    pub data_label: Option<String>,
+    /// A note for the manifest (e.g. why a smaller configuration was trained).
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+/// Trains and writes `<out>/<model>.safetensors` and `<out>/<model>.json`; returns the
+/// manifest's path.
+pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
+    let device = vcnode_models::device::resolve(args.device)?;
+    let input = InputSpec {
+        rows: args.rows,
+        cols: args.cols,
+        normalization: Normalization::ZeroOne,
+    };
+    let mut generator = GeneratorConfig::paper(args.model.uses_scpa());
+    if let Some(ch) = &args.channels {
+        generator.channels = ch.clone();
+    }
+    let m = generator.size_multiple();
+    anyhow::ensure!(
+        args.rows % m == 0 && args.cols % m == 0,
+        "input {}x{} must be a multiple of {m} for {} levels",
+        args.rows,
+        args.cols,
+        generator.channels.len()
+    );
+    let config = TrainConfig {
+        generator,
+        epochs: args.epochs,
+        batch: args.batch,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        ..TrainConfig::paper(args.model, input)
+    };
+
+    let pairs = discover(&args.data)?;
+    let n_val = ((pairs.len() as f64) * args.validation).round() as usize;
+    let n_train = pairs.len() - n_val.min(pairs.len() - 1);
+    eprintln!(
+        "preprocessing {} pairs ({} for training, {} held out) …",
+        pairs.len(),
+        n_train,
+        pairs.len() - n_train
+    );
+    let prepared = prepare_all(&pairs, &input)?;
+    let (train_pairs, val_pairs) = prepared.split_at(n_train);
+    let train_set = stack(train_pairs);
+    let val_set = (!val_pairs.is_empty()).then(|| stack(val_pairs));
+
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let checkpoints = args.out.join("checkpoints").join(args.model.name());
+    let steps_per_epoch = (train_set.len() as u64).div_ceil(config.batch as u64);
+    let bar = ProgressBar::new(config.epochs as u64 * steps_per_epoch);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} steps, ETA {eta} {msg}")
+            .expect("a valid template"),
+    );
+    let trained = train(
+        &config,
+        &train_set,
+        val_set.as_ref(),
+        device,
+        &checkpoints,
+        args.resume,
+        &mut |e| match e {
+            Event::Step { epoch, l1, .. } => {
+                bar.inc(1);
+                bar.set_message(format!("epoch {} L1 {l1:.4}", epoch + 1));
+            }
+            Event::Epoch(s) => {
+                // A resumed run starts past the epochs already done.
+                bar.set_position((s.epoch as u64 + 1) * steps_per_epoch);
+                let gan = s
+                    .gan_d
+                    .map(|d| format!(", D {d:.3}, G {:.3}", s.gan_g.unwrap_or(0.0)));
+                let val = s.val_l1.map(|v| format!(", validation L1 {v:.4}"));
+                let line = format!(
+                    "epoch {:>3}: L1 {:.4}{}{} ({:.1} s)",
+                    s.epoch + 1,
+                    s.l1,
+                    gan.unwrap_or_default(),
+                    val.unwrap_or_default(),
+                    s.seconds
+                );
+                // Without a terminal the bar is hidden; the epoch lines still belong in the log.
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+
+    let file = format!("{}.safetensors", args.model.name());
+    let weights = args.out.join(&file);
+    let kind = if args.half { Kind::Half } else { Kind::Float };
+    save_safetensors(&trained.vs, &weights, kind)?;
+    let parameters = trained
+        .vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as u64)
+        .sum();
+    let metrics = match &val_set {
+        Some(_) => {
+            let scored = score_pairs(val_pairs, |x| {
+                tch::no_grad(|| trained.generator.run(&x.to_device(device), false).image)
+            })?;
+            serde_json::json!({ "validation": scored.summary_json() })
+        }
+        None => serde_json::Value::Null,
+    };
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        model: args.model,
+        generator: config.generator.clone(),
+        input,
+        weights: WeightsRef {
+            file,
+            format: WeightsFormat::Safetensors,
+            dtype: if args.half { "f16" } else { "f32" }.into(),
+            sha256: sha256_file(&weights)?,
+            parameters,
+        },
+        training: Some(TrainingRecord {
+            data: args
+                .data_label
+                .clone()
+                .unwrap_or_else(|| args.data.display().to_string()),
+            pairs: n_train,
+            epochs: config.epochs,
+            steps: trained.steps,
+            batch: config.batch,
+            learning_rate: config.learning_rate,
+            beta1: config.beta1,
+            lambda_l1: args.model.adversarial().then_some(config.lambda_l1),
+            device: format!("{:?}", device),
+            seconds: trained.seconds,
+            final_l1: trained.history.last().map(|s| s.l1).unwrap_or(f64::NAN),
+            note: args.note.clone().unwrap_or_default(),
+        }),
+        metrics,
+        created_by: format!("vcnode {}", env!("CARGO_PKG_VERSION")),
+    };
+    let path = manifest_path(&args.out, args.model);
+    manifest.save(&path)?;
+    Ok(path)
+}
+
+pub fn manifest_path(dir: &Path, model: ModelKind) -> PathBuf {
+    dir.join(format!("{}.json", model.name()))
+}

@@ -1,0 +1,144 @@
+//! The researcher's path end to end on a small phantom: `vcnode phantom` → `vcnode train` →
+//! `vcnode eval`, as a user runs it.
+
+use std::path::Path;
+use std::process::Command;
+
+fn vcnode(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vcnode"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "vcnode {args:?} failed:\n{text}");
+    text
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn phantom_train_eval_produce_weights_manifest_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("weights");
+    vcnode(&[
+        "phantom",
+        "--out",
+        s(&data),
+        "--patients",
+        "2",
+        "--seed",
+        "9",
+        "--rows",
+        "416",
+        "--columns",
+        "320",
+    ]);
+    let csv = data.join("pairs.csv");
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap().lines().count(),
+        1 + 8,
+        "2 patients x 4 views"
+    );
+
+    let common = [
+        "--rows",
+        "64",
+        "--cols",
+        "48",
+        "--channels",
+        "4,8,8",
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+    ];
+    for model in ["scpa-unet", "unet"] {
+        let mut args = vec![
+            "train",
+            "--model",
+            model,
+            "--data",
+            s(&csv),
+            "--out",
+            s(&out),
+            "--validation",
+            "0.25",
+        ];
+        args.extend(common);
+        vcnode(&args);
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scpa-unet.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model"], "scpa-unet");
+    assert_eq!(manifest["input"]["rows"], 64);
+    assert_eq!(manifest["training"]["epochs"], 2);
+    assert_eq!(manifest["training"]["pairs"], 6);
+    assert_eq!(manifest["weights"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(manifest["metrics"]["validation"]["psnr"]["mean"]
+        .as_f64()
+        .unwrap()
+        .is_finite());
+
+    let report_dir = dir.path().join("report");
+    vcnode(&[
+        "eval",
+        "--model",
+        s(&out.join("scpa-unet.json")),
+        "--baseline",
+        s(&out.join("unet.json")),
+        "--data",
+        s(&csv),
+        "--out",
+        s(&report_dir),
+        "--pictures",
+        "2",
+        "--device",
+        "cpu",
+        "--record",
+    ]);
+    let csv_scores = std::fs::read_to_string(report_dir.join("scores.csv")).unwrap();
+    assert_eq!(
+        csv_scores.lines().count(),
+        1 + 3 * 8,
+        "8 cases x (model, baseline, copy-LE)"
+    );
+    assert!(csv_scores.contains(",copy-LE,"));
+    let report = std::fs::read_to_string(report_dir.join("REPORT.md")).unwrap();
+    assert!(
+        report.contains("Paired tests") && report.contains("copy-LE"),
+        "{report}"
+    );
+    let png = std::fs::read(report_dir.join("pictures/case-001.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scpa-unet.json")).unwrap()).unwrap();
+    assert_eq!(recorded["metrics"]["held_out"]["cases"], 8);
+
+    // Weights that no longer match their manifest are refused with a clear message.
+    std::fs::write(out.join("unet.safetensors"), b"not the weights").unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_vcnode"))
+        .args([
+            "eval",
+            "--model",
+            s(&out.join("unet.json")),
+            "--data",
+            s(&csv),
+            "--out",
+            s(&report_dir),
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("sha256"));
+}

@@ -3,7 +3,7 @@ LIBTORCH ?= $(HOME)/.cache/vcnode/libtorch-2.11.0
 export LIBTORCH
 CARGO ?= cargo
 
-.PHONY: all run test bench build release libtorch fmt clean
+.PHONY: all run test bench demo build release libtorch fmt clean
 
 all: build
 
@@ -26,6 +26,10 @@ test: libtorch
 	$(CARGO) test --workspace --all-targets
 	$(MAKE) release
 	tests/make_run_smoke.sh
+
+## A local Orthanc and vcnode; phantom studies in, synthetic RC series out (see scripts/demo.sh).
+demo: release
+	scripts/demo.sh
 
 ## Benchmarks: each prints a ratio against a peer measured in the same run.
 bench: release

@@ -5,8 +5,9 @@
 #   dicom3tools  dciodvfy, the DICOM validator
 #   libgdcm-tools gdcmconv (JPEG 2000)
 #   cmake        builds CharLS (JPEG-LS) for dicom-pixeldata
+#   orthanc, orthanc-dicomweb  a real PACS for the delivery tests (started by the tests)
 set -euo pipefail
-packages=(dcmtk dicom3tools libgdcm-tools cmake sqlite3 curl)
+packages=(dcmtk dicom3tools libgdcm-tools cmake sqlite3 curl orthanc orthanc-dicomweb)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

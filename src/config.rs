@@ -35,6 +35,83 @@ pub struct Config {
     pub storage: StorageConfig,
     pub jobs: JobsConfig,
     pub inference: InferenceConfig,
+    #[serde(default)]
+    pub destinations: Vec<DestinationConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    pub export: ExportConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    Dimse,
+    Dicomweb,
+}
+
+/// Where derived instances can be sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub kind: DestinationKind,
+    pub ae_title: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub url: Option<String>,
+    pub tls: Option<toml_value::Table>,
+    pub auth: Option<AuthConfig>,
+}
+
+/// DICOMweb credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub bearer: Option<String>,
+    /// `user:password`
+    pub basic: Option<String>,
+}
+
+/// Results of images from `from_ae` ("*": any sender) go to the destinations named in `to`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub from_ae: String,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    pub max_attempts: u32,
+    pub max_age_s: u64,
+    pub workers: usize,
+    pub batch: usize,
+    pub timeout_s: u64,
+    /// The first retry's delay; each further retry doubles it (±25 % jitter, at most 10 min).
+    pub retry_base_ms: u64,
+}
+
+/// Placeholder table type for settings accepted but not yet acted on.
+pub mod toml_value {
+    pub type Table = std::collections::BTreeMap<String, String>;
+}
+
+impl Config {
+    /// The destinations for results of images sent by `calling_ae`, in configuration order.
+    pub fn destinations_for(&self, calling_ae: Option<&str>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.routes {
+            if r.from_ae == "*" || Some(r.from_ae.as_str()) == calling_ae {
+                for d in &r.to {
+                    if !out.contains(d) {
+                        out.push(d.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +268,49 @@ impl Config {
         }
         if self.jobs.max_attempts == 0 {
             return Err(invalid("jobs.max_attempts", "must be at least 1"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, d) in self.destinations.iter().enumerate() {
+            let key = |k: &str| format!("destinations[{i}].{k}");
+            if !names.insert(d.name.as_str()) {
+                return Err(invalid(key("name"), format!("{:?} is used twice", d.name)));
+            }
+            if d.tls.is_some() {
+                return Err(invalid(key("tls"), "TLS destinations are not supported yet"));
+            }
+            match d.kind {
+                DestinationKind::Dimse => {
+                    check_ae_title(&key("ae_title"), d.ae_title.as_deref().unwrap_or(""))?;
+                    if d.host.as_deref().unwrap_or("").is_empty() || d.port.is_none() {
+                        return Err(invalid(
+                            key("host/port"),
+                            "a dimse destination needs host and port",
+                        ));
+                    }
+                }
+                DestinationKind::Dicomweb => {
+                    let url = d.url.as_deref().unwrap_or("");
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(invalid(key("url"), format!("{url:?} is not an http(s) URL")));
+                    }
+                }
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            for to in &r.to {
+                if !names.contains(to.as_str()) {
+                    return Err(invalid(
+                        format!("routes[{i}].to"),
+                        format!("no destination named {to:?}"),
+                    ));
+                }
+            }
+        }
+        if self.export.workers == 0 || self.export.batch == 0 || self.export.max_attempts == 0 {
+            return Err(invalid(
+                "export",
+                "workers, batch and max_attempts must be at least 1",
+            ));
         }
         if self.jobs.workers == 0 || self.inference.max_batch == 0 {
             return Err(invalid("jobs.workers/inference.max_batch", "must be at least 1"));

@@ -8,11 +8,16 @@
 //! - [`store`]: durable instance files under data_dir.
 //! - [`queue`]: the SQLite job queue (instances, jobs, exports; leases).
 //! - [`fixture`]: synthetic DICOM mammograms for tests and benchmarks.
+//! - [`pipeline`]: workers and the model thread: LE instance → derived instance.
+//! - [`derive`]: the derived Secondary Capture instance, tagged as AI-generated.
+//! - [`export`]: delivery to destinations over DIMSE and STOW-RS, with retries.
+//! - [`research`]: training, evaluation and the report; [`phantom`]: the phantom's DICOM files.
 //!
 //! DIMSE networking is in the `vcnode-scp` crate, the generators in `vcnode-models`.
 
 pub mod config;
 pub mod derive;
+pub mod export;
 pub mod fixture;
 pub mod ingest;
 pub mod node;

@@ -51,6 +51,11 @@ enum Command {
     Train(vcnode::research::train::TrainArgs),
     /// Evaluate a model (and baselines) on paired data: metrics, paired tests, report.
     Eval(vcnode::research::eval::EvalArgs),
+    /// Check the configured destinations (C-ECHO, or a QIDO-RS request).
+    Destinations {
+        #[command(subcommand)]
+        action: DestinationsAction,
+    },
     /// Run the pipeline offline: LE files in, derived RC instances out.
     Process {
         /// LE DICOM files.
@@ -77,6 +82,12 @@ enum Command {
         #[arg(long, default_value = "ORIGINAL\\PRIMARY\\POST_CONTRAST\\\\LOW_ENERGY")]
         image_type: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DestinationsAction {
+    /// C-ECHO each DIMSE destination, query each DICOMweb one.
+    Check,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,6 +139,25 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => {
             let report = vcnode::research::eval::run(&args)?;
             println!("report: {}", report.display());
+            Ok(())
+        }
+        Command::Destinations {
+            action: DestinationsAction::Check,
+        } => {
+            let config = load(cli.config.as_deref())?;
+            anyhow::ensure!(!config.destinations.is_empty(), "no [[destinations]] configured");
+            let results = runtime()?.block_on(vcnode::export::check(&config));
+            let mut failed = 0;
+            for (name, r) in &results {
+                match r {
+                    Ok(msg) => println!("{name}: ok — {msg}"),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{name}: FAILED — {e}");
+                    }
+                }
+            }
+            anyhow::ensure!(failed == 0, "{failed} destination(s) failed the check");
             Ok(())
         }
         Command::Process { files, out } => {
@@ -246,6 +276,25 @@ async fn jobs(config: &Config, state: Option<&str>) -> anyhow::Result<()> {
             j.source_uid,
             j.last_error.as_deref().unwrap_or("")
         );
+    }
+    let exports = queue.list_exports().await?;
+    if !exports.is_empty() {
+        println!();
+        println!(
+            "{:>6}  {:<8}  {:>8}  {:<12}  {:<64}  {}",
+            "EXPORT", "STATE", "ATTEMPTS", "DESTINATION", "INSTANCE", "LAST ERROR"
+        );
+        for x in &exports {
+            println!(
+                "{:>6}  {:<8}  {:>8}  {:<12}  {:<64}  {}",
+                x.id,
+                x.state,
+                format!("{}/{}", x.attempts, x.max_attempts),
+                x.destination,
+                x.instance_uid,
+                x.last_error.as_deref().unwrap_or("")
+            );
+        }
     }
     let counts: Vec<String> = queue
         .job_counts()

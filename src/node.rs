@@ -15,6 +15,7 @@ use vcnode_scp::{Peer, ScpConfig, StorageScp};
 
 use crate::config::Config;
 use crate::derive::Synthesizer;
+use crate::export::Exporter;
 use crate::ingest::Ingest;
 use crate::pipeline::{Inference, Pipeline};
 use crate::queue::Queue;
@@ -112,6 +113,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 ),
                 lease: Duration::from_secs(config.jobs.lease_s),
                 attention_map: config.inference.attention_map,
+                routes: {
+                    let config = config.clone();
+                    Arc::new(move |ae: Option<&str>| config.destinations_for(ae))
+                },
+                export_max_attempts: config.export.max_attempts,
                 wake: wake.clone(),
             };
             Arc::new(pipeline).start(config.jobs.workers);
@@ -121,6 +127,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     if config.peers.is_empty() {
         warn!("no [[peers]] configured: every association will be rejected");
+    }
+    if !config.destinations.is_empty() {
+        Arc::new(Exporter::new(&config, queue.clone())?).start(config.export.workers);
+        info!(
+            destinations = config.destinations.len(),
+            routes = config.routes.len(),
+            "export workers started"
+        );
     }
     let scp = scp_config(&config);
     info!(transfer_syntaxes = ?scp.transfer_syntaxes, "accepted transfer syntaxes");

@@ -157,3 +157,70 @@ pub fn decode(obj: &FileDicomObject<InMemDicomObject>) -> Result<MgImage, PixelE
         laterality: text(obj, tags::IMAGE_LATERALITY).or_else(|| text(obj, tags::LATERALITY)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{mammogram, pixels, MammogramSpec};
+    use dicom_core::VR;
+
+    #[test]
+    fn reads_modality_values_and_the_files_window() {
+        let spec = MammogramSpec {
+            rows: 64,
+            columns: 48,
+            ..MammogramSpec::low_energy(1)
+        };
+        let img = decode(&mammogram(&spec)).unwrap();
+        assert_eq!((img.rows, img.cols), (64, 48));
+        assert_eq!(img.window_source, WindowSource::File);
+        assert_eq!(
+            img.window,
+            Window {
+                center: 2000.0,
+                width: 4000.0
+            }
+        );
+        let raw: Vec<f32> = pixels(&spec).iter().map(|&v| v as f32).collect();
+        assert_eq!(img.values, raw);
+    }
+
+    #[test]
+    fn monochrome1_reads_bright_where_dense_and_for_processing_falls_back_to_the_value_range() {
+        let spec = MammogramSpec {
+            rows: 64,
+            columns: 48,
+            ..MammogramSpec::low_energy(2)
+        };
+        let mut obj = mammogram(&spec);
+        obj.put_str(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME1");
+        obj.remove_element(tags::WINDOW_CENTER);
+        obj.remove_element(tags::WINDOW_WIDTH);
+        let img = decode(&obj).unwrap();
+        assert!(img.monochrome1);
+        assert_eq!(img.window_source, WindowSource::ValueRange);
+        let raw = pixels(&spec);
+        let (lo, hi) = (
+            *raw.iter().min().unwrap() as f32,
+            *raw.iter().max().unwrap() as f32,
+        );
+        // Inverted: the stored maximum (MONOCHROME1: darkest) becomes the minimum.
+        for (v, r) in img.values.iter().zip(&raw) {
+            assert_eq!(*v, lo + hi - *r as f32);
+        }
+        let w = img.windowed();
+        assert!(w.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn colour_images_are_refused_with_a_reason() {
+        let mut obj = mammogram(&MammogramSpec {
+            rows: 8,
+            columns: 8,
+            ..MammogramSpec::low_energy(3)
+        });
+        obj.put_str(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
+        let err = decode(&obj).unwrap_err().to_string();
+        assert!(err.contains("RGB"), "{err}");
+    }
+}

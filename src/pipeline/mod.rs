@@ -120,6 +120,9 @@ pub struct Pipeline {
     pub lease: Duration,
     /// Also make the attention-map series.
     pub attention_map: bool,
+    /// Routes: the destinations for results of images from a calling AE title.
+    pub routes: Arc<dyn Fn(Option<&str>) -> Vec<String> + Send + Sync>,
+    pub export_max_attempts: u32,
     /// Woken by ingest when a job is queued.
     pub wake: Arc<Notify>,
 }
@@ -150,7 +153,7 @@ impl Pipeline {
         }
     }
 
-    async fn run_job(&self, mut lease: JobLease) {
+    async fn run_job(&self, lease: JobLease) {
         let job = lease.job_id;
         // Renew the lease while working, so that no other worker takes the job over.
         let renewer = {
@@ -166,7 +169,6 @@ impl Pipeline {
         };
         let result = self.process(&lease).await;
         renewer.abort();
-        let _ = self.queue.renew(&mut lease, self.lease).await;
         match result {
             Ok(()) => {}
             Err(f) => {
@@ -187,15 +189,16 @@ impl Pipeline {
             permanent: false,
         };
         let t0 = Instant::now();
-        let rel = self
+        let (rel, calling_ae) = self
             .queue
-            .instance_path(&lease.source_uid)
+            .instance_source(&lease.source_uid)
             .await
             .map_err(|e| retry(e.to_string()))?
             .ok_or_else(|| JobFailure {
                 message: "source instance row missing".into(),
                 permanent: true,
             })?;
+        let destinations = (self.routes)(calling_ae.as_deref());
         let path = self.store.root().join(rel);
         let spec = self.spec;
         let prepared = tokio::task::spawn_blocking(move || prepare_source(&path, &spec))
@@ -241,7 +244,13 @@ impl Pipeline {
         let t4 = Instant::now();
         let recorded = self
             .queue
-            .complete_with_derived(lease, &derived, &lease.source_uid)
+            .complete_with_derived(
+                lease,
+                &derived,
+                &lease.source_uid,
+                &destinations,
+                self.export_max_attempts,
+            )
             .await
             .map_err(|e| retry(e.to_string()))?;
         if !recorded {

@@ -12,6 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod exports;
+pub use exports::{ExportBatch, ExportItem, ExportRow};
+
 pub const DB_FILE: &str = "vcnode.sqlite";
 
 #[derive(Debug, thiserror::Error)]
@@ -261,24 +264,26 @@ impl Queue {
         Ok(state.unwrap_or_else(|| "lost".to_string()))
     }
 
-    /// The file of an instance, relative to data_dir.
-    pub async fn instance_path(&self, sop_instance_uid: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT path FROM instances WHERE sop_instance_uid = ?")
-                .bind(sop_instance_uid)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+    /// The file of an instance (relative to data_dir) and the AE title that sent it.
+    pub async fn instance_source(&self, sop_instance_uid: &str) -> Result<Option<(String, Option<String>)>> {
+        let row = sqlx::query("SELECT path, calling_ae FROM instances WHERE sop_instance_uid = ?")
+            .bind(sop_instance_uid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get("path"), r.get("calling_ae"))))
     }
 
     /// Marks a held job done and records its derived instance, in one transaction. A derived
     /// instance already recorded (a job redone after a crash: same deterministic UID) is kept
     /// once. False when the lease was lost meanwhile (nothing is written then).
+    /// Exports of the derived instances to `destinations` are queued in the same transaction.
     pub async fn complete_with_derived(
         &self,
         lease: &JobLease,
         derived: &[NewInstance],
         source_uid: &str,
+        destinations: &[String],
+        export_max_attempts: u32,
     ) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -315,6 +320,20 @@ impl Queue {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            for dest in destinations {
+                sqlx::query(
+                    "INSERT INTO exports (instance_uid, destination, max_attempts, run_at, created_at, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_uid, destination) DO NOTHING",
+                )
+                .bind(&d.sop_instance_uid)
+                .bind(dest)
+                .bind(export_max_attempts as i64)
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(true)

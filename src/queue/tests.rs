@@ -142,3 +142,71 @@ async fn rows_survive_reopening_the_file() {
     assert!(q.instance_exists("1.1").await.unwrap());
     assert_eq!(q.job_counts().await.unwrap(), vec![("queued".to_string(), 1)]);
 }
+
+#[tokio::test]
+async fn exports_are_queued_with_the_result_and_claimed_by_destination_and_series() {
+    let (_dir, q) = queue().await;
+    q.record_received(&instance("1.1"), Some(3)).await.unwrap();
+    q.record_received(&instance("1.2"), Some(3)).await.unwrap();
+    for _ in 0..2 {
+        let lease = q.claim("w", Duration::from_secs(60)).await.unwrap().unwrap();
+        let derived = NewInstance {
+            sop_instance_uid: format!("9.{}", lease.source_uid),
+            image_type: None,
+            calling_ae: None,
+            ..instance(&lease.source_uid)
+        };
+        let dests = ["pacs".to_string(), "web".to_string()];
+        assert!(q
+            .complete_with_derived(&lease, &[derived], &lease.source_uid, &dests, 5)
+            .await
+            .unwrap());
+    }
+    let batch = q
+        .claim_exports("x", Duration::from_secs(60), 16)
+        .await
+        .unwrap()
+        .expect("a batch");
+    assert_eq!(
+        batch.items.len(),
+        2,
+        "both instances of the series for one destination"
+    );
+    assert!(batch.items.iter().all(|i| i.path.starts_with("instances/")));
+    let other = q
+        .claim_exports("x", Duration::from_secs(60), 16)
+        .await
+        .unwrap()
+        .expect("the other destination");
+    assert_ne!(other.destination, batch.destination);
+    assert!(q
+        .claim_exports("x", Duration::from_secs(60), 16)
+        .await
+        .unwrap()
+        .is_none());
+    for item in &batch.items {
+        assert!(q.export_done(item.id, "x", None).await.unwrap());
+    }
+    let state = q
+        .export_failed(
+            &other.items[0],
+            "x",
+            "refused",
+            Duration::ZERO,
+            true,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, "dead");
+    let rows = q.list_exports().await.unwrap();
+    assert_eq!(rows.iter().filter(|r| r.state == "done").count(), 2);
+    assert_eq!(
+        rows.iter()
+            .find(|r| r.state == "dead")
+            .unwrap()
+            .last_error
+            .as_deref(),
+        Some("refused")
+    );
+}

@@ -241,3 +241,126 @@ pub async fn wait_count(node: &Node, sql: &str, want: i64, limit: std::time::Dur
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A free TCP port on loopback (released before use: good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Orthanc (Debian's, with its DICOMweb plugin) on free ports, its own storage.
+pub struct Orthanc {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub http_port: u16,
+    pub dicom_port: u16,
+}
+
+impl Orthanc {
+    pub fn start(dir: &Path) -> Orthanc {
+        let mut o = Orthanc {
+            child: None,
+            dir: dir.to_path_buf(),
+            http_port: free_port(),
+            dicom_port: free_port(),
+        };
+        o.restart();
+        o
+    }
+
+    /// Starts (again) on the same ports and storage.
+    pub fn restart(&mut self) {
+        std::fs::create_dir_all(self.dir.join("db")).unwrap();
+        let config = self.dir.join("orthanc.json");
+        let body = serde_json::json!({
+            "Name": "vcnode-test",
+            "StorageDirectory": self.dir.join("db"),
+            "IndexDirectory": self.dir.join("db"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": "ORTHANC",
+            "DicomCheckCalledAet": true,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" }
+        });
+        std::fs::write(&config, serde_json::to_string_pretty(&body).unwrap()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("orthanc.log"))
+            .unwrap();
+        let child = Command::new("/usr/sbin/Orthanc")
+            .arg(&config)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("Orthanc (Debian package orthanc) must be installed");
+        self.child = Some(child);
+        for _ in 0..300 {
+            if http_get(self.http_port, "/system").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "Orthanc did not start: {}",
+            std::fs::read_to_string(self.dir.join("orthanc.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// GET on Orthanc's REST API; the body when the status is 200.
+    pub fn get(&self, path: &str) -> Option<Vec<u8>> {
+        http_get(self.http_port, path)
+    }
+
+    /// The SOP Instance UIDs Orthanc holds.
+    pub fn instance_uids(&self) -> Vec<(String, String)> {
+        let ids: Vec<String> =
+            serde_json::from_slice(&self.get("/instances").unwrap_or_default()).unwrap_or_default();
+        ids.into_iter()
+            .map(|id| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&self.get(&format!("/instances/{id}")).unwrap()).unwrap();
+                (
+                    id,
+                    v["MainDicomTags"]["SOPInstanceUID"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal blocking HTTP GET over loopback with curl (the tests need no HTTP client crate).
+fn http_get(port: u16, path: &str) -> Option<Vec<u8>> {
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}

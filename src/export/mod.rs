@@ -1,0 +1,183 @@
+//! Delivery of derived instances to the configured destinations: C-STORE over DIMSE (one
+//! association per series) or STOW-RS. Each (instance, destination) is an export row with its
+//! own attempts and backoff with jitter; a permanent refusal, the last attempt or too great an
+//! age makes it dead with the reason. A dead destination never blocks the others, and an
+//! acknowledged export is never sent again (its row is done).
+
+mod dimse;
+mod stow;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::config::{Config, DestinationConfig, DestinationKind};
+use crate::queue::{ExportBatch, ExportItem, Queue};
+
+/// What a destination said about one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored; with the warning text if the destination returned one.
+    Stored(Option<String>),
+    /// Not stored; `permanent` when retrying cannot help (a refusal, not an outage).
+    Failed { reason: String, permanent: bool },
+}
+
+/// Shared state of the export workers.
+pub struct Exporter {
+    pub queue: Queue,
+    pub data_dir: PathBuf,
+    pub destinations: HashMap<String, DestinationConfig>,
+    pub calling_ae_title: String,
+    pub max_age: Duration,
+    pub batch: usize,
+    pub timeout: Duration,
+    pub retry_base: Duration,
+    pub http: reqwest::Client,
+}
+
+impl Exporter {
+    pub fn new(config: &Config, queue: Queue) -> anyhow::Result<Exporter> {
+        let timeout = Duration::from_secs(config.export.timeout_s);
+        Ok(Exporter {
+            queue,
+            data_dir: config.node.data_dir.clone(),
+            destinations: config
+                .destinations
+                .iter()
+                .map(|d| (d.name.clone(), d.clone()))
+                .collect(),
+            calling_ae_title: config.node.ae_title.clone(),
+            max_age: Duration::from_secs(config.export.max_age_s),
+            batch: config.export.batch,
+            timeout,
+            retry_base: Duration::from_millis(config.export.retry_base_ms),
+            http: reqwest::Client::builder().timeout(timeout).build()?,
+        })
+    }
+
+    pub fn start(self: Arc<Self>, workers: usize) {
+        for w in 0..workers.max(1) {
+            let e = self.clone();
+            let owner = format!("{}-x{w}", uuid::Uuid::new_v4().simple());
+            tokio::spawn(async move { e.worker(owner).await });
+        }
+    }
+
+    async fn worker(&self, owner: String) {
+        let lease = self.timeout * 4;
+        loop {
+            match self.queue.claim_exports(&owner, lease, self.batch).await {
+                Ok(Some(batch)) => self.send(batch).await,
+                Ok(None) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(e) => {
+                    warn!(error = %e, "cannot claim exports");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, batch: ExportBatch) {
+        let outcomes = match self.destinations.get(&batch.destination) {
+            None => batch
+                .items
+                .iter()
+                .map(|_| Outcome::Failed {
+                    reason: format!("destination {:?} is no longer configured", batch.destination),
+                    permanent: true,
+                })
+                .collect(),
+            Some(dest) => {
+                let files: Vec<PathBuf> = batch.items.iter().map(|i| self.data_dir.join(&i.path)).collect();
+                match dest.kind {
+                    DestinationKind::Dimse => {
+                        dimse::send(dest, &self.calling_ae_title, &files, self.timeout).await
+                    }
+                    DestinationKind::Dicomweb => stow::send(&self.http, dest, &files).await,
+                }
+            }
+        };
+        for (item, outcome) in batch.items.iter().zip(outcomes) {
+            self.record(&batch, item, outcome).await;
+        }
+    }
+
+    async fn record(&self, batch: &ExportBatch, item: &ExportItem, outcome: Outcome) {
+        let dest = &batch.destination;
+        let result = match &outcome {
+            Outcome::Stored(note) => {
+                info!(destination = %dest, instance = %item.instance_uid, warning = note.as_deref().unwrap_or(""), "exported");
+                self.queue
+                    .export_done(item.id, &batch.owner, note.as_deref())
+                    .await
+                    .map(|_| ())
+            }
+            Outcome::Failed { reason, permanent } => {
+                let state = self
+                    .queue
+                    .export_failed(
+                        item,
+                        &batch.owner,
+                        reason,
+                        backoff(self.retry_base, item.attempt),
+                        *permanent,
+                        self.max_age,
+                    )
+                    .await;
+                if let Ok(state) = &state {
+                    warn!(destination = %dest, instance = %item.instance_uid, attempt = item.attempt, state = %state, %reason, "export failed");
+                }
+                state.map(|_| ())
+            }
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "cannot record an export outcome");
+        }
+    }
+}
+
+/// Exponential backoff with ±25 % jitter, so that retries after an outage spread out.
+fn backoff(first: Duration, attempt: i64) -> Duration {
+    let base = (first.as_secs_f64() * 2f64.powi((attempt - 1).clamp(0, 20) as i32)).min(600.0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = 0.75 + 0.5 * (nanos % 1000) as f64 / 1000.0;
+    Duration::from_secs_f64(base * jitter)
+}
+
+/// `vcnode destinations check`: C-ECHO or a QIDO-RS request per destination.
+pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
+    let timeout = Duration::from_secs(config.export.timeout_s);
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("an HTTP client");
+    let mut out = Vec::new();
+    for d in &config.destinations {
+        let r = match d.kind {
+            DestinationKind::Dimse => dimse::echo(d, &config.node.ae_title, timeout).await,
+            DestinationKind::Dicomweb => stow::qido(&http, d).await,
+        };
+        out.push((d.name.clone(), r));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let first = std::time::Duration::from_secs(2);
+        let b1 = super::backoff(first, 1).as_secs_f64();
+        let b5 = super::backoff(first, 5).as_secs_f64();
+        assert!((1.5..=2.5).contains(&b1), "{b1}");
+        assert!(b5 > b1 * 8.0);
+        assert!(super::backoff(first, 40).as_secs_f64() <= 750.0);
+    }
+}

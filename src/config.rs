@@ -59,7 +59,8 @@ pub struct DestinationConfig {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub url: Option<String>,
-    pub tls: Option<toml_value::Table>,
+    /// Accepted in the file so that the refusal can name it; TLS is not implemented yet.
+    pub tls: Option<std::collections::BTreeMap<String, String>>,
     pub auth: Option<AuthConfig>,
 }
 
@@ -90,11 +91,6 @@ pub struct ExportConfig {
     pub timeout_s: u64,
     /// The first retry's delay; each further retry doubles it (±25 % jitter, at most 10 min).
     pub retry_base_ms: u64,
-}
-
-/// Placeholder table type for settings accepted but not yet acted on.
-pub mod toml_value {
-    pub type Table = std::collections::BTreeMap<String, String>;
 }
 
 impl Config {
@@ -426,5 +422,38 @@ mod tests {
         assert_eq!(c.node.ae_title, "VCNODE");
         assert_eq!(c.peers.len(), 1, "a file's peers replace the default list");
         assert_eq!(c.peers[0].host, None);
+    }
+
+    #[test]
+    fn routes_resolve_by_calling_ae_and_must_name_known_destinations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        let dests = "[[destinations]]\nname = \"pacs\"\nkind = \"dimse\"\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = 4242\n\
+                     [[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"http://127.0.0.1:8042/dicom-web\"\n";
+        std::fs::write(&path, format!("{dests}[[routes]]\nfrom_ae = \"MODALITY\"\nto = [\"pacs\", \"web\"]\n[[routes]]\nfrom_ae = \"*\"\nto = [\"web\"]\n")).unwrap();
+        let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.destinations_for(Some("MODALITY")), ["pacs", "web"]);
+        assert_eq!(c.destinations_for(Some("OTHER")), ["web"]);
+        assert_eq!(c.destinations_for(None), ["web"]);
+
+        std::fs::write(
+            &path,
+            format!("{dests}[[routes]]\nfrom_ae = \"*\"\nto = [\"archive\"]\n"),
+        )
+        .unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routes[0].to") && err.contains("archive"), "{err}");
+
+        std::fs::write(
+            &path,
+            "[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"ftp://x\"\n",
+        )
+        .unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("destinations[0].url"), "{err}");
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tch::Tensor;
 use tokio::sync::oneshot;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use vcnode_models::model::RcModel;
 
 struct Request {
@@ -67,11 +67,22 @@ fn run(model: RcModel, rx: mpsc::Receiver<Request>, max_batch: usize, max_wait: 
         }
         let started = Instant::now();
         let inputs: Vec<&Tensor> = batch.iter().map(|r| &r.input).collect();
-        let x = Tensor::cat(&inputs, 0);
-        let (output, attention) = if batch.iter().any(|r| r.attention) {
-            model.synthesize_with_attention(&x)
-        } else {
-            (model.synthesize(&x), None)
+        // A torch error panics in tch; keep the thread (and the node) alive and fail only this
+        // batch: dropping its reply senders fails those jobs, which then retry.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let x = Tensor::cat(&inputs, 0);
+            if batch.iter().any(|r| r.attention) {
+                model.synthesize_with_attention(&x)
+            } else {
+                (model.synthesize(&x), None)
+            }
+        }));
+        let Ok((output, attention)) = run else {
+            warn!(
+                batch = batch.len(),
+                "inference failed; the batch's jobs will be retried"
+            );
+            continue;
         };
         debug!(
             batch = batch.len(),

@@ -4,7 +4,6 @@
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 
 use crate::uid::uid_from_name;
@@ -134,12 +133,6 @@ pub fn mammogram(spec: &MammogramSpec) -> FileDicomObject<InMemDicomObject> {
         PrimitiveValue::Strs(image_type.into()),
     ));
     crate::pixels::put_monochrome12(&mut obj, spec.rows as usize, spec.columns as usize, pixels(spec));
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(spec.sop_class_uid.as_str())
-        .media_storage_sop_instance_uid(sop.as_str())
-        .transfer_syntax(vcnode_scp::EXPLICIT_VR_LE)
-        .implementation_class_uid(crate::store::IMPLEMENTATION_CLASS_UID)
-        .build()
-        .expect("complete file meta");
+    let meta = crate::store::explicit_le_meta(&spec.sop_class_uid, &sop).expect("complete file meta");
     obj.with_exact_meta(meta)
 }

@@ -10,7 +10,6 @@ use anyhow::Context;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 use vcnode_models::phantom::{self, PhantomCase, RoiBox};
 
@@ -266,13 +265,7 @@ impl Study {
 
         crate::pixels::put_monochrome12(&mut obj, case.rows, case.cols, pixels.to_vec());
 
-        let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(sop_class)
-            .media_storage_sop_instance_uid(sop.as_str())
-            .transfer_syntax(vcnode_scp::EXPLICIT_VR_LE)
-            .implementation_class_uid(crate::store::IMPLEMENTATION_CLASS_UID)
-            .build()
-            .expect("complete file meta");
+        let meta = crate::store::explicit_le_meta(sop_class, &sop).expect("complete file meta");
         obj.with_exact_meta(meta)
     }
 }

@@ -7,12 +7,10 @@ mod label;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 
 pub use label::burn_in;
 
-use crate::store::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use crate::uid::uid_from_name;
 
 /// Secondary Capture Image Storage.
@@ -351,12 +349,6 @@ pub fn build(
         );
     }
     crate::pixels::put_monochrome12(&mut obj, rc.rows, rc.cols, pixels);
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(SECONDARY_CAPTURE)
-        .media_storage_sop_instance_uid(sop_uid.as_str())
-        .transfer_syntax(vcnode_scp::EXPLICIT_VR_LE)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-        .build()?;
+    let meta = crate::store::explicit_le_meta(SECONDARY_CAPTURE, &sop_uid)?;
     Ok(obj.with_exact_meta(meta))
 }

@@ -18,6 +18,21 @@ const TMP_DIR: &str = "tmp";
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.130890670624383776139979181715606844580";
 pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("VCNODE_", env!("CARGO_PKG_VERSION"));
 
+/// File meta information for an object the node writes itself (derived instances, phantom and
+/// fixture files): Explicit VR Little Endian, vcnode's implementation UID and version.
+pub fn explicit_le_meta(
+    sop_class: &str,
+    sop_instance: &str,
+) -> Result<FileMetaTable, dicom_object::meta::Error> {
+    dicom_object::meta::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop_instance)
+        .transfer_syntax(vcnode_scp::EXPLICIT_VR_LE)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+        .build()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0:?} is not a valid UID; refusing to use it in a path")]

@@ -7,28 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use vcnode::phantom::{write_dataset, PhantomDatasetSpec};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// Two LE images of one phantom patient.
 fn le_files(dir: &Path, seed: u64) -> Vec<PathBuf> {
-    let out = dir.join(format!("phantom-{seed}"));
-    write_dataset(
-        &out,
-        &PhantomDatasetSpec {
-            patients: 1,
-            seed,
-            rows: 416,
-            cols: 320,
-        },
-    )
-    .unwrap();
-    std::fs::read_to_string(out.join("pairs.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
+    phantom_pairs(dir, seed, 416, 320)
+        .into_iter()
         .take(2)
-        .map(|l| out.join(l.split(',').next().unwrap()))
+        .map(|(le, _)| le)
         .collect()
 }
 

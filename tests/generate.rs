@@ -11,33 +11,8 @@ use common::*;
 use dicom_dictionary_std::tags;
 use dicom_object::{open_file, InMemDicomObject};
 use dicom_pixeldata::PixelDecoder;
-use vcnode::phantom::{write_dataset, PhantomDatasetSpec};
 
 const LIMIT: Duration = Duration::from_secs(180);
-
-/// One phantom patient: 4 LE files and their true RC files.
-fn phantom(dir: &Path, seed: u64, rows: usize, cols: usize) -> Vec<(PathBuf, PathBuf)> {
-    let out = dir.join(format!("phantom-{seed}"));
-    write_dataset(
-        &out,
-        &PhantomDatasetSpec {
-            patients: 1,
-            seed,
-            rows,
-            cols,
-        },
-    )
-    .unwrap();
-    std::fs::read_to_string(out.join("pairs.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (out.join(f[0]), out.join(f[1]))
-        })
-        .collect()
-}
 
 fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
     obj.element(tag)
@@ -111,7 +86,7 @@ fn assert_valid(path: &Path) {
 async fn le_images_become_valid_tagged_aligned_synthetic_rc_instances() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_processing(dir.path(), "", "attention_map = true");
-    let cases = phantom(dir.path(), 77, 1664, 1280);
+    let cases = phantom_pairs(dir.path(), 77, 1664, 1280);
     let le: Vec<PathBuf> = cases.iter().map(|c| c.0.clone()).collect();
     let out = storescu(&node, "MODALITY", &[], &le);
     assert_eq!(successes(&out), 4, "{}", text_of(&out));
@@ -245,7 +220,7 @@ fn text_of(out: &std::process::Output) -> String {
 #[test]
 fn reprocessing_the_same_le_gives_the_same_uids() {
     let dir = tempfile::tempdir().unwrap();
-    let cases = phantom(dir.path(), 78, 416, 320);
+    let cases = phantom_pairs(dir.path(), 78, 416, 320);
     let config = write_config_with_model(dir.path(), "", shipped_model().to_str().unwrap(), "");
     let run = |out: &str| {
         let o = Command::new(env!("CARGO_BIN_EXE_vcnode"))
@@ -290,7 +265,7 @@ fn broken_j2k(dir: &Path, le: &Path) -> PathBuf {
 async fn an_undecodable_image_ends_dead_with_a_reason_while_others_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_processing(dir.path(), "", "");
-    let cases = phantom(dir.path(), 79, 416, 320);
+    let cases = phantom_pairs(dir.path(), 79, 416, 320);
     let broken = broken_j2k(dir.path(), &cases[0].0);
     let out = storescu(&node, "MODALITY", &["-xv"], &[broken]);
     assert_eq!(successes(&out), 1, "{}", text_of(&out));
@@ -325,7 +300,7 @@ async fn a_job_interrupted_by_sigkill_completes_after_restart_with_one_derived_i
     // A short lease so the restarted node takes the interrupted jobs over quickly.
     let extra = "[jobs]\nlease_s = 5";
     let mut node = Node::start_processing(dir.path(), extra, "");
-    let cases = phantom(dir.path(), 80, 1664, 1280);
+    let cases = phantom_pairs(dir.path(), 80, 1664, 1280);
     let le: Vec<PathBuf> = cases.iter().map(|c| c.0.clone()).collect();
     assert_eq!(successes(&storescu(&node, "MODALITY", &[], &le)), 4);
     let running = wait_count(

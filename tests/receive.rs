@@ -72,8 +72,6 @@ const SYNTAXES: &[(&str, &[&str], &str, &str)] = &[
 ];
 
 fn stored_path(node: &Node, uid: &str) -> PathBuf {
-    let rows = std::fs::read_dir(&node.data_dir).unwrap().count();
-    assert!(rows > 0);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let rel: String = rt.block_on(async {
         let q = vcnode::queue::Queue::open(&node.data_dir).await.unwrap();

@@ -364,3 +364,24 @@ fn http_get(port: u16, path: &str) -> Option<Vec<u8>> {
         .ok()?;
     out.status.success().then_some(out.stdout)
 }
+
+/// One phantom patient (4 views) written under `dir`: (LE file, true RC file) per view.
+pub fn phantom_pairs(dir: &Path, seed: u64, rows: usize, cols: usize) -> Vec<(PathBuf, PathBuf)> {
+    let out = dir.join(format!("phantom-{seed}"));
+    let spec = vcnode::phantom::PhantomDatasetSpec {
+        patients: 1,
+        seed,
+        rows,
+        cols,
+    };
+    vcnode::phantom::write_dataset(&out, &spec).unwrap();
+    std::fs::read_to_string(out.join("pairs.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (out.join(f[0]), out.join(f[1]))
+        })
+        .collect()
+}

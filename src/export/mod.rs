@@ -97,7 +97,10 @@ impl Exporter {
                     DestinationKind::Dimse => {
                         dimse::send(dest, &self.calling_ae_title, &files, self.timeout).await
                     }
-                    DestinationKind::Dicomweb => stow::send(&self.http, dest, &files).await,
+                    DestinationKind::Dicomweb => {
+                        let uids: Vec<&str> = batch.items.iter().map(|i| i.instance_uid.as_str()).collect();
+                        stow::send(&self.http, dest, &files, &uids).await
+                    }
                 }
             }
         };

@@ -41,7 +41,13 @@ fn uids_in(json: &serde_json::Value, tag: &str) -> Vec<(String, Option<u64>)> {
         .unwrap_or_default()
 }
 
-pub async fn send(http: &reqwest::Client, dest: &DestinationConfig, files: &[PathBuf]) -> Vec<Outcome> {
+/// Sends `files` with their SOP Instance UIDs (from the export rows, so no file is parsed).
+pub async fn send(
+    http: &reqwest::Client,
+    dest: &DestinationConfig,
+    files: &[PathBuf],
+    uids: &[&str],
+) -> Vec<Outcome> {
     let all = |reason: String, permanent: bool| {
         files
             .iter()
@@ -52,22 +58,11 @@ pub async fn send(http: &reqwest::Client, dest: &DestinationConfig, files: &[Pat
             .collect()
     };
     let mut body = Vec::new();
-    let mut uids = Vec::with_capacity(files.len());
     for f in files {
         let bytes = match std::fs::read(f) {
             Ok(b) => b,
             Err(e) => return all(format!("cannot read {}: {e}", f.display()), false),
         };
-        uids.push(
-            dicom_object::open_file(f)
-                .map(|o| {
-                    o.meta()
-                        .media_storage_sop_instance_uid()
-                        .trim_end_matches('\0')
-                        .to_string()
-                })
-                .unwrap_or_default(),
-        );
         body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes());
         body.extend_from_slice(&bytes);
         body.extend_from_slice(b"\r\n");

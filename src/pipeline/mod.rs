@@ -289,9 +289,7 @@ pub fn derived_record(obj: &FileDicomObject<InMemDicomObject>) -> anyhow::Result
         get(tags::SERIES_INSTANCE_UID)?,
         get(tags::SOP_INSTANCE_UID)?,
     );
-    let rel: PathBuf = Path::new(DERIVED_DIR).join(
-        InstanceStore::relative_path(&study, &series, &sop)?.strip_prefix(crate::store::INSTANCES_DIR)?,
-    );
+    let rel = InstanceStore::path_in(DERIVED_DIR, &study, &series, &sop)?;
     Ok(NewInstance {
         sop_instance_uid: sop,
         sop_class_uid: derive::SECONDARY_CAPTURE.into(),

@@ -220,22 +220,6 @@ impl Queue {
         Ok(n == 1)
     }
 
-    /// Marks a held job done. False when the lease was lost meanwhile.
-    pub async fn complete(&self, lease: &JobLease) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL,
-                    last_error = NULL, updated_at = ?
-              WHERE id = ? AND state = 'running' AND lease_owner = ?",
-        )
-        .bind(now_ms())
-        .bind(lease.job_id)
-        .bind(&lease.owner)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
-    }
-
     /// Records a failed attempt: back to `queued` after `backoff`, or `dead` once the attempts
     /// are spent (or at once when `permanent`). Returns the new state.
     pub async fn fail(

@@ -78,12 +78,23 @@ impl InstanceStore {
 
     /// The path of an instance relative to data_dir, from validated UIDs.
     pub fn relative_path(study: &str, series: &str, sop_instance: &str) -> Result<PathBuf, StoreError> {
+        Self::path_in(INSTANCES_DIR, study, series, sop_instance)
+    }
+
+    /// `<folder>/<study>/<series>/<sop>.dcm`, from validated UIDs (received instances live in
+    /// `instances/`, derived ones in `derived/`).
+    pub fn path_in(
+        folder: &str,
+        study: &str,
+        series: &str,
+        sop_instance: &str,
+    ) -> Result<PathBuf, StoreError> {
         for uid in [study, series, sop_instance] {
             if !vcnode_scp::is_valid_uid(uid) {
                 return Err(StoreError::BadUid(uid.to_string()));
             }
         }
-        Ok(Path::new(INSTANCES_DIR)
+        Ok(Path::new(folder)
             .join(study)
             .join(series)
             .join(format!("{sop_instance}.dcm")))

@@ -15,14 +15,13 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/vcnode-bench.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 echo "generating $N mammograms of 3328x4096 ..."
 "$bin" fixture --out "$tmp/src" --count "$N" --rows 4096 --columns 3328
 bytes=$(du -cb "$tmp"/src/*.dcm | tail -1 | cut -f1)
 
 # vcnode
-vport=$(free_port)
+vport=$(scripts/free-port)
 cat >"$tmp/vcnode.toml" <<TOML
 [node]
 bind = "127.0.0.1"
@@ -37,7 +36,7 @@ TOML
 VCNODE_LOG=warn "$bin" serve --config "$tmp/vcnode.toml" >"$tmp/vcnode.out" 2>"$tmp/vcnode.log" &
 pids+=($!)
 # storescp
-sport=$(free_port)
+sport=$(scripts/free-port)
 mkdir -p "$tmp/storescp"
 /usr/bin/storescp --aetitle STORESCP --max-pdu $PDU --output-directory "$tmp/storescp" "$sport" >"$tmp/storescp.log" 2>&1 &
 pids+=($!)

@@ -15,7 +15,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/vcnode-bench-pipeline.XXXXXX")
 node_pid=
 cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(scripts/free-port)
 patients=$(( (N + 4) / 4 ))
 "$bin" phantom --out "$tmp/ph" --patients "$patients" --seed 424242 --rows 3328 --columns 2560 >/dev/null
 mapfile -t les < <(tail -n +2 "$tmp/ph/pairs.csv" | cut -d, -f1 | sed "s|^|$tmp/ph/|")

@@ -8,8 +8,7 @@ cd "$(dirname "$0")/.."
 bin=./target/release/vcnode
 demo=${DEMO_DIR:-var/demo}
 rm -rf "$demo" && mkdir -p "$demo/previews"
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-http=$(free_port); dicom=$(free_port); node=$(free_port)
+http=$(scripts/free-port); dicom=$(scripts/free-port); node=$(scripts/free-port)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(scripts/free-port)
 VCNODE__NODE__DIMSE_PORT=$port VCNODE__NODE__DATA_DIR=$tmp/var setsid make --no-print-directory run >"$tmp/run.log" 2>&1 &
 pid=$!
 cleanup() { kill -TERM -- -"$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$tmp"; }

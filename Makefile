@@ -35,7 +35,7 @@ demo: release
 bench: release
 	bench/ingest.sh
 	bench/pipeline.sh
-	$(CARGO) bench -p vcnode-models --bench inference
+	VCNODE_BENCH_PYTHON=$$(scripts/fetch-pytorch.sh) $(CARGO) bench -p vcnode-models --bench inference
 
 fmt:
 	$(CARGO) fmt --all

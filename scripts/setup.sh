@@ -6,8 +6,9 @@
 #   libgdcm-tools gdcmconv (JPEG 2000)
 #   cmake        builds CharLS (JPEG-LS) for dicom-pixeldata
 #   orthanc, orthanc-dicomweb  a real PACS for the delivery tests (started by the tests)
+#   python3-venv the PyTorch peer of `make bench` (scripts/fetch-pytorch.sh)
 set -euo pipefail
-packages=(dcmtk dicom3tools libgdcm-tools cmake sqlite3 curl orthanc orthanc-dicomweb)
+packages=(dcmtk dicom3tools libgdcm-tools cmake sqlite3 curl orthanc orthanc-dicomweb python3-venv)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

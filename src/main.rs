@@ -46,6 +46,10 @@ enum Command {
         rows: usize,
         #[arg(long, default_value_t = 2560)]
         columns: usize,
+        /// Lesions per breast instead of the usual 0 to 3, e.g. for a lesion-enriched training
+        /// set (fewer are placed where a breast has no room).
+        #[arg(long)]
+        lesions: Option<usize>,
     },
     /// Train a generator on paired LE/RC data; writes weights and their manifest.
     Train(vcnode::research::train::TrainArgs),
@@ -115,6 +119,7 @@ fn main() -> anyhow::Result<()> {
             seed,
             rows,
             columns,
+            lesions,
         } => {
             let n = vcnode::phantom::write_dataset(
                 &out,
@@ -123,6 +128,7 @@ fn main() -> anyhow::Result<()> {
                     seed,
                     rows,
                     cols: columns,
+                    lesions,
                 },
             )?;
             println!(

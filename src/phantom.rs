@@ -21,6 +21,8 @@ pub struct PhantomDatasetSpec {
     pub seed: u64,
     pub rows: usize,
     pub cols: usize,
+    /// Lesions per breast, instead of the phantom's own 0 to 3.
+    pub lesions: Option<usize>,
 }
 
 /// Writes, for each patient, 4 views (R CC, L CC, R MLO, L MLO) as LE and RC DICOM files plus a
@@ -45,9 +47,9 @@ pub fn write_dataset(out: &Path, spec: &PhantomDatasetSpec) -> anyhow::Result<us
         let dir = out.join(&study.patient_id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for image in 0..phantom::VIEWS.len() {
-            let case = phantom::simulate(&phantom::case_config(
-                spec.seed, patient, image, spec.rows, spec.cols,
-            ));
+            let mut config = phantom::case_config(spec.seed, patient, image, spec.rows, spec.cols);
+            config.lesions = spec.lesions.unwrap_or(config.lesions);
+            let case = phantom::simulate(&config);
             let stem = format!("{}{}", case.laterality, case.view);
             let le = study.image(&case, Kind::LowEnergy, image);
             let rc = study.image(&case, Kind::Recombined, image);
@@ -329,6 +331,7 @@ mod tests {
             seed: 9,
             rows: 256,
             cols: 208,
+            lesions: None,
         };
         let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         assert_eq!(write_dataset(first.path(), &spec).unwrap(), 4);
@@ -427,6 +430,32 @@ mod tests {
     }
 
     #[test]
+    fn an_enriched_dataset_has_the_asked_lesions_per_breast() {
+        let out = tempfile::tempdir().unwrap();
+        let spec = PhantomDatasetSpec {
+            patients: 2,
+            seed: 5,
+            rows: 512,
+            cols: 416,
+            lesions: Some(3),
+        };
+        assert_eq!(write_dataset(out.path(), &spec).unwrap(), 8);
+        let counts: Vec<usize> = std::fs::read_to_string(out.path().join("pairs.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let rois = std::fs::read(out.path().join(line.split(',').nth(2).unwrap())).unwrap();
+                let rois: serde_json::Value = serde_json::from_slice(&rois).unwrap();
+                rois["lesions"].as_array().unwrap().len()
+            })
+            .collect();
+        // Three each, fewer only where a breast has no room for another.
+        assert!(counts.iter().all(|&n| (1..=3).contains(&n)), "{counts:?}");
+        assert!(counts.iter().sum::<usize>() >= 20, "{counts:?}");
+    }
+
+    #[test]
     fn refuses_sizes_dicom_or_the_phantom_cannot_hold() {
         let out = tempfile::tempdir().unwrap();
         for (rows, cols) in [(16, 208), (256, 70_000)] {
@@ -435,6 +464,7 @@ mod tests {
                 seed: 1,
                 rows,
                 cols,
+                lesions: None,
             };
             assert!(write_dataset(out.path(), &spec).is_err());
         }

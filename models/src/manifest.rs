@@ -67,6 +67,10 @@ pub struct TrainingRecord {
     pub device: String,
     pub seconds: f64,
     pub final_l1: f64,
+    /// The epoch (counted from 1) whose weights these are, when they were chosen by the lowest
+    /// validation L1 rather than taken from the last epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_epoch: Option<usize>,
     /// Anything a reader must know, e.g. that a smaller CPU configuration was trained.
     pub note: String,
 }

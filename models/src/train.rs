@@ -2,6 +2,11 @@
 //! BCE-with-logits GAN loss + λ·L1 (λ = 100) with a PatchGAN for the cGANs; Adam, lr 2e-4,
 //! β1 0.5. Checkpoints after every epoch; `resume` continues from the last one (weights and
 //! epoch; Adam's moments restart).
+//!
+//! With validation pairs, the U-Nets end on the weights of the epoch with the lowest validation
+//! L1, not the last epoch's: Adam with β1 = 0.5 occasionally spikes late in a run, and the
+//! epoch count is a budget rather than a convergence criterion. The cGANs keep their last
+//! weights, since L1 is only part of their objective.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -107,6 +112,9 @@ struct CheckpointState {
     epochs_done: usize,
     steps: usize,
     history: Vec<EpochStats>,
+    /// The epoch (0-based) whose weights are kept in `best.safetensors`, and its validation L1.
+    #[serde(default)]
+    best: Option<(usize, f64)>,
 }
 
 /// A finished (or resumed-and-finished) run.
@@ -114,15 +122,18 @@ pub struct Trained {
     pub vs: nn::VarStore,
     pub generator: Generator,
     pub history: Vec<EpochStats>,
+    /// The epoch (0-based) whose weights these are, when chosen by validation L1.
+    pub selected_epoch: Option<usize>,
     pub steps: usize,
     pub seconds: f64,
 }
 
-fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     (
         dir.join("state.json"),
         dir.join("generator.safetensors"),
         dir.join("discriminator.safetensors"),
+        dir.join("best.safetensors"),
     )
 }
 
@@ -167,7 +178,7 @@ pub fn train(
     }
     tch::manual_seed(config.seed);
     std::fs::create_dir_all(checkpoint_dir).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-    let (state_path, gen_path, disc_path) = checkpoint_paths(checkpoint_dir);
+    let (state_path, gen_path, disc_path, best_path) = checkpoint_paths(checkpoint_dir);
 
     let mut gvs = nn::VarStore::new(device);
     let generator = Generator::new(gvs.root() / GENERATOR_PREFIX, &config.generator);
@@ -182,6 +193,7 @@ pub fn train(
         epochs_done: 0,
         steps: 0,
         history: Vec::new(),
+        best: None,
     };
     if resume && state_path.exists() {
         let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
@@ -203,7 +215,9 @@ pub fn train(
         state.epochs_done = saved.epochs_done;
         state.steps = saved.steps;
         state.history = saved.history;
+        state.best = saved.best.filter(|_| best_path.exists());
     }
+    let select_best = validation.is_some() && !config.kind.adversarial();
 
     let mut g_opt = nn::adam(config.beta1, 0.999, 0.0).build(&gvs, config.learning_rate)?;
     let mut d_opt = match &discriminator {
@@ -272,6 +286,12 @@ pub fn train(
         state.epochs_done = epoch + 1;
         // Checkpoint: weights first, then the state that points at them.
         save_safetensors(&gvs, &gen_path, Kind::Float)?;
+        if let (true, Some(val)) = (select_best, stats.val_l1) {
+            if val.is_finite() && state.best.is_none_or(|(_, b)| val < b) {
+                save_safetensors(&gvs, &best_path, Kind::Float)?;
+                state.best = Some((epoch, val));
+            }
+        }
         if discriminator.is_some() {
             save_safetensors(&dvs, &disc_path, Kind::Float)?;
         }
@@ -279,10 +299,18 @@ pub fn train(
         std::fs::write(&state_path, text).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
         progress(Event::Epoch(stats));
     }
+    let selected_epoch = match state.best.filter(|_| select_best) {
+        Some((epoch, _)) => {
+            load_safetensors(&mut gvs, &best_path, config.kind.name())?;
+            Some(epoch)
+        }
+        None => None,
+    };
     Ok(Trained {
         vs: gvs,
         generator,
         history: state.history,
+        selected_epoch,
         steps: state.steps,
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -6,7 +6,7 @@ use vcnode_models::manifest::{sha256_file, Manifest, WeightsFormat, WeightsRef, 
 use vcnode_models::model::{save_safetensors, RcModel, GENERATOR_PREFIX};
 use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind, OutputActivation, PatchGan};
 use vcnode_models::preprocess::{InputSpec, Normalization};
-use vcnode_models::train::{train, Event, PairTensors, TrainConfig};
+use vcnode_models::train::{mean_l1, train, Event, PairTensors, TrainConfig};
 
 fn small(scpa: bool) -> GeneratorConfig {
     GeneratorConfig {
@@ -181,6 +181,16 @@ fn a_few_training_steps_reduce_the_l1_loss() {
             "{kind:?} loss did not fall: {epochs:?}"
         );
         assert_eq!(trained.steps, 8 * 4);
+        // The U-Net ends on its best validation epoch's weights; the cGAN on its last ones.
+        let val: Vec<f64> = trained.history.iter().map(|s| s.val_l1.unwrap()).collect();
+        if kind.adversarial() {
+            assert_eq!(trained.selected_epoch, None);
+        } else {
+            let best = (0..val.len()).min_by(|&a, &b| val[a].total_cmp(&val[b])).unwrap();
+            assert_eq!(trained.selected_epoch, Some(best), "{val:?}");
+            let now = mean_l1(&trained.generator, &data, Device::Cpu, 4);
+            assert!((now - val[best]).abs() < 1e-6, "{now} vs best {}", val[best]);
+        }
         // Resume continues after the last checkpoint instead of starting over.
         let more = TrainConfig {
             epochs: 10,

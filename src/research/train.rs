@@ -154,6 +154,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
         },
     )?;
     bar.finish_and_clear();
+    if let Some(epoch) = trained.selected_epoch {
+        tracing::info!(
+            epoch = epoch + 1,
+            "keeping the weights of the epoch with the lowest validation L1"
+        );
+    }
 
     let file = format!("{}.safetensors", args.model.name());
     let weights = args.out.join(&file);
@@ -201,6 +207,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             device: format!("{:?}", device),
             seconds: trained.seconds,
             final_l1: trained.history.last().map(|s| s.l1).unwrap_or(f64::NAN),
+            selected_epoch: trained.selected_epoch.map(|e| e + 1),
             note: args.note.clone().unwrap_or_default(),
         }),
         metrics,

@@ -373,6 +373,7 @@ pub fn phantom_pairs(dir: &Path, seed: u64, rows: usize, cols: usize) -> Vec<(Pa
         seed,
         rows,
         cols,
+        lesions: None,
     };
     vcnode::phantom::write_dataset(&out, &spec).unwrap();
     std::fs::read_to_string(out.join("pairs.csv"))

@@ -8,9 +8,11 @@
 //!    skin line; a fibroglandular fraction from band-limited value noise whose level follows the
 //!    BI-RADS density category, gathered in the middle of the breast and fading into
 //!    subcutaneous fat. The pectoral muscle counts as glandular-equivalent soft tissue.
-//! 3. **Contrast.** Lesions are ellipsoids of slightly denser tissue that take up iodine; some
-//!    sit in dense tissue (flagged `hidden`). Background parenchymal enhancement adds a little
-//!    iodine in proportion to the glandular thickness, in scattered foci.
+//! 3. **Contrast.** Lesions are solid masses (ellipsoids with lobulated borders) that displace
+//!    most of the fat in their volume and take up iodine, as enhancing cancers do: in fatty tissue
+//!    they show on LE as a mass, while those that sit in dense tissue (flagged `hidden`) barely
+//!    do. Background parenchymal enhancement adds a little iodine in proportion to the glandular
+//!    thickness, in scattered foci.
 //! 4. **Exposure.** Beer–Lambert attenuation at one effective energy below the iodine K-edge (LE)
 //!    and one above (HE), with quantum noise (Gaussian approximation of Poisson statistics).
 //! 5. **Recombination.** RC = ln(HE) − w·ln(LE), with w chosen from the attenuation table so that
@@ -294,13 +296,15 @@ impl Density {
     }
 
     /// Chance that a lesion is placed in tissue dense enough to hide it (where one is found)
-    /// rather than anywhere.
+    /// rather than anywhere. Chosen so that about a third of the lesions are hidden overall,
+    /// most of them in dense breasts: LE, like full-field digital mammography, shows most of
+    /// the cancers that CESM shows, and misses more of them the denser the breast.
     fn dense_placement(self) -> f32 {
         match self {
-            Density::A => 0.2,
-            Density::B => 0.4,
-            Density::C => 0.6,
-            Density::D => 0.8,
+            Density::A => 0.05,
+            Density::B => 0.15,
+            Density::C => 0.3,
+            Density::D => 0.5,
         }
     }
 }
@@ -577,7 +581,7 @@ impl Parenchyma {
     }
 }
 
-/// An enhancing lesion: an ellipsoid of slightly denser tissue holding iodine.
+/// An enhancing lesion: a solid ellipsoidal mass holding iodine.
 struct Lesion {
     row: f32,
     x: f32,
@@ -592,7 +596,8 @@ struct Lesion {
     /// Iodine concentration (mg/cm³).
     iodine: f32,
     /// Share of the fat within the lesion's volume that the lesion replaces by glandular-
-    /// equivalent tissue: its LE mass contrast.
+    /// equivalent tissue: its LE mass contrast. A solid tumour displaces most of it (0.6–1);
+    /// a smaller share would make every lesion invisible on LE, unlike most enhancing cancers.
     excess: f32,
     roi: RoiBox,
 }
@@ -762,7 +767,7 @@ impl Anatomy {
                 lobes,
                 depth_cm,
                 iodine,
-                excess: rng.range(0.1, 0.3),
+                excess: rng.range(0.6, 1.0),
                 roi: RoiBox {
                     row0: (row - half_y).floor() as usize,
                     col0,

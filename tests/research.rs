@@ -39,6 +39,8 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
         "416",
         "--columns",
         "320",
+        "--lesions",
+        "2",
     ]);
     let csv = data.join("pairs.csv");
     assert_eq!(
@@ -117,6 +119,22 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
         report.contains("Paired tests") && report.contains("copy-LE"),
         "{report}"
     );
+    // The by-lesion table counts every lesion box of the ROI files, split by visibility on LE.
+    let (mut visible, mut hidden) = (0, 0);
+    for line in std::fs::read_to_string(&csv).unwrap().lines().skip(1) {
+        let rois = std::fs::read(data.join(line.split(',').nth(2).unwrap())).unwrap();
+        let rois: serde_json::Value = serde_json::from_slice(&rois).unwrap();
+        for lesion in rois["lesions"].as_array().unwrap() {
+            *(if lesion["hidden"] == true {
+                &mut hidden
+            } else {
+                &mut visible
+            }) += 1;
+        }
+    }
+    assert!(visible + hidden >= 8, "--lesions 2 placed {visible} + {hidden}");
+    let header = format!("| model | {visible} visible: ROI PSNR (dB) | ROI SSIM | {hidden} hidden:");
+    assert!(report.contains(&header), "{header}\n{report}");
     let png = std::fs::read(report_dir.join("pictures/case-001.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let recorded: serde_json::Value =

@@ -22,6 +22,8 @@ pub struct CaseScores {
     pub whole: ImageScores,
     /// Mean over the case's lesion boxes; None without lesions.
     pub roi: Option<ImageScores>,
+    /// Each lesion box's scores, and whether the lesion is hidden on LE (in dense tissue).
+    pub lesions: Vec<(ImageScores, bool)>,
 }
 
 /// A model's scores over a data set.
@@ -34,6 +36,17 @@ pub struct Scored {
 pub const METRICS: [&str; 4] = ["psnr", "ssim", "roi_psnr", "roi_ssim"];
 
 impl Scored {
+    /// A per-lesion metric ("psnr", "ssim") over the lesion boxes that are hidden on LE, or
+    /// over those that are not.
+    pub fn lesion_values(&self, metric: &str, hidden: bool) -> Vec<f64> {
+        self.cases
+            .iter()
+            .flat_map(|c| &c.lesions)
+            .filter(|(_, h)| *h == hidden)
+            .map(|(s, _)| if metric == "ssim" { s.ssim } else { s.psnr })
+            .collect()
+    }
+
     pub fn values(&self, metric: &str) -> Vec<f64> {
         self.cases
             .iter()
@@ -108,11 +121,11 @@ pub fn score_predictions(label: &str, pairs: &[PreparedPair], predictions: &[Ten
                 col1: pair.geometry.content[1] as usize,
             };
             let whole = region_scores(&pred, &truth, rows, cols, content, 1.0);
-            let lesions: Vec<ImageScores> = pair
+            let lesions: Vec<(ImageScores, bool)> = pair
                 .rois
                 .iter()
-                .map(|([r0, r1, c0, c1], _)| {
-                    region_scores(
+                .map(|([r0, r1, c0, c1], hidden)| {
+                    let scores = region_scores(
                         &pred,
                         &truth,
                         rows,
@@ -124,12 +137,17 @@ pub fn score_predictions(label: &str, pairs: &[PreparedPair], predictions: &[Ten
                             col1: *c1,
                         },
                         1.0,
-                    )
+                    );
+                    (scores, *hidden)
                 })
                 .collect();
             let roi = (!lesions.is_empty()).then(|| {
                 let mean = |f: fn(&ImageScores) -> f64| {
-                    let v: Vec<f64> = lesions.iter().map(f).filter(|x| x.is_finite()).collect();
+                    let v: Vec<f64> = lesions
+                        .iter()
+                        .map(|(s, _)| f(s))
+                        .filter(|x| x.is_finite())
+                        .collect();
                     if v.is_empty() {
                         f64::NAN
                     } else {
@@ -146,6 +164,7 @@ pub fn score_predictions(label: &str, pairs: &[PreparedPair], predictions: &[Ten
                 name: pair.name.clone(),
                 whole,
                 roi,
+                lesions,
             }
         })
         .collect();

@@ -127,6 +127,33 @@ pub fn markdown(
             fmt_stat(&m.values("roi_ssim"))
         );
     }
+    if scored
+        .iter()
+        .any(|m| m.cases.iter().any(|c| !c.lesions.is_empty()))
+    {
+        let _ = writeln!(
+            s,
+            "\nBy lesion, split by what LE shows (hidden = in dense tissue, hard to see on LE):\n"
+        );
+        let count = |hidden| scored[0].lesion_values("psnr", hidden).len();
+        let _ = writeln!(
+            s,
+            "| model | {} visible: ROI PSNR (dB) | ROI SSIM | {} hidden: ROI PSNR (dB) | ROI SSIM |\n|---|---|---|---|---|",
+            count(false),
+            count(true)
+        );
+        for m in scored {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                m.label,
+                fmt_stat(&m.lesion_values("psnr", false)),
+                fmt_stat(&m.lesion_values("ssim", false)),
+                fmt_stat(&m.lesion_values("psnr", true)),
+                fmt_stat(&m.lesion_values("ssim", true))
+            );
+        }
+    }
     let _ = writeln!(s, "\n## Paired tests ({} vs each baseline)\n", scored[0].label);
     let _ = writeln!(
         s,

@@ -102,7 +102,7 @@ impl PyTorch {
     }
 }
 
-struct Case<'a> {
+struct Case {
     name: String,
     config: GeneratorConfig,
     rows: i64,
@@ -110,10 +110,10 @@ struct Case<'a> {
     iters: usize,
     /// The peer builds the paper's widths instead of the shipped ones.
     paper: bool,
-    manifest: &'a Path,
 }
 
-fn bench(case: &Case, peer: Option<&PyTorch>) {
+/// Times one case; the peer loads `manifest` (the shipped one) for the widths it mirrors.
+fn bench(case: &Case, manifest: &Path, peer: Option<&PyTorch>) {
     let (rows, cols) = (case.rows, case.cols);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let g = Generator::new(vs.root() / "generator", &case.config);
@@ -125,7 +125,7 @@ fn bench(case: &Case, peer: Option<&PyTorch>) {
     })
     .expect("trace");
     let script = tch::no_grad(|| time_per_image(case.iters, 1, &|| drop(traced.forward(&x))));
-    let pytorch = match peer.map(|p| p.time(case.manifest, rows, cols, case.paper, case.iters)) {
+    let pytorch = match peer.map(|p| p.time(manifest, rows, cols, case.paper, case.iters)) {
         Some(Ok(ms)) => format!(
             " | PyTorch eager {ms:8.1} ms/image | ratio PyTorch/tch {:.2} (above 1: vcnode faster)",
             ms / eager
@@ -167,7 +167,6 @@ fn main() {
             cols: m.input.cols,
             iters: 10,
             paper: false,
-            manifest: &shipped,
         },
         Case {
             name: format!("shipped {} architecture", m.model.name()),
@@ -176,7 +175,6 @@ fn main() {
             cols: 512,
             iters: 3,
             paper: false,
-            manifest: &shipped,
         },
         Case {
             name: "paper SCPA-UNet (32,64,128,256,256)".into(),
@@ -185,10 +183,9 @@ fn main() {
             cols: 512,
             iters: 2,
             paper: true,
-            manifest: &shipped,
         },
     ];
     for case in &cases {
-        bench(case, peer.as_ref());
+        bench(case, &shipped, peer.as_ref());
     }
 }

@@ -20,10 +20,32 @@ use super::report;
 pub struct CaseScores {
     pub name: String,
     pub whole: ImageScores,
-    /// Mean over the case's lesion boxes; None without lesions.
-    pub roi: Option<ImageScores>,
     /// Each lesion box's scores, and whether the lesion is hidden on LE (in dense tissue).
     pub lesions: Vec<(ImageScores, bool)>,
+}
+
+impl CaseScores {
+    /// The mean over the case's scorable lesion boxes; None without lesions.
+    pub fn roi(&self) -> Option<ImageScores> {
+        let mean = |f: fn(&ImageScores) -> f64| {
+            let v: Vec<f64> = self
+                .lesions
+                .iter()
+                .map(|(s, _)| f(s))
+                .filter(|x| x.is_finite())
+                .collect();
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        (!self.lesions.is_empty()).then(|| ImageScores {
+            mse: mean(|s| s.mse),
+            psnr: mean(|s| s.psnr),
+            ssim: mean(|s| s.ssim),
+        })
+    }
 }
 
 /// A model's scores over a data set.
@@ -36,14 +58,14 @@ pub struct Scored {
 pub const METRICS: [&str; 4] = ["psnr", "ssim", "roi_psnr", "roi_ssim"];
 
 impl Scored {
-    /// A per-lesion metric ("psnr", "ssim") over the lesion boxes that are hidden on LE, or
-    /// over those that are not.
-    pub fn lesion_values(&self, metric: &str, hidden: bool) -> Vec<f64> {
+    /// A per-lesion metric over the lesion boxes that are hidden on LE, or over those that
+    /// are not.
+    pub fn lesion_values(&self, metric: fn(&ImageScores) -> f64, hidden: bool) -> Vec<f64> {
         self.cases
             .iter()
             .flat_map(|c| &c.lesions)
             .filter(|(_, h)| *h == hidden)
-            .map(|(s, _)| if metric == "ssim" { s.ssim } else { s.psnr })
+            .map(|(s, _)| metric(s))
             .collect()
     }
 
@@ -54,9 +76,9 @@ impl Scored {
                 "psnr" => c.whole.psnr,
                 "ssim" => c.whole.ssim,
                 "mse" => c.whole.mse,
-                "roi_psnr" => c.roi.map_or(f64::NAN, |r| r.psnr),
-                "roi_ssim" => c.roi.map_or(f64::NAN, |r| r.ssim),
-                "roi_mse" => c.roi.map_or(f64::NAN, |r| r.mse),
+                "roi_psnr" => c.roi().map_or(f64::NAN, |r| r.psnr),
+                "roi_ssim" => c.roi().map_or(f64::NAN, |r| r.ssim),
+                "roi_mse" => c.roi().map_or(f64::NAN, |r| r.mse),
                 _ => f64::NAN,
             })
             .collect()
@@ -141,29 +163,9 @@ pub fn score_predictions(label: &str, pairs: &[PreparedPair], predictions: &[Ten
                     (scores, *hidden)
                 })
                 .collect();
-            let roi = (!lesions.is_empty()).then(|| {
-                let mean = |f: fn(&ImageScores) -> f64| {
-                    let v: Vec<f64> = lesions
-                        .iter()
-                        .map(|(s, _)| f(s))
-                        .filter(|x| x.is_finite())
-                        .collect();
-                    if v.is_empty() {
-                        f64::NAN
-                    } else {
-                        v.iter().sum::<f64>() / v.len() as f64
-                    }
-                };
-                ImageScores {
-                    mse: mean(|s| s.mse),
-                    psnr: mean(|s| s.psnr),
-                    ssim: mean(|s| s.ssim),
-                }
-            });
             CaseScores {
                 name: pair.name.clone(),
                 whole,
-                roi,
                 lesions,
             }
         })
@@ -307,7 +309,7 @@ fn write_csv(path: &Path, scored: &[Scored]) -> anyhow::Result<()> {
     let mut s = String::from("case,model,mse,psnr,ssim,roi_mse,roi_psnr,roi_ssim\n");
     for m in scored {
         for c in &m.cases {
-            let r = c.roi.unwrap_or(ImageScores::UNSCORABLE);
+            let r = c.roi().unwrap_or(ImageScores::UNSCORABLE);
             let _ = writeln!(
                 s,
                 "{},{},{:.6e},{:.4},{:.5},{:.6e},{:.4},{:.5}",

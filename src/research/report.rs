@@ -135,7 +135,7 @@ pub fn markdown(
             s,
             "\nBy lesion, split by what LE shows (hidden = in dense tissue, hard to see on LE):\n"
         );
-        let count = |hidden| scored[0].lesion_values("psnr", hidden).len();
+        let count = |hidden| scored[0].lesion_values(|s| s.psnr, hidden).len();
         let _ = writeln!(
             s,
             "| model | {} visible: ROI PSNR (dB) | ROI SSIM | {} hidden: ROI PSNR (dB) | ROI SSIM |\n|---|---|---|---|---|",
@@ -147,10 +147,10 @@ pub fn markdown(
                 s,
                 "| {} | {} | {} | {} | {} |",
                 m.label,
-                fmt_stat(&m.lesion_values("psnr", false)),
-                fmt_stat(&m.lesion_values("ssim", false)),
-                fmt_stat(&m.lesion_values("psnr", true)),
-                fmt_stat(&m.lesion_values("ssim", true))
+                fmt_stat(&m.lesion_values(|s| s.psnr, false)),
+                fmt_stat(&m.lesion_values(|s| s.ssim, false)),
+                fmt_stat(&m.lesion_values(|s| s.psnr, true)),
+                fmt_stat(&m.lesion_values(|s| s.ssim, true))
             );
         }
     }

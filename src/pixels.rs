@@ -3,6 +3,8 @@
 //!
 //! For Processing images usually carry no VOI window: then the window spans the values
 //! present (min to max), which is documented in the derived instance's description.
+//!
+//! Researchers' data may also be rendered images (CDD-CESM ships JPEGs): [`read_rendered`].
 
 use std::path::Path;
 
@@ -31,6 +33,8 @@ pub enum WindowSource {
     File,
     /// None in the file: the range of the values present.
     ValueRange,
+    /// A rendered JPEG or PNG, windowed when it was exported: the full range of its bit depth.
+    Rendered,
 }
 
 /// A decoded single-frame grayscale image in modality values, brighter = more attenuating.
@@ -84,6 +88,45 @@ pub fn read_file(path: &Path) -> Result<MgImage, PixelError> {
         source: Box::new(e),
     })?;
     decode(&obj)
+}
+
+/// Reads a rendered grayscale (or gray-in-RGB) JPEG or PNG, as public CESM sets such as
+/// CDD-CESM distribute them. Such an image was windowed when it was exported, so its window is
+/// the full range of its bit depth.
+pub fn read_rendered(path: &Path) -> Result<MgImage, PixelError> {
+    let decoded = image::ImageReader::open(path)
+        .map_err(|e| PixelError::Decode(format!("{}: {e}", path.display())))?
+        .decode()
+        .map_err(|e| PixelError::Decode(format!("{}: {e}", path.display())))?;
+    let sixteen = matches!(
+        decoded.color(),
+        image::ColorType::L16 | image::ColorType::La16 | image::ColorType::Rgb16 | image::ColorType::Rgba16
+    );
+    let (rows, cols) = (decoded.height() as usize, decoded.width() as usize);
+    let (values, levels): (Vec<f32>, f32) = if sixteen {
+        let v = decoded
+            .to_luma16()
+            .into_raw()
+            .into_iter()
+            .map(f32::from)
+            .collect();
+        (v, 65536.0)
+    } else {
+        let v = decoded.to_luma8().into_raw().into_iter().map(f32::from).collect();
+        (v, 256.0)
+    };
+    Ok(MgImage {
+        rows,
+        cols,
+        values,
+        window: Window {
+            center: levels / 2.0,
+            width: levels,
+        },
+        window_source: WindowSource::Rendered,
+        monochrome1: false,
+        laterality: None,
+    })
 }
 
 fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {

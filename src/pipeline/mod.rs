@@ -64,6 +64,8 @@ pub fn prepare_source(path: &Path, spec: &InputSpec) -> Result<PreparedSource, J
         WindowSource::ValueRange => {
             "no VOI window in the file (e.g. For Processing): the full value range".into()
         }
+        // The node reads DICOM only; rendered images are research data.
+        WindowSource::Rendered => "a rendered image: its full range".into(),
     };
     Ok(PreparedSource {
         input: to_model(&windowed, &geometry, spec),

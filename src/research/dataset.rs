@@ -2,9 +2,10 @@
 //! the shared preprocessing.
 //!
 //! A data source is either a CSV file with columns `le,rc[,rois]` (paths relative to the CSV;
-//! `vcnode phantom` writes one as `pairs.csv`), or a folder searched recursively for DICOM
-//! pairs named `<case>_LE.dcm` / `<case>_RC.dcm`, or named like CDD-CESM
-//! (`P1_L_DM_MLO.dcm` low energy / `P1_L_CM_MLO.dcm` recombined).
+//! `vcnode phantom` writes one as `pairs.csv`), or a folder searched recursively for pairs
+//! named `<case>_LE.dcm` / `<case>_RC.dcm`, or named like CDD-CESM (`P1_L_DM_MLO.jpg` low
+//! energy / `P1_L_CM_MLO.jpg` recombined, in the same folder or, as CDD-CESM ships them, in
+//! sibling folders). Images are DICOM, or rendered JPEG/PNG ([`pixels::read_rendered`]).
 
 use std::path::{Path, PathBuf};
 
@@ -89,27 +90,72 @@ fn scan_folder(dir: &Path) -> anyhow::Result<Vec<PairPaths>> {
         }
     }
     files.sort();
+    // CDD-CESM keeps low-energy and recombined images in separate folders: find a partner by
+    // its name anywhere in the tree when it is not beside the LE image.
+    let mut by_name: std::collections::HashMap<&str, Vec<&PathBuf>> = Default::default();
+    for f in &files {
+        if let Some(n) = f.file_name().and_then(|n| n.to_str()) {
+            by_name.entry(n).or_default().push(f);
+        }
+    }
     let mut pairs = Vec::new();
     for le in &files {
         let name = le.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let partner = if let Some(stem) = name.strip_suffix("_LE.dcm") {
             format!("{stem}_RC.dcm")
-        } else if name.contains("_DM_") && name.ends_with(".dcm") {
+        } else if name.contains("_DM_") && is_image_file(le) {
             name.replacen("_DM_", "_CM_", 1)
         } else {
             continue;
         };
-        let rc = le.with_file_name(partner);
-        if rc.exists() {
-            let rois = le.with_file_name(name.replace("_LE.dcm", "_rois.json"));
+        let beside = le.with_file_name(&partner);
+        let rc = if beside.exists() {
+            Some(beside)
+        } else {
+            match by_name.get(partner.as_str()).map(Vec::as_slice) {
+                Some([only]) => Some((*only).clone()),
+                Some(many) if !many.is_empty() => {
+                    bail!(
+                        "{partner} is in {} folders; cannot tell which pairs with {}",
+                        many.len(),
+                        le.display()
+                    )
+                }
+                _ => None,
+            }
+        };
+        if let Some(rc) = rc {
+            // Lesion boxes sit beside `<case>_LE.dcm` as `<case>_rois.json` (the phantom's layout).
+            let rois = name
+                .strip_suffix("_LE.dcm")
+                .map(|stem| le.with_file_name(format!("{stem}_rois.json")))
+                .filter(|p| p.exists());
             pairs.push(PairPaths {
                 le: le.clone(),
                 rc,
-                rois: rois.exists().then_some(rois),
+                rois,
             });
         }
     }
     Ok(pairs)
+}
+
+fn extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+}
+
+fn is_image_file(path: &Path) -> bool {
+    matches!(extension(path).as_deref(), Some("dcm" | "jpg" | "jpeg" | "png"))
+}
+
+/// One image of a pair: rendered JPEG/PNG by extension, DICOM otherwise.
+fn read_image(path: &Path) -> Result<pixels::MgImage, pixels::PixelError> {
+    match extension(path).as_deref() {
+        Some("jpg" | "jpeg" | "png") => pixels::read_rendered(path),
+        _ => pixels::read_file(path),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -119,8 +165,8 @@ struct RoiFile {
 
 /// Loads and preprocesses one pair: the crop is planned on the LE and applied to both.
 pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPair> {
-    let le = pixels::read_file(&pair.le).with_context(|| format!("LE {}", pair.le.display()))?;
-    let rc = pixels::read_file(&pair.rc).with_context(|| format!("RC {}", pair.rc.display()))?;
+    let le = read_image(&pair.le).with_context(|| format!("LE {}", pair.le.display()))?;
+    let rc = read_image(&pair.rc).with_context(|| format!("RC {}", pair.rc.display()))?;
     if (le.rows, le.cols) != (rc.rows, rc.cols) {
         bail!("{} and {} differ in size", pair.le.display(), pair.rc.display());
     }
@@ -183,5 +229,75 @@ pub fn stack(pairs: &[PreparedPair]) -> vcnode_models::train::PairTensors {
     vcnode_models::train::PairTensors {
         le: Tensor::cat(&le, 0),
         rc: Tensor::cat(&rc, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phantom::{write_dataset, PhantomDatasetSpec};
+
+    fn render(img: &pixels::MgImage, path: &Path) {
+        let bytes: Vec<u8> = img.windowed().iter().map(|v| (v * 255.0).round() as u8).collect();
+        image::GrayImage::from_raw(img.cols as u32, img.rows as u32, bytes)
+            .unwrap()
+            .save(path)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_cdd_cesm_layout_of_rendered_images_pairs_up_and_preprocesses_like_the_dicom() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = PhantomDatasetSpec {
+            patients: 1,
+            seed: 4,
+            rows: 416,
+            cols: 320,
+            lesions: Some(1),
+        };
+        write_dataset(&dir.path().join("dicom"), &spec).unwrap();
+        let dicom = discover(&dir.path().join("dicom")).unwrap();
+        assert_eq!(dicom.len(), 4);
+        // CDD-CESM: low energy and recombined ("subtracted") images in sibling folders.
+        let root = dir.path().join("cdd");
+        let (low, sub) = (root.join("Low energy images"), root.join("Subtracted images"));
+        std::fs::create_dir_all(&low).unwrap();
+        std::fs::create_dir_all(&sub).unwrap();
+        for (i, pair) in dicom.iter().enumerate() {
+            let ext = if i == 0 { "jpg" } else { "png" };
+            render(
+                &pixels::read_file(&pair.le).unwrap(),
+                &low.join(format!("P{i}_L_DM_CC.{ext}")),
+            );
+            render(
+                &pixels::read_file(&pair.rc).unwrap(),
+                &sub.join(format!("P{i}_L_CM_CC.{ext}")),
+            );
+        }
+        let rendered = discover(&root).unwrap();
+        assert_eq!(rendered.len(), 4, "{rendered:?}");
+        let input = InputSpec {
+            rows: 128,
+            cols: 96,
+            normalization: vcnode_models::preprocess::Normalization::ZeroOne,
+        };
+        for (i, (a, b)) in dicom.iter().zip(&rendered).enumerate() {
+            assert!(b.le.starts_with(&low) && b.rc.starts_with(&sub));
+            let (a, b) = (prepare(a, &input).unwrap(), prepare(b, &input).unwrap());
+            assert_eq!(a.geometry, b.geometry, "pair {i}: the same breast crop");
+            for (x, y) in [(&a.le, &b.le), (&a.rc, &b.rc)] {
+                let diff = (x - y).abs();
+                let (max, mean) = (
+                    f64::try_from(diff.max()).unwrap(),
+                    f64::try_from(diff.mean(tch::Kind::Float)).unwrap(),
+                );
+                // PNG: 8-bit rounding only; JPEG: also its compression loss.
+                if i == 0 {
+                    assert!(mean < 0.02, "pair {i}: mean difference {mean}");
+                } else {
+                    assert!(max < 0.003, "pair {i}: max difference {max}");
+                }
+            }
+        }
     }
 }

@@ -43,28 +43,31 @@ class ScpaBlock(nn.Module):
 
 
 class Stage(nn.Module):
-    def __init__(self, c_in, c_out, stride, scpa):
+    def __init__(self, c_in, c_out, stride, scpa, norm):
         super().__init__()
+        batch = norm == "batch"
         self.conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+        self.norm = nn.BatchNorm2d(c_out) if batch else nn.Identity()
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm2 = nn.BatchNorm2d(c_out) if batch else nn.Identity()
         self.scpa = ScpaBlock(c_out) if scpa else None
 
     def forward(self, x):
-        h = lrelu(self.conv2(lrelu(self.conv(x))))
+        h = lrelu(self.norm2(self.conv2(lrelu(self.norm(self.conv(x))))))
         return self.scpa(h) if self.scpa is not None else h
 
 
 class Generator(nn.Module):
-    def __init__(self, channels, scpa, output):
+    def __init__(self, channels, scpa, output, norm="none"):
         super().__init__()
         ch = channels
         self.encoder = nn.ModuleList(
-            Stage(1 if i == 0 else ch[i - 1], c, 1 if i == 0 else 2, scpa) for i, c in enumerate(ch)
+            Stage(1 if i == 0 else ch[i - 1], c, 1 if i == 0 else 2, scpa, norm) for i, c in enumerate(ch)
         )
         self.decoder = nn.ModuleDict()
         for i in reversed(range(len(ch) - 1)):
             self.decoder[f"up{i}"] = nn.Conv2d(ch[i + 1], ch[i], 3, padding=1)
-            self.decoder[str(i)] = Stage(2 * ch[i], ch[i], 1, scpa)
+            self.decoder[str(i)] = Stage(2 * ch[i], ch[i], 1, scpa, norm)
         self.head = nn.Conv2d(ch[0], 1, 1)
         self.levels = len(ch)
         self.output = output
@@ -90,10 +93,14 @@ def load(manifest_path):
 
     m = json.load(open(manifest_path))
     g = m["generator"]
-    net = Generator(g["channels"], g["scpa"], g["output"])
+    net = Generator(g["channels"], g["scpa"], g["output"], g.get("norm", "none"))
     weights = load_file(os.path.join(os.path.dirname(manifest_path), m["weights"]["file"]))
     state = {k.removeprefix("generator."): v.float() for k, v in weights.items() if k.startswith("generator.")}
-    net.load_state_dict(state, strict=True)
+    # tch keeps no num_batches_tracked; it only matters for momentum=None, which is not used.
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise SystemExit(f"weights do not match the network: missing {missing}, unexpected {unexpected}")
     return net, m
 
 
@@ -121,7 +128,7 @@ def main():
     torch.manual_seed(0)
     net, m = load(a.manifest)
     if a.paper:
-        net = Generator([32, 64, 128, 256, 256], True, "sigmoid")
+        net = Generator([32, 64, 128, 256, 256], True, "sigmoid", "batch")
     rows, cols = a.rows or m["input"]["rows"], a.cols or m["input"]["cols"]
     dev = torch.device(a.device)
     net = net.to(dev).eval()

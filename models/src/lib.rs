@@ -3,7 +3,8 @@
 //! This crate knows tensors, not DICOM networking. What lives here:
 //! - [`nets`]: the SCPA block, SCPA-UNet / U-Net generators, the PatchGAN discriminator.
 //! - [`preprocess`]: the paper's preprocessing, shared by training and serving.
-//! - [`train`]: training with the paper's losses and optimizer, checkpoints and resume.
+//! - [`train`]: training with the paper's losses and optimizer, on whole images or on crops
+//!   centred on the target's enhancement; checkpoints and resume.
 //! - [`model`]: loading weights through their [`manifest`] (sha256 checked) for inference.
 //! - [`metrics`] and [`stats`]: MSE/PSNR/SSIM and the paired tests of the evaluation.
 //! - [`phantom`]: the physics-based CESM phantom (paired LE/RC images with lesion boxes).

@@ -71,6 +71,9 @@ pub struct TrainingRecord {
     /// validation L1 rather than taken from the last epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selected_epoch: Option<usize>,
+    /// Crops instead of whole images, and how they were placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patches: Option<crate::train::PatchSampling>,
     /// Anything a reader must know, e.g. that a smaller CPU configuration was trained.
     pub note: String,
 }

@@ -25,6 +25,13 @@ pub enum TrainError {
     NoData,
     #[error("training data has shape {found:?}; the model input is {expected:?}")]
     Shape { found: Vec<i64>, expected: Vec<i64> },
+    #[error("patch size {size} must be a multiple of {multiple} and fit the {rows}x{cols} input")]
+    PatchSize {
+        size: i64,
+        multiple: i64,
+        rows: i64,
+        cols: i64,
+    },
     #[error("checkpoint: {0}")]
     Checkpoint(String),
     #[error(transparent)]
@@ -47,9 +54,126 @@ pub struct TrainConfig {
     /// PatchGAN width (64 in the paper).
     pub discriminator_base: i64,
     pub seed: i64,
+    /// Train on crops instead of whole images (validation still uses whole images).
+    #[serde(default)]
+    pub patches: Option<PatchSampling>,
+}
+
+/// Patch training: each step draws `batch` square crops instead of whole images. Enhancing
+/// tissue covers about 1% of a breast, so whole images spend nearly all of each step on the flat
+/// background; crops centred on what the target RC enhances spend more of it on uptake. The
+/// centres come from the RC itself, so no lesion annotations are needed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PatchSampling {
+    /// Side of the square crop, in model-input pixels (a multiple of the generator's
+    /// `size_multiple`).
+    pub size: i64,
+    /// Share of the crops centred on a pixel drawn in proportion to how far the RC rises above
+    /// the breast's median; the others are placed uniformly.
+    pub enhancement_share: f64,
+}
+
+/// An RC pixel counts as enhancing this far (normalized units) above the breast's median: above
+/// the noise of flat unenhanced tissue.
+const ENHANCEMENT_MARGIN: f64 = 0.05;
+/// LE pixels at or below this (normalized) are air, outside the breast.
+const AIR_LEVEL: f64 = 0.02;
+
+/// Draws crops for [`PatchSampling`].
+struct PatchSampler {
+    spec: PatchSampling,
+    /// [N, H·W] enhancement of each target pixel (0 where flat); where crops are centred.
+    weights: Tensor,
+    /// [N] share of all enhancement in each image; None when no image enhances.
+    images: Option<Tensor>,
+    rows: i64,
+    cols: i64,
+}
+
+impl PatchSampler {
+    fn new(spec: PatchSampling, data: &PairTensors) -> PatchSampler {
+        let size = data.le.size();
+        let (n, rows, cols) = (size[0], size[2], size[3]);
+        let weights: Vec<Tensor> = (0..n)
+            .map(|i| {
+                let rc = data.rc.get(i).flatten(0, -1);
+                let breast = data.le.get(i).flatten(0, -1).gt(AIR_LEVEL);
+                let inside = rc.masked_select(&breast);
+                let median = if inside.numel() > 0 {
+                    f64::try_from(inside.median()).unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                (rc - median - ENHANCEMENT_MARGIN).clamp_min(0.0) * breast
+            })
+            .collect();
+        let weights = Tensor::stack(&weights, 0);
+        let totals = weights.sum_dim_intlist(1, false, Kind::Float);
+        let sum = f64::try_from(totals.sum(Kind::Float)).unwrap_or(0.0);
+        PatchSampler {
+            spec,
+            weights,
+            images: (sum > 0.0).then(|| totals / sum),
+            rows,
+            cols,
+        }
+    }
+
+    fn uniform(upper: i64) -> i64 {
+        i64::try_from(Tensor::randint(upper.max(1), [1], (Kind::Int64, Device::Cpu))).unwrap_or(0)
+    }
+
+    /// `batch` crops of (LE, RC), [batch, 1, size, size] each.
+    fn draw(&self, data: &PairTensors, batch: i64) -> (Tensor, Tensor) {
+        let s = self.spec.size;
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for _ in 0..batch {
+            let coin = f64::try_from(Tensor::rand([1], (Kind::Float, Device::Cpu))).unwrap_or(1.0);
+            let (i, top, left) = match &self.images {
+                Some(images) if coin < self.spec.enhancement_share => {
+                    let i = i64::try_from(images.multinomial(1, false)).unwrap_or(0);
+                    let k = i64::try_from(self.weights.get(i).multinomial(1, false)).unwrap_or(0);
+                    // Jitter, so the enhancement is not always in the middle of the crop.
+                    let jitter = |_| Self::uniform(s / 2 + 1) - s / 4;
+                    let top = (k / self.cols - s / 2 + jitter(())).clamp(0, self.rows - s);
+                    let left = (k % self.cols - s / 2 + jitter(())).clamp(0, self.cols - s);
+                    (i, top, left)
+                }
+                _ => (
+                    Self::uniform(data.len()),
+                    Self::uniform(self.rows - s + 1),
+                    Self::uniform(self.cols - s + 1),
+                ),
+            };
+            let crop = |t: &Tensor| t.get(i).narrow(1, top, s).narrow(2, left, s);
+            xs.push(crop(&data.le));
+            ys.push(crop(&data.rc));
+        }
+        (Tensor::stack(&xs, 0), Tensor::stack(&ys, 0))
+    }
 }
 
 impl TrainConfig {
+    /// The batch for `n` training pairs. Crops are drawn anew each step, so a patch batch may
+    /// hold more crops than there are images.
+    pub fn effective_batch(&self, n: i64) -> i64 {
+        match self.patches {
+            Some(_) => (self.batch as i64).max(1),
+            None => (self.batch as i64).clamp(1, n.max(1)),
+        }
+    }
+
+    /// Steps per epoch for `n` training pairs: an epoch sees as many pixels as the pairs hold,
+    /// as whole images or as crops.
+    pub fn steps_per_epoch(&self, n: i64) -> usize {
+        let batch = self.effective_batch(n) as u64;
+        let samples = match self.patches {
+            Some(p) => ((n * self.input.rows * self.input.cols) as u64).div_ceil((p.size * p.size) as u64),
+            None => n as u64,
+        };
+        samples.div_ceil(batch).max(1) as usize
+    }
+
     /// The paper's defaults for a model kind at an input size.
     pub fn paper(kind: ModelKind, input: InputSpec) -> TrainConfig {
         TrainConfig {
@@ -63,6 +187,7 @@ impl TrainConfig {
             lambda_l1: 100.0,
             discriminator_base: 64,
             seed: 0,
+            patches: None,
         }
     }
 }
@@ -176,7 +301,19 @@ pub fn train(
             expected,
         });
     }
+    if let Some(p) = &config.patches {
+        let multiple = config.generator.size_multiple();
+        if p.size <= 0 || p.size % multiple != 0 || p.size > config.input.rows || p.size > config.input.cols {
+            return Err(TrainError::PatchSize {
+                size: p.size,
+                multiple,
+                rows: config.input.rows,
+                cols: config.input.cols,
+            });
+        }
+    }
     tch::manual_seed(config.seed);
+    let sampler = config.patches.map(|p| PatchSampler::new(p, data));
     std::fs::create_dir_all(checkpoint_dir).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
     let (state_path, gen_path, disc_path, best_path) = checkpoint_paths(checkpoint_dir);
 
@@ -225,8 +362,8 @@ pub fn train(
         None => None,
     };
     let n = data.len();
-    let batch = (config.batch as i64).clamp(1, n);
-    let steps_per_epoch = ((n + batch - 1) / batch) as usize;
+    let batch = config.effective_batch(n);
+    let steps_per_epoch = config.steps_per_epoch(n);
     let started = Instant::now();
     let bce = |logits: &Tensor, real: bool| {
         let target = if real {
@@ -242,10 +379,15 @@ pub fn train(
         let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
         let (mut l1_sum, mut g_sum, mut d_sum) = (0.0, 0.0, 0.0);
         for step in 0..steps_per_epoch {
-            let idx = order.narrow(0, step as i64 * batch, batch.min(n - step as i64 * batch));
-            let x = data.le.index_select(0, &idx).to_device(device);
-            let y = data.rc.index_select(0, &idx).to_device(device);
-            let fake = generator.run(&x, false).image;
+            let (x, y) = match &sampler {
+                Some(sampler) => sampler.draw(data, batch),
+                None => {
+                    let idx = order.narrow(0, step as i64 * batch, batch.min(n - step as i64 * batch));
+                    (data.le.index_select(0, &idx), data.rc.index_select(0, &idx))
+                }
+            };
+            let (x, y) = (x.to_device(device), y.to_device(device));
+            let fake = generator.run_t(&x, true, false).image;
             let l1 = fake.l1_loss(&y, Reduction::Mean);
             let l1_value = f64::try_from(&l1)?;
             match (&discriminator, &mut d_opt) {
@@ -314,4 +456,44 @@ pub fn train(
         steps: state.steps,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flat images (LE 0.5, RC 0.4) where image `spot` has one enhancing square in its RC.
+    fn one_spot(n: i64, spot: i64) -> PairTensors {
+        let le = Tensor::full([n, 1, 64, 64], 0.5, (Kind::Float, Device::Cpu));
+        let rc = Tensor::full([n, 1, 64, 64], 0.4, (Kind::Float, Device::Cpu));
+        let _ = rc.get(spot).narrow(1, 40, 6).narrow(2, 50, 6).fill_(0.9);
+        PairTensors { le, rc }
+    }
+
+    #[test]
+    fn enhancement_centred_crops_hold_the_enhancement_and_uniform_ones_cover_the_rest() {
+        tch::manual_seed(1);
+        let data = one_spot(6, 4);
+        let spec = |share| PatchSampling {
+            size: 16,
+            enhancement_share: share,
+        };
+        let (x, y) = PatchSampler::new(spec(1.0), &data).draw(&data, 40);
+        assert_eq!(x.size(), vec![40, 1, 16, 16]);
+        assert_eq!(y.size(), x.size());
+        // Every crop contains at least part of the spot (the jitter moves it off-centre).
+        let peaks = y.amax([1, 2, 3], false);
+        assert!(bool::try_from(peaks.gt(0.8).all()).unwrap(), "{peaks}");
+        // Uniform crops mostly miss a spot that covers under 1% of the data.
+        let (_, y) = PatchSampler::new(spec(0.0), &data).draw(&data, 40);
+        let hits = i64::try_from(y.amax([1, 2, 3], false).gt(0.8).sum(Kind::Int64)).unwrap();
+        assert!(hits < 10, "{hits} of 40 uniform crops hit the spot");
+        // Data without enhancement falls back to uniform crops instead of failing.
+        let flat = PairTensors {
+            le: data.le.shallow_clone(),
+            rc: data.le.shallow_clone(),
+        };
+        let (x, _) = PatchSampler::new(spec(1.0), &flat).draw(&flat, 3);
+        assert_eq!(x.size(), vec![3, 1, 16, 16]);
+    }
 }

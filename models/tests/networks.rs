@@ -4,15 +4,14 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 use vcnode_models::manifest::{sha256_file, Manifest, WeightsFormat, WeightsRef, MANIFEST_FORMAT};
 use vcnode_models::model::{save_safetensors, RcModel, GENERATOR_PREFIX};
-use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind, OutputActivation, PatchGan};
+use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind, PatchGan};
 use vcnode_models::preprocess::{InputSpec, Normalization};
 use vcnode_models::train::{mean_l1, train, Event, PairTensors, TrainConfig};
 
 fn small(scpa: bool) -> GeneratorConfig {
     GeneratorConfig {
         channels: vec![4, 8, 8, 16, 16],
-        scpa,
-        output: OutputActivation::Sigmoid,
+        ..GeneratorConfig::paper(scpa)
     }
 }
 
@@ -100,9 +99,18 @@ fn saved_weights_load_to_identical_outputs_and_tampering_is_caught() {
     let config = small(true);
     let vs = nn::VarStore::new(Device::Cpu);
     let g = Generator::new(vs.root() / GENERATOR_PREFIX, &config);
-    let path = write_manifest(dir.path(), &vs, &config, Kind::Float);
     let x = Tensor::rand([2, 1, 64, 48], (Kind::Float, Device::Cpu));
+    // Training-mode passes move the batch norms' running statistics away from their initial
+    // values: those are part of the weights and must travel with them.
+    let fresh = tch::no_grad(|| g.run(&x, false).image);
+    tch::no_grad(|| {
+        for _ in 0..3 {
+            let _ = g.run_t(&(&x * 3.0 + 1.0), true, false);
+        }
+    });
     let expected = tch::no_grad(|| g.run(&x, false).image);
+    assert!(!expected.equal(&fresh), "running statistics did not change");
+    let path = write_manifest(dir.path(), &vs, &config, Kind::Float);
     let loaded = RcModel::load(&path, Device::Cpu).unwrap();
     let got = loaded.synthesize(&x);
     assert!(got.equal(&expected), "save→load must give identical outputs");

@@ -11,7 +11,7 @@ use vcnode_models::manifest::{
 use vcnode_models::model::save_safetensors;
 use vcnode_models::nets::{GeneratorConfig, ModelKind};
 use vcnode_models::preprocess::{InputSpec, Normalization};
-use vcnode_models::train::{train, Event, TrainConfig};
+use vcnode_models::train::{train, Event, PatchSampling, TrainConfig};
 use vcnode_models::DeviceRequest;
 
 use super::dataset::{discover, prepare_all, stack};
@@ -54,6 +54,13 @@ pub struct TrainArgs {
     pub device: DeviceRequest,
     #[arg(long, default_value_t = 0)]
     pub seed: i64,
+    /// Train on SIZE×SIZE crops instead of whole images (validation stays on whole images).
+    #[arg(long, value_name = "SIZE")]
+    pub patch: Option<i64>,
+    /// With --patch: share of the crops centred on what the target RC enhances (no lesion
+    /// annotations needed); the others are placed uniformly.
+    #[arg(long, default_value_t = 0.8, requires = "patch")]
+    pub enhancement_share: f64,
     /// Store the weights in half precision (halves the file).
     #[arg(long)]
     pub half: bool,
@@ -92,6 +99,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
         batch: args.batch,
         learning_rate: args.learning_rate,
         seed: args.seed,
+        patches: args.patch.map(|size| PatchSampling {
+            size,
+            enhancement_share: args.enhancement_share,
+        }),
         ..TrainConfig::paper(args.model, input)
     };
 
@@ -111,7 +122,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let checkpoints = args.out.join("checkpoints").join(args.model.name());
-    let steps_per_epoch = (train_set.len() as u64).div_ceil(config.batch as u64);
+    let steps_per_epoch = config.steps_per_epoch(train_set.len()) as u64;
     let bar = ProgressBar::new(config.epochs as u64 * steps_per_epoch);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} steps, ETA {eta} {msg}")
@@ -208,6 +219,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             seconds: trained.seconds,
             final_l1: trained.history.last().map(|s| s.l1).unwrap_or(f64::NAN),
             selected_epoch: trained.selected_epoch.map(|e| e + 1),
+            patches: config.patches,
             note: args.note.clone().unwrap_or_default(),
         }),
         metrics,

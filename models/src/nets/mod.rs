@@ -10,7 +10,33 @@ pub use scpa::ScpaBlock;
 pub use unet::{Generator, GeneratorOutput};
 
 use serde::{Deserialize, Serialize};
+use tch::nn;
 use tch::Tensor;
+
+/// A convolution initialized as PyTorch's `nn.Conv2d` is (Kaiming-uniform with a = √5, bias
+/// uniform in ±1/√fan_in) rather than with tch's He default, which starts √6 times larger:
+/// training here then starts where a researcher's PyTorch run of the same network starts.
+pub(crate) fn conv2d(p: nn::Path, c_in: i64, c_out: i64, k: i64, config: nn::ConvConfig) -> nn::Conv2D {
+    let bound = 1.0 / ((c_in * k * k) as f64).sqrt();
+    nn::conv2d(
+        p,
+        c_in,
+        c_out,
+        k,
+        nn::ConvConfig {
+            ws_init: nn::Init::Kaiming {
+                dist: nn::init::NormalOrUniform::Uniform,
+                fan: nn::init::FanInOut::FanIn,
+                non_linearity: nn::init::NonLinearity::ExplicitGain((1.0f64 / 3.0).sqrt()),
+            },
+            bs_init: nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+            ..config
+        },
+    )
+}
 
 /// LeakyReLU with slope 0.2 (tch's `leaky_relu` has a fixed 0.01 slope).
 pub(crate) fn lrelu(x: &Tensor) -> Tensor {
@@ -73,12 +99,26 @@ pub enum OutputActivation {
     Tanh,
 }
 
+/// What follows each convolution of a U-Net stage, before the activation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageNorm {
+    /// Nothing (manifests written before the field existed).
+    #[default]
+    None,
+    /// Batch normalization, as in the U-Net and Pix2Pix reference implementations: batch
+    /// statistics while training, running statistics at inference.
+    Batch,
+}
+
 /// Generator architecture: widths per U-Net level (the depth is their count).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GeneratorConfig {
     pub channels: Vec<i64>,
     pub scpa: bool,
     pub output: OutputActivation,
+    #[serde(default)]
+    pub norm: StageNorm,
 }
 
 impl GeneratorConfig {
@@ -88,6 +128,9 @@ impl GeneratorConfig {
             channels: vec![32, 64, 128, 256, 256],
             scpa,
             output: OutputActivation::Sigmoid,
+            // Without it the generators learned the background but never started on the
+            // lesions within the training budgets tried (models/weights/REPORT.md history).
+            norm: StageNorm::Batch,
         }
     }
 

@@ -4,7 +4,7 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use super::lrelu;
+use super::{conv2d, lrelu};
 
 /// ```text
 /// a = lrelu(conv1x1_a(x));  b = lrelu(conv1x1_b(x))          # nf -> gw each, gw = nf/2
@@ -32,13 +32,13 @@ impl ScpaBlock {
             ..Default::default()
         };
         ScpaBlock {
-            conv1_a: nn::conv2d(&p / "conv1_a", nf, gw, 1, no_bias(0)),
-            conv1_b: nn::conv2d(&p / "conv1_b", nf, gw, 1, no_bias(0)),
-            k1: nn::conv2d(&p / "k1", gw, gw, 3, no_bias(1)),
-            k2: nn::conv2d(&p / "k2", gw, gw, 1, nn::ConvConfig::default()),
-            k3: nn::conv2d(&p / "k3", gw, gw, 3, no_bias(1)),
-            k4: nn::conv2d(&p / "k4", gw, gw, 3, no_bias(1)),
-            conv3: nn::conv2d(&p / "conv3", 2 * gw, nf, 1, no_bias(0)),
+            conv1_a: conv2d(&p / "conv1_a", nf, gw, 1, no_bias(0)),
+            conv1_b: conv2d(&p / "conv1_b", nf, gw, 1, no_bias(0)),
+            k1: conv2d(&p / "k1", gw, gw, 3, no_bias(1)),
+            k2: conv2d(&p / "k2", gw, gw, 1, nn::ConvConfig::default()),
+            k3: conv2d(&p / "k3", gw, gw, 3, no_bias(1)),
+            k4: conv2d(&p / "k4", gw, gw, 3, no_bias(1)),
+            conv3: conv2d(&p / "conv3", 2 * gw, nf, 1, no_bias(0)),
         }
     }
 

@@ -1,21 +1,31 @@
 //! The U-Net generator. With `scpa`, an SCPA block follows each encoder and each decoder stage
 //! (SCPA-UNet); without, it is the paper's plain U-Net baseline and the Pix2Pix generator.
 
-use tch::nn::{self, Module};
+use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::{lrelu, GeneratorConfig, OutputActivation, ScpaBlock};
+use super::{conv2d, lrelu, GeneratorConfig, OutputActivation, ScpaBlock, StageNorm};
 
 #[derive(Debug)]
 struct Stage {
     conv: nn::Conv2D,
+    norm: Option<nn::BatchNorm>,
     conv2: nn::Conv2D,
+    norm2: Option<nn::BatchNorm>,
     scpa: Option<ScpaBlock>,
 }
 
+fn normed(norm: &Option<nn::BatchNorm>, x: Tensor, train: bool) -> Tensor {
+    match norm {
+        Some(n) => n.forward_t(&x, train),
+        None => x,
+    }
+}
+
 impl Stage {
-    fn forward(&self, x: &Tensor, attention: Option<&mut Vec<Tensor>>) -> Tensor {
-        let h = lrelu(&self.conv2.forward(&lrelu(&self.conv.forward(x))));
+    fn forward(&self, x: &Tensor, train: bool, attention: Option<&mut Vec<Tensor>>) -> Tensor {
+        let h = lrelu(&normed(&self.norm, self.conv.forward(x), train));
+        let h = lrelu(&normed(&self.norm2, self.conv2.forward(&h), train));
         match (&self.scpa, attention) {
             (Some(s), Some(maps)) => {
                 let (h, a) = s.forward_with_attention(&h);
@@ -49,8 +59,14 @@ impl Generator {
     pub fn new(p: nn::Path, config: &GeneratorConfig) -> Generator {
         let ch = &config.channels;
         assert!(ch.len() >= 2, "a U-Net needs at least two levels");
+        let norm = |p: nn::Path, c: i64| match config.norm {
+            StageNorm::Batch => Some(nn::batch_norm2d(p, c, Default::default())),
+            StageNorm::None => None,
+        };
         let stage = |p: nn::Path, c_in: i64, c_out: i64, stride: i64| Stage {
-            conv: nn::conv2d(
+            norm: norm(&p / "norm", c_out),
+            norm2: norm(&p / "norm2", c_out),
+            conv: conv2d(
                 &p / "conv",
                 c_in,
                 c_out,
@@ -61,7 +77,7 @@ impl Generator {
                     ..Default::default()
                 },
             ),
-            conv2: nn::conv2d(
+            conv2: conv2d(
                 &p / "conv2",
                 c_out,
                 c_out,
@@ -88,10 +104,10 @@ impl Generator {
                 padding: 1,
                 ..Default::default()
             };
-            up.push(nn::conv2d(&dec / format!("up{i}"), ch[i + 1], ch[i], 3, cfg));
+            up.push(conv2d(&dec / format!("up{i}"), ch[i + 1], ch[i], 3, cfg));
             decoder.push(stage(&dec / i, 2 * ch[i], ch[i], 1));
         }
-        let head = nn::conv2d(&p / "head", ch[0], 1, 1, Default::default());
+        let head = conv2d(&p / "head", ch[0], 1, 1, Default::default());
         Generator {
             config: config.clone(),
             encoder,
@@ -105,13 +121,19 @@ impl Generator {
         &self.config
     }
 
-    /// `x`: [N, 1, H, W] normalized LE, H and W multiples of `size_multiple()`.
+    /// Inference. `x`: [N, 1, H, W] normalized LE, H and W multiples of `size_multiple()`.
     pub fn run(&self, x: &Tensor, with_attention: bool) -> GeneratorOutput {
+        self.run_t(x, false, with_attention)
+    }
+
+    /// A forward pass; `train` uses batch statistics in the normalization layers (and updates
+    /// their running statistics).
+    pub fn run_t(&self, x: &Tensor, train: bool, with_attention: bool) -> GeneratorOutput {
         let mut maps = Vec::new();
         let mut skips = Vec::with_capacity(self.encoder.len());
         let mut h = x.shallow_clone();
         for stage in &self.encoder {
-            h = stage.forward(&h, with_attention.then_some(&mut maps));
+            h = stage.forward(&h, train, with_attention.then_some(&mut maps));
             skips.push(h.shallow_clone());
         }
         skips.pop();
@@ -119,7 +141,11 @@ impl Generator {
             let skip = skips.pop().expect("one skip per decoder stage");
             let size = skip.size();
             h = lrelu(&up.forward(&h.upsample_bilinear2d([size[2], size[3]], false, None, None)));
-            h = stage.forward(&Tensor::cat(&[h, skip], 1), with_attention.then_some(&mut maps));
+            h = stage.forward(
+                &Tensor::cat(&[h, skip], 1),
+                train,
+                with_attention.then_some(&mut maps),
+            );
         }
         let logits = self.head.forward(&h);
         let image = match self.config.output {

@@ -134,9 +134,9 @@ impl PatchSampler {
                     let i = i64::try_from(images.multinomial(1, false)).unwrap_or(0);
                     let k = i64::try_from(self.weights.get(i).multinomial(1, false)).unwrap_or(0);
                     // Jitter, so the enhancement is not always in the middle of the crop.
-                    let jitter = |_| Self::uniform(s / 2 + 1) - s / 4;
-                    let top = (k / self.cols - s / 2 + jitter(())).clamp(0, self.rows - s);
-                    let left = (k % self.cols - s / 2 + jitter(())).clamp(0, self.cols - s);
+                    let jitter = || Self::uniform(s / 2 + 1) - s / 4;
+                    let top = (k / self.cols - s / 2 + jitter()).clamp(0, self.rows - s);
+                    let left = (k % self.cols - s / 2 + jitter()).clamp(0, self.cols - s);
                     (i, top, left)
                 }
                 _ => (

@@ -4,7 +4,7 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::lrelu;
+use super::{batch_norm2d, lrelu};
 
 #[derive(Debug)]
 pub struct PatchGan {
@@ -30,7 +30,7 @@ impl PatchGan {
                 ..Default::default()
             };
             convs.push(nn::conv2d(&p / format!("conv{i}"), c_in, w, 4, cfg));
-            norms.push((i > 0).then(|| nn::batch_norm2d(&p / format!("norm{i}"), w, Default::default())));
+            norms.push((i > 0).then(|| batch_norm2d(&p / format!("norm{i}"), w)));
             c_in = w;
         }
         let last = nn::conv2d(

@@ -4,7 +4,7 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::{conv2d, lrelu, GeneratorConfig, OutputActivation, ScpaBlock, StageNorm};
+use super::{batch_norm2d, conv2d, lrelu, GeneratorConfig, OutputActivation, ScpaBlock, StageNorm};
 
 #[derive(Debug)]
 struct Stage {
@@ -60,7 +60,7 @@ impl Generator {
         let ch = &config.channels;
         assert!(ch.len() >= 2, "a U-Net needs at least two levels");
         let norm = |p: nn::Path, c: i64| match config.norm {
-            StageNorm::Batch => Some(nn::batch_norm2d(p, c, Default::default())),
+            StageNorm::Batch => Some(batch_norm2d(p, c)),
             StageNorm::None => None,
         };
         let stage = |p: nn::Path, c_in: i64, c_out: i64, stride: i64| Stage {

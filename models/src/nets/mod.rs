@@ -38,9 +38,8 @@ pub(crate) fn conv2d(p: nn::Path, c_in: i64, c_out: i64, k: i64, config: nn::Con
     )
 }
 
-/// Batch norm initialized as PyTorch's (scale 1, shift 0). tch draws the scale from U(0, 1),
-/// which starts many channels nearly switched off: with it the SCPA-UNet never began drawing
-/// lesions in vcnode, while the same network did within 600 steps in PyTorch.
+/// Batch norm initialized as PyTorch's (scale 1, shift 0) rather than tch's (scale from
+/// U(0, 1)), for the same reason as [`conv2d`]: a run here starts where PyTorch's starts.
 pub(crate) fn batch_norm2d(p: nn::Path, c: i64) -> nn::BatchNorm {
     nn::batch_norm2d(
         p,

@@ -376,15 +376,19 @@ pub fn train(
 
     for epoch in state.epochs_done..config.epochs {
         let t0 = Instant::now();
-        let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
+        // Whole images go through in a fresh order each epoch; crops are drawn per step instead.
+        let order = sampler
+            .is_none()
+            .then(|| Tensor::randperm(n, (Kind::Int64, Device::Cpu)));
         let (mut l1_sum, mut g_sum, mut d_sum) = (0.0, 0.0, 0.0);
         for step in 0..steps_per_epoch {
-            let (x, y) = match &sampler {
-                Some(sampler) => sampler.draw(data, batch),
-                None => {
+            let (x, y) = match (&sampler, &order) {
+                (Some(sampler), _) => sampler.draw(data, batch),
+                (None, Some(order)) => {
                     let idx = order.narrow(0, step as i64 * batch, batch.min(n - step as i64 * batch));
                     (data.le.index_select(0, &idx), data.rc.index_select(0, &idx))
                 }
+                (None, None) => unreachable!("whole-image epochs always have an order"),
             };
             let (x, y) = (x.to_device(device), y.to_device(device));
             let fake = generator.run_t(&x, true, false).image;

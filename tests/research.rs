@@ -75,6 +75,10 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
             "--validation",
             "0.25",
         ];
+        if model == "scpa-unet" {
+            // Restarts: two seeds probe one epoch each, the better one trains on.
+            args.extend(["--seeds", "3,4", "--probe-epochs", "1"]);
+        }
         args.extend(common);
         vcnode(&args);
     }
@@ -83,6 +87,18 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     assert_eq!(manifest["model"], "scpa-unet");
     assert_eq!(manifest["input"]["rows"], 64);
     assert_eq!(manifest["training"]["epochs"], 2);
+    let probes = manifest["training"]["seed_probes"].as_array().unwrap();
+    let scores: Vec<f64> = probes
+        .iter()
+        .map(|p| p["val_enhancement_l1"].as_f64().unwrap())
+        .collect();
+    assert_eq!(probes.len(), 2, "{probes:?}");
+    let kept = if scores[0] <= scores[1] { 3 } else { 4 };
+    assert_eq!(manifest["training"]["seed"], kept, "{probes:?}");
+    // The kept seed's weights trained the full 2 epochs, its probe's included, not 1 + 2.
+    let unet: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("unet.json")).unwrap()).unwrap();
+    assert_eq!(manifest["training"]["steps"], unet["training"]["steps"]);
     assert_eq!(manifest["training"]["pairs"], 6);
     assert_eq!(manifest["weights"]["sha256"].as_str().unwrap().len(), 64);
     assert!(manifest["metrics"]["validation"]["psnr"]["mean"]

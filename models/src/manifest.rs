@@ -74,6 +74,13 @@ pub struct TrainingRecord {
     /// Crops instead of whole images, and how they were placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patches: Option<crate::train::PatchSampling>,
+    /// The seed of the run these weights come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// With several seeds: each one's short probe; the lowest validation enhancement L1 was
+    /// trained on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seed_probes: Vec<crate::train::SeedProbe>,
     /// Anything a reader must know, e.g. that a smaller CPU configuration was trained.
     pub note: String,
 }

@@ -6,7 +6,7 @@ use vcnode_models::manifest::{sha256_file, Manifest, WeightsFormat, WeightsRef, 
 use vcnode_models::model::{save_safetensors, RcModel, GENERATOR_PREFIX};
 use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind, PatchGan};
 use vcnode_models::preprocess::{InputSpec, Normalization};
-use vcnode_models::train::{mean_l1, train, Event, PairTensors, TrainConfig};
+use vcnode_models::train::{train, validate, Event, PairTensors, TrainConfig};
 
 fn small(scpa: bool) -> GeneratorConfig {
     GeneratorConfig {
@@ -196,7 +196,7 @@ fn a_few_training_steps_reduce_the_l1_loss() {
         } else {
             let best = (0..val.len()).min_by(|&a, &b| val[a].total_cmp(&val[b])).unwrap();
             assert_eq!(trained.selected_epoch, Some(best), "{val:?}");
-            let now = mean_l1(&trained.generator, &data, Device::Cpu, 4);
+            let now = validate(&trained.generator, &data, Device::Cpu, 4).l1;
             assert!((now - val[best]).abs() < 1e-6, "{now} vs best {}", val[best]);
         }
         // Resume continues after the last checkpoint instead of starting over.

@@ -11,7 +11,7 @@ use vcnode_models::manifest::{
 use vcnode_models::model::save_safetensors;
 use vcnode_models::nets::{GeneratorConfig, ModelKind};
 use vcnode_models::preprocess::{InputSpec, Normalization};
-use vcnode_models::train::{train, Event, PatchSampling, TrainConfig};
+use vcnode_models::train::{train, Event, PatchSampling, SeedProbe, TrainConfig};
 use vcnode_models::DeviceRequest;
 
 use super::dataset::{discover, prepare_all, stack};
@@ -54,6 +54,13 @@ pub struct TrainArgs {
     pub device: DeviceRequest,
     #[arg(long, default_value_t = 0)]
     pub seed: i64,
+    /// Restarts: train each of these seeds for --probe-epochs, then continue only the one
+    /// closest to the target on the validation pixels that enhance. Replaces --seed.
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    pub seeds: Option<Vec<i64>>,
+    /// With --seeds: epochs each seed trains before the choice.
+    #[arg(long, default_value_t = 5, requires = "seeds")]
+    pub probe_epochs: usize,
     /// Train on SIZE×SIZE crops instead of whole images (validation stays on whole images).
     #[arg(long, value_name = "SIZE")]
     pub patch: Option<i64>,
@@ -122,47 +129,127 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let checkpoints = args.out.join("checkpoints").join(args.model.name());
+    let seeds = args.seeds.clone().unwrap_or_else(|| vec![args.seed]);
+    anyhow::ensure!(!seeds.is_empty(), "--seeds lists no seed");
+    let probing = seeds.len() > 1;
+    anyhow::ensure!(
+        !probing || val_set.is_some(),
+        "--seeds picks a seed by validation: --validation must hold out some pairs"
+    );
+    let probe_epochs = args.probe_epochs.clamp(1, config.epochs);
     let steps_per_epoch = config.steps_per_epoch(train_set.len()) as u64;
-    let bar = ProgressBar::new(config.epochs as u64 * steps_per_epoch);
+    let total_epochs = if probing {
+        (seeds.len() - 1) * probe_epochs + config.epochs
+    } else {
+        config.epochs
+    };
+    let bar = ProgressBar::new(total_epochs as u64 * steps_per_epoch);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} steps, ETA {eta} {msg}")
             .expect("a valid template"),
     );
+    // Epochs of earlier runs (probes), so the bar keeps counting across them.
+    let epochs_before = std::cell::Cell::new(0u64);
+    let label = std::cell::RefCell::new(String::new());
+    let mut progress = |e: Event| match e {
+        Event::Step { epoch, l1, .. } => {
+            bar.inc(1);
+            bar.set_message(format!("{}epoch {} L1 {l1:.4}", label.borrow(), epoch + 1));
+        }
+        Event::Epoch(s) => {
+            // A resumed run starts past the epochs already done.
+            bar.set_position((epochs_before.get() + s.epoch as u64 + 1) * steps_per_epoch);
+            let gan = s
+                .gan_d
+                .map(|d| format!(", D {d:.3}, G {:.3}", s.gan_g.unwrap_or(0.0)));
+            let val = s.val_l1.map(|v| {
+                format!(
+                    ", validation L1 {v:.4} (enhancing pixels {:.4})",
+                    s.val_enhancement_l1.unwrap_or(f64::NAN)
+                )
+            });
+            let line = format!(
+                "{}epoch {:>3}: L1 {:.4}{}{} ({:.1} s)",
+                label.borrow(),
+                s.epoch + 1,
+                s.l1,
+                gan.unwrap_or_default(),
+                val.unwrap_or_default(),
+                s.seconds
+            );
+            // Without a terminal the bar is hidden; the epoch lines still belong in the log.
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+    };
+
+    // Restarts: a small generator may settle on the flat background and never start on the
+    // lesions, depending only on its initialization (models/weights/train.sh). Each seed trains
+    // a few epochs; the one closest on the enhancing validation pixels goes on.
+    let mut seed_probes = Vec::new();
+    let mut probe_seconds = 0.0;
+    let seed = if probing {
+        for &seed in &seeds {
+            let probe = TrainConfig {
+                seed,
+                epochs: probe_epochs,
+                ..config.clone()
+            };
+            *label.borrow_mut() = format!("seed {seed} probe: ");
+            let run = train(
+                &probe,
+                &train_set,
+                val_set.as_ref(),
+                device,
+                &checkpoints.join(format!("seed-{seed}")),
+                args.resume,
+                &mut progress,
+            )?;
+            epochs_before.set(epochs_before.get() + probe_epochs as u64);
+            probe_seconds += run.seconds;
+            seed_probes.push(SeedProbe {
+                seed,
+                epochs: probe_epochs,
+                // The probe's last epoch, also when a resumed checkpoint holds more.
+                val_enhancement_l1: run
+                    .history
+                    .get(probe_epochs - 1)
+                    .and_then(|s| s.val_enhancement_l1)
+                    .unwrap_or(f64::NAN),
+            });
+        }
+        let best = seed_probes
+            .iter()
+            .min_by(|a, b| a.val_enhancement_l1.total_cmp(&b.val_enhancement_l1))
+            .expect("at least two probes");
+        eprintln!(
+            "continuing seed {} (validation L1 on enhancing pixels {:.4} after {probe_epochs} epochs)",
+            best.seed, best.val_enhancement_l1
+        );
+        // The winner's probe epochs are already in the bar.
+        epochs_before.set(epochs_before.get() - probe_epochs as u64);
+        best.seed
+    } else {
+        args.seed
+    };
+    let config = TrainConfig { seed, ..config };
+    label.borrow_mut().clear();
     let trained = train(
         &config,
         &train_set,
         val_set.as_ref(),
         device,
-        &checkpoints,
-        args.resume,
-        &mut |e| match e {
-            Event::Step { epoch, l1, .. } => {
-                bar.inc(1);
-                bar.set_message(format!("epoch {} L1 {l1:.4}", epoch + 1));
-            }
-            Event::Epoch(s) => {
-                // A resumed run starts past the epochs already done.
-                bar.set_position((s.epoch as u64 + 1) * steps_per_epoch);
-                let gan = s
-                    .gan_d
-                    .map(|d| format!(", D {d:.3}, G {:.3}", s.gan_g.unwrap_or(0.0)));
-                let val = s.val_l1.map(|v| format!(", validation L1 {v:.4}"));
-                let line = format!(
-                    "epoch {:>3}: L1 {:.4}{}{} ({:.1} s)",
-                    s.epoch + 1,
-                    s.l1,
-                    gan.unwrap_or_default(),
-                    val.unwrap_or_default(),
-                    s.seconds
-                );
-                // Without a terminal the bar is hidden; the epoch lines still belong in the log.
-                if bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    bar.println(line);
-                }
-            }
+        &if probing {
+            checkpoints.join(format!("seed-{seed}"))
+        } else {
+            checkpoints
         },
+        // The winner continues from its probe.
+        args.resume || probing,
+        &mut progress,
     )?;
     bar.finish_and_clear();
     if let Some(epoch) = trained.selected_epoch {
@@ -216,10 +303,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             beta1: config.beta1,
             lambda_l1: args.model.adversarial().then_some(config.lambda_l1),
             device: format!("{:?}", device),
-            seconds: trained.seconds,
+            // All training this run took, the probes of other seeds included.
+            seconds: probe_seconds + trained.seconds,
             final_l1: trained.history.last().map(|s| s.l1).unwrap_or(f64::NAN),
             selected_epoch: trained.selected_epoch.map(|e| e + 1),
             patches: config.patches,
+            seed: Some(config.seed),
+            seed_probes,
             note: args.note.clone().unwrap_or_default(),
         }),
         metrics,

@@ -192,7 +192,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
     let mut seed_probes = Vec::new();
     let mut probe_seconds = 0.0;
     let seed = if probing {
-        for &seed in &seeds {
+        for (i, &seed) in seeds.iter().enumerate() {
+            epochs_before.set((i * probe_epochs) as u64);
             let probe = TrainConfig {
                 seed,
                 epochs: probe_epochs,
@@ -208,7 +209,6 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
                 args.resume,
                 &mut progress,
             )?;
-            epochs_before.set(epochs_before.get() + probe_epochs as u64);
             probe_seconds += run.seconds;
             seed_probes.push(SeedProbe {
                 seed,
@@ -229,8 +229,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             "continuing seed {} (validation L1 on enhancing pixels {:.4} after {probe_epochs} epochs)",
             best.seed, best.val_enhancement_l1
         );
-        // The winner's probe epochs are already in the bar.
-        epochs_before.set(epochs_before.get() - probe_epochs as u64);
+        // The winner's own probe epochs count once.
+        epochs_before.set(((seeds.len() - 1) * probe_epochs) as u64);
         best.seed
     } else {
         args.seed

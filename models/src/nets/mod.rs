@@ -175,9 +175,11 @@ mod tests {
                 "{name} does not start at 1"
             );
         }
-        // PyTorch's default conv bound is 1/√fan_in: the head's 32 input channels give 0.177.
-        let head = &vars["g.head.weight"];
-        let max = f64::try_from(head.abs().max()).unwrap();
-        assert!(max <= 1.0 / 32f64.sqrt() + 1e-6 && max > 0.1, "{max}");
+        // PyTorch's default conv bound is 1/√fan_in: the head's 32 input channels give 0.177,
+        // the PatchGAN's first 4×4 conv over LE and RC 1/√32 as well.
+        for name in ["g.head.weight", "d.conv0.weight"] {
+            let max = f64::try_from(vars[name].abs().max()).unwrap();
+            assert!(max <= 1.0 / 32f64.sqrt() + 1e-6 && max > 0.1, "{name}: {max}");
+        }
     }
 }

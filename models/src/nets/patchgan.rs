@@ -4,7 +4,7 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::{batch_norm2d, lrelu};
+use super::{batch_norm2d, conv2d, lrelu};
 
 #[derive(Debug)]
 pub struct PatchGan {
@@ -29,11 +29,11 @@ impl PatchGan {
                 bias: i == 0,
                 ..Default::default()
             };
-            convs.push(nn::conv2d(&p / format!("conv{i}"), c_in, w, 4, cfg));
+            convs.push(conv2d(&p / format!("conv{i}"), c_in, w, 4, cfg));
             norms.push((i > 0).then(|| batch_norm2d(&p / format!("norm{i}"), w)));
             c_in = w;
         }
-        let last = nn::conv2d(
+        let last = conv2d(
             &p / "out",
             c_in,
             1,

@@ -135,7 +135,7 @@ pub struct PeerConfig {
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     pub extra_sop_classes: Vec<String>,
-    pub min_free_percent: f64,
+    pub min_free_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -258,9 +258,6 @@ impl Config {
                     format!("{uid:?} is not a UID"),
                 ));
             }
-        }
-        if !(0.0..100.0).contains(&self.storage.min_free_percent) {
-            return Err(invalid("storage.min_free_percent", "must be in [0, 100)"));
         }
         if self.jobs.max_attempts == 0 {
             return Err(invalid("jobs.max_attempts", "must be at least 1"));

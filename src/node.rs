@@ -152,7 +152,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         queue: queue.clone(),
         select: config.jobs.select,
         max_attempts: config.jobs.max_attempts,
-        min_free_percent: config.storage.min_free_percent,
+        min_free_bytes: config.storage.min_free_mb.saturating_mul(1 << 20),
         wake,
     });
     StorageScp::new(scp, handler)

@@ -38,10 +38,13 @@ fn sigkill_mid_batch_loses_no_acknowledged_instance() {
     let mut acknowledged = Vec::new();
     let mut current = None;
     let mut killed = false;
+    let mut transcript = String::new();
     for line in BufReader::new(scu.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok)
     {
+        transcript.push_str(&line);
+        transcript.push('\n');
         if let Some(f) = line.split("Sending file: ").nth(1) {
             current = Some(f.trim().to_string());
         }
@@ -54,7 +57,7 @@ fn sigkill_mid_batch_loses_no_acknowledged_instance() {
         }
     }
     let _ = scu.wait();
-    assert!(killed, "the batch ended before the node was killed");
+    assert!(killed, "the batch ended before the node was killed:\n{transcript}");
     assert!(
         acknowledged.len() >= 12 && acknowledged.len() < files.len(),
         "acknowledged {}",

@@ -324,9 +324,9 @@ fn sop_instance_uid_of(obj: &dicom_object::FileDicomObject<dicom_object::InMemDi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disk_above_its_watermark_refuses_with_out_of_resources() {
+async fn a_disk_below_its_free_space_watermark_refuses_with_out_of_resources() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "[storage]\nmin_free_percent = 99.999");
+    let node = Node::start(dir.path(), "[storage]\nmin_free_mb = 1000000000");
     let obj = mammogram(&MammogramSpec::low_energy(3));
     let mut scu = StoreScu::connect(&scu_options(&node, vcnode_scp::MG_FOR_PRESENTATION))
         .await

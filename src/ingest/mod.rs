@@ -28,7 +28,8 @@ pub struct Ingest {
     pub queue: Queue,
     pub select: JobSelect,
     pub max_attempts: u32,
-    pub min_free_percent: f64,
+    /// Refuse new instances below this much free space on data_dir's file system.
+    pub min_free_bytes: u64,
     /// Woken when a job is queued, so an idle worker starts at once.
     pub wake: Arc<tokio::sync::Notify>,
 }
@@ -153,16 +154,16 @@ impl Ingest {
             info!(sop_instance = %inst.sop_instance_uid, calling_ae = %inst.calling_ae_title, "duplicate instance acknowledged; already stored");
             return Ok(StoreOutcome::success());
         }
-        let free = self.store.free_percent().map_err(|e| internal(&e))?;
-        if free < self.min_free_percent {
+        let free = self.store.free_bytes().map_err(|e| internal(&e))?;
+        if free < self.min_free_bytes {
+            let (free_mb, watermark_mb) = (free >> 20, self.min_free_bytes >> 20);
             warn!(
-                free_percent = free,
-                watermark = self.min_free_percent,
-                "refusing C-STORE: data_dir is above its disk watermark"
+                free_mb,
+                watermark_mb, "refusing C-STORE: data_dir is below its free-space watermark"
             );
             return Err(refuse(
                 status::OUT_OF_RESOURCES,
-                format!("vcnode disk full ({free:.1}% free)"),
+                format!("vcnode disk full ({free_mb} MiB free, needs {watermark_mb} MiB)"),
             ));
         }
 

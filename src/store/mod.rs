@@ -140,12 +140,10 @@ impl InstanceStore {
         result
     }
 
-    /// Free space of the file system holding data_dir, in percent of its size.
-    pub fn free_percent(&self) -> io::Result<f64> {
+    /// Bytes an unprivileged writer may still use on the file system holding data_dir.
+    pub fn free_bytes(&self) -> io::Result<u64> {
         let st = nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)?;
-        let total = st.blocks() as f64 * st.fragment_size() as f64;
-        let avail = st.blocks_available() as f64 * st.fragment_size() as f64;
-        Ok(if total > 0.0 { 100.0 * avail / total } else { 0.0 })
+        Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
     }
 }
 
@@ -195,6 +193,6 @@ mod tests {
                 .unwrap(),
             "1.2.3.4"
         );
-        assert!(store.free_percent().unwrap() > 0.0);
+        assert!(store.free_bytes().unwrap() > 0);
     }
 }

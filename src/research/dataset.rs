@@ -6,6 +6,11 @@
 //! named `<case>_LE.dcm` / `<case>_RC.dcm`, or named like CDD-CESM (`P1_L_DM_MLO.jpg` low
 //! energy / `P1_L_CM_MLO.jpg` recombined, in the same folder or, as CDD-CESM ships them, in
 //! sibling folders). Images are DICOM, or rendered JPEG/PNG ([`pixels::read_rendered`]).
+//!
+//! Lesion ROIs come from `<case>_rois.json` beside a `<case>_LE.dcm` (the phantom's layout) or,
+//! for a CDD-CESM folder, from the hand-drawn segmentation CSV anywhere in it
+//! ([`annotations::read_via_csv`]): the regions drawn on the recombined image, else those drawn
+//! on the low-energy image.
 
 use std::path::{Path, PathBuf};
 
@@ -15,12 +20,22 @@ use vcnode_models::phantom::RoiBox;
 use vcnode_models::preprocess::{plan, to_model, Geometry, InputSpec};
 
 use crate::pixels;
+use crate::research::annotations::{self, PixelBox};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairPaths {
     pub le: PathBuf,
     pub rc: PathBuf,
-    pub rois: Option<PathBuf>,
+    pub rois: Option<RoiSource>,
+}
+
+/// Where a pair's lesion ROIs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoiSource {
+    /// A `{"lesions": [RoiBox…]}` file, as `vcnode phantom` writes.
+    File(PathBuf),
+    /// Boxes in the source image's pixels, from a hand-drawn annotation CSV.
+    Boxes(Vec<PixelBox>),
 }
 
 /// A pair through the preprocessing, with its lesion boxes in model-input coordinates.
@@ -70,7 +85,7 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<PairPaths>> {
             Ok(PairPaths {
                 le: get(le).with_context(|| format!("{} line {}: no le path", path.display(), i + 2))?,
                 rc: get(rc).with_context(|| format!("{} line {}: no rc path", path.display(), i + 2))?,
-                rois: rois.and_then(get),
+                rois: rois.and_then(get).map(RoiSource::File),
             })
         })
         .collect()
@@ -90,6 +105,10 @@ fn scan_folder(dir: &Path) -> anyhow::Result<Vec<PairPaths>> {
         }
     }
     files.sort();
+    let mut drawn: std::collections::HashMap<String, Vec<PixelBox>> = Default::default();
+    for csv in files.iter().filter(|f| is_segmentation_csv(f)) {
+        drawn.extend(annotations::read_via_csv(csv)?);
+    }
     // CDD-CESM keeps low-energy and recombined images in separate folders: find a partner by
     // its name anywhere in the tree when it is not beside the LE image.
     let mut by_name: std::collections::HashMap<&str, Vec<&PathBuf>> = Default::default();
@@ -125,11 +144,24 @@ fn scan_folder(dir: &Path) -> anyhow::Result<Vec<PairPaths>> {
             }
         };
         if let Some(rc) = rc {
-            // Lesion boxes sit beside `<case>_LE.dcm` as `<case>_rois.json` (the phantom's layout).
-            let rois = name
-                .strip_suffix("_LE.dcm")
-                .map(|stem| le.with_file_name(format!("{stem}_rois.json")))
-                .filter(|p| p.exists());
+            // Lesion boxes sit beside `<case>_LE.dcm` as `<case>_rois.json` (the phantom's layout),
+            // or were drawn on the uptake (recombined) image, else on the LE image.
+            let stem = |p: &Path| {
+                p.file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let rois = match name.strip_suffix("_LE.dcm") {
+                Some(case) => Some(le.with_file_name(format!("{case}_rois.json")))
+                    .filter(|p| p.exists())
+                    .map(RoiSource::File),
+                None => [stem(&rc), stem(le)]
+                    .iter()
+                    .filter_map(|s| drawn.get(s))
+                    .find(|b| !b.is_empty())
+                    .map(|b| RoiSource::Boxes(b.clone())),
+            };
             pairs.push(PairPaths {
                 le: le.clone(),
                 rc,
@@ -144,6 +176,15 @@ fn extension(path: &Path) -> Option<String> {
     path.extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
+}
+
+/// CDD-CESM's `Radiology_hand_drawn_segmentations_v2.csv` and the like.
+fn is_segmentation_csv(path: &Path) -> bool {
+    extension(path).as_deref() == Some("csv")
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.to_ascii_lowercase().contains("segmentation"))
 }
 
 fn is_image_file(path: &Path) -> bool {
@@ -172,17 +213,29 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
     }
     let le_w = le.windowed();
     let geometry = plan(&le_w, le.rows, le.cols, spec);
-    let mut rois = Vec::new();
-    if let Some(path) = &pair.rois {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let file: RoiFile =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        for b in file.lesions {
-            if let Some(m) = geometry.map_box([b.row0, b.row1, b.col0, b.col1]) {
-                rois.push((m, b.hidden));
-            }
+    let boxes: Vec<(PixelBox, bool)> = match &pair.rois {
+        None => Vec::new(),
+        Some(RoiSource::File(path)) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let file: RoiFile =
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            file.lesions
+                .into_iter()
+                .map(|b| ([b.row0, b.row1, b.col0, b.col1], b.hidden))
+                .collect()
         }
-    }
+        // Whether a drawn lesion is hard to see on LE is not annotated.
+        Some(RoiSource::Boxes(boxes)) => boxes.iter().map(|b| (*b, false)).collect(),
+    };
+    // Hand-drawn shapes may reach past the image; the crop mapping expects boxes inside it.
+    let rois = boxes
+        .into_iter()
+        .filter_map(|([r0, r1, c0, c1], hidden)| {
+            let inside = [r0.min(le.rows), r1.min(le.rows), c0.min(le.cols), c1.min(le.cols)];
+            geometry.map_box(inside).map(|m| (m, hidden))
+        })
+        .collect();
     Ok(PreparedPair {
         name: pair
             .le
@@ -247,6 +300,7 @@ mod tests {
 
     #[test]
     fn a_cdd_cesm_layout_of_rendered_images_pairs_up_and_preprocesses_like_the_dicom() {
+        use std::fmt::Write;
         let dir = tempfile::tempdir().unwrap();
         let spec = PhantomDatasetSpec {
             patients: 1,
@@ -263,6 +317,24 @@ mod tests {
         let (low, sub) = (root.join("Low energy images"), root.join("Subtracted images"));
         std::fs::create_dir_all(&low).unwrap();
         std::fs::create_dir_all(&sub).unwrap();
+        // The phantom's lesion boxes, drawn as CDD-CESM's radiologists did: polygons on the
+        // recombined image, in a VIA export at the dataset's root.
+        let mut csv = String::from("#filename,file_size,file_attributes,region_count,region_id,region_shape_attributes,region_attributes\n");
+        for (i, pair) in dicom.iter().enumerate() {
+            let Some(RoiSource::File(path)) = &pair.rois else {
+                panic!("the phantom writes ROI files")
+            };
+            let file: RoiFile = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            for (k, b) in file.lesions.iter().enumerate() {
+                let (x0, x1, y0, y1) = (b.col0, b.col1 - 1, b.row0, b.row1 - 1);
+                writeln!(
+                    csv,
+                    r#"P{i}_L_CM_CC.jpg,1,{{}},1,{k},"{{""name"":""polygon"",""all_points_x"":[{x0},{x1},{x1},{x0}],""all_points_y"":[{y0},{y0},{y1},{y1}]}}",{{}}"#
+                )
+                .unwrap();
+            }
+        }
+        std::fs::write(root.join("Radiology_hand_drawn_segmentations_v2.csv"), csv).unwrap();
         for (i, pair) in dicom.iter().enumerate() {
             let ext = if i == 0 { "jpg" } else { "png" };
             render(
@@ -281,10 +353,14 @@ mod tests {
             cols: 96,
             normalization: vcnode_models::preprocess::Normalization::ZeroOne,
         };
+        let mut lesions = 0;
         for (i, (a, b)) in dicom.iter().zip(&rendered).enumerate() {
             assert!(b.le.starts_with(&low) && b.rc.starts_with(&sub));
             let (a, b) = (prepare(a, &input).unwrap(), prepare(b, &input).unwrap());
             assert_eq!(a.geometry, b.geometry, "pair {i}: the same breast crop");
+            let boxes = |p: &PreparedPair| p.rois.iter().map(|(b, _)| *b).collect::<Vec<_>>();
+            assert_eq!(boxes(&a), boxes(&b), "pair {i}: the same lesion boxes");
+            lesions += a.rois.len();
             for (x, y) in [(&a.le, &b.le), (&a.rc, &b.rc)] {
                 let diff = (x - y).abs();
                 let (max, mean) = (
@@ -299,5 +375,6 @@ mod tests {
                 }
             }
         }
+        assert!(lesions > 0, "the phantom drew no lesion to compare");
     }
 }

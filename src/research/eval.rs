@@ -185,7 +185,8 @@ pub struct EvalArgs {
     /// Baseline manifests; "copy the LE image" is always included.
     #[arg(long = "baseline")]
     pub baselines: Vec<PathBuf>,
-    /// pairs.csv or a folder of pairs.
+    /// pairs.csv (columns le,rc[,rois]), a folder of *_LE.dcm/*_RC.dcm pairs, or a CDD-CESM
+    /// folder (ROIs from its hand-drawn segmentation CSV).
     #[arg(long)]
     pub data: PathBuf,
     #[arg(long)]

@@ -23,7 +23,7 @@ pub struct TrainArgs {
     /// scpa-unet, scpa-cgan, unet or pix2pix.
     #[arg(long)]
     pub model: ModelKind,
-    /// pairs.csv (columns le,rc[,rois]) or a folder of *_LE.dcm/*_RC.dcm pairs.
+    /// pairs.csv (columns le,rc[,rois]), a folder of *_LE.dcm/*_RC.dcm pairs, or a CDD-CESM folder.
     #[arg(long)]
     pub data: PathBuf,
     #[arg(long)]

@@ -57,7 +57,10 @@ fn sigkill_mid_batch_loses_no_acknowledged_instance() {
         }
     }
     let _ = scu.wait();
-    assert!(killed, "the batch ended before the node was killed:\n{transcript}");
+    assert!(
+        killed,
+        "the batch ended before the node was killed:\n{transcript}"
+    );
     assert!(
         acknowledged.len() >= 12 && acknowledged.len() < files.len(),
         "acknowledged {}",

@@ -20,8 +20,50 @@ use super::report;
 pub struct CaseScores {
     pub name: String,
     pub whole: ImageScores,
-    /// Each lesion box's scores, and whether the lesion is hidden on LE (in dense tissue).
-    pub lesions: Vec<(ImageScores, bool)>,
+    pub lesions: Vec<LesionScores>,
+}
+
+/// One lesion box of a case.
+#[derive(Debug, Clone, Copy)]
+pub struct LesionScores {
+    pub scores: ImageScores,
+    /// The lesion is hidden on LE (in dense tissue).
+    pub hidden: bool,
+    /// Whether the image shows the lesion's uptake: its box rises above the surrounding ring by
+    /// at least half as much as the real RC's does. A box with the rest of the breast's
+    /// brightness scores a middling SSIM whether or not a lesion is drawn in it, so this says
+    /// what the scores cannot: how many lesions a radiologist would see. `None` where the real
+    /// RC's box does not rise above its ring (nothing to show).
+    pub drawn: Option<bool>,
+}
+
+/// Share of the real RC's rise a generated box must reach to count as drawn.
+pub const DRAWN_SHARE: f64 = 0.5;
+
+/// Mean of `img` over `r` minus its mean over a ring around `r` as wide as half the box's larger
+/// side, both inside `within`. `None` if the ring is empty.
+fn rise(img: &[f32], cols: usize, r: Region, within: Region) -> Option<f64> {
+    let m = r.rows().max(r.cols()).div_ceil(2);
+    let ring = Region {
+        row0: r.row0.saturating_sub(m).max(within.row0),
+        col0: r.col0.saturating_sub(m).max(within.col0),
+        row1: (r.row1 + m).min(within.row1),
+        col1: (r.col1 + m).min(within.col1),
+    };
+    let (mut inside, mut n_in, mut around, mut n_around) = (0.0, 0usize, 0.0, 0usize);
+    for row in ring.row0..ring.row1 {
+        for col in ring.col0..ring.col1 {
+            let v = img[row * cols + col] as f64;
+            if (r.row0..r.row1).contains(&row) && (r.col0..r.col1).contains(&col) {
+                inside += v;
+                n_in += 1;
+            } else {
+                around += v;
+                n_around += 1;
+            }
+        }
+    }
+    (n_in > 0 && n_around > 0).then(|| inside / n_in as f64 - around / n_around as f64)
 }
 
 impl CaseScores {
@@ -31,7 +73,7 @@ impl CaseScores {
             let v: Vec<f64> = self
                 .lesions
                 .iter()
-                .map(|(s, _)| f(s))
+                .map(|l| f(&l.scores))
                 .filter(|x| x.is_finite())
                 .collect();
             if v.is_empty() {
@@ -61,11 +103,27 @@ impl Scored {
     /// A per-lesion metric over the lesion boxes that are hidden on LE, or over those that
     /// are not.
     pub fn lesion_values(&self, metric: fn(&ImageScores) -> f64, hidden: bool) -> Vec<f64> {
-        self.cases
-            .iter()
-            .flat_map(|c| &c.lesions)
-            .filter(|(_, h)| *h == hidden)
-            .map(|(s, _)| metric(s))
+        self.lesions()
+            .filter(|l| l.hidden == hidden)
+            .map(|l| metric(&l.scores))
+            .collect()
+    }
+
+    pub fn lesions(&self) -> impl Iterator<Item = &LesionScores> {
+        self.cases.iter().flat_map(|c| &c.lesions)
+    }
+
+    /// (drawn, judged): how many lesions the images show, of those the real RC shows.
+    pub fn drawn(&self) -> (usize, usize) {
+        let judged: Vec<bool> = self.lesions().filter_map(|l| l.drawn).collect();
+        (judged.iter().filter(|d| **d).count(), judged.len())
+    }
+
+    /// A per-lesion metric over the lesions the images draw, or over those they miss.
+    pub fn values_by_drawn(&self, metric: fn(&ImageScores) -> f64, drawn: bool) -> Vec<f64> {
+        self.lesions()
+            .filter(|l| l.drawn == Some(drawn))
+            .map(|l| metric(&l.scores))
             .collect()
     }
 
@@ -100,6 +158,11 @@ impl Scored {
                 serde_json::json!({ "mean": s.mean, "sd": s.sd, "n": s.n }),
             );
         }
+        let (drawn, judged) = self.drawn();
+        m.insert(
+            "lesions_drawn".into(),
+            serde_json::json!({ "drawn": drawn, "of": judged, "share": DRAWN_SHARE }),
+        );
         serde_json::Value::Object(m)
     }
 }
@@ -143,24 +206,28 @@ pub fn score_predictions(label: &str, pairs: &[PreparedPair], predictions: &[Ten
                 col1: pair.geometry.content[1] as usize,
             };
             let whole = region_scores(&pred, &truth, rows, cols, content, 1.0);
-            let lesions: Vec<(ImageScores, bool)> = pair
+            let lesions = pair
                 .rois
                 .iter()
-                .map(|([r0, r1, c0, c1], hidden)| {
-                    let scores = region_scores(
-                        &pred,
-                        &truth,
-                        rows,
-                        cols,
-                        Region {
-                            row0: *r0,
-                            col0: *c0,
-                            row1: *r1,
-                            col1: *c1,
-                        },
-                        1.0,
-                    );
-                    (scores, *hidden)
+                .map(|&([row0, row1, col0, col1], hidden)| {
+                    let region = Region {
+                        row0,
+                        col0,
+                        row1,
+                        col1,
+                    };
+                    let drawn = match (
+                        rise(&truth, cols, region, content),
+                        rise(&pred, cols, region, content),
+                    ) {
+                        (Some(real), Some(shown)) if real > 0.0 => Some(shown >= DRAWN_SHARE * real),
+                        _ => None,
+                    };
+                    LesionScores {
+                        scores: region_scores(&pred, &truth, rows, cols, region, 1.0),
+                        hidden,
+                        drawn,
+                    }
                 })
                 .collect();
             CaseScores {
@@ -319,4 +386,55 @@ fn write_csv(path: &Path, scored: &[Scored]) -> anyhow::Result<()> {
         }
     }
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcnode_models::preprocess::Geometry;
+
+    /// A 64×48 breast of 0.2 with two textured 14×14 boxes raised by `amplitude`.
+    fn image(amplitude: [f64; 2]) -> Tensor {
+        let t = Tensor::full([1, 1, 64, 48], 0.2, (Kind::Float, tch::Device::Cpu));
+        for (k, (r0, c0)) in [(8i64, 8i64), (40, 24)].into_iter().enumerate() {
+            let texture = Tensor::arange(196, (Kind::Float, tch::Device::Cpu)).view([14, 14]) / 2000.0;
+            let _ = t
+                .narrow(2, r0, 14)
+                .narrow(3, c0, 14)
+                .copy_(&(texture + 0.2 + amplitude[k]).view([1, 1, 14, 14]));
+        }
+        t
+    }
+
+    #[test]
+    fn a_lesion_counts_as_drawn_only_where_the_image_shows_its_uptake() {
+        let pair = PreparedPair {
+            name: "case".into(),
+            le: image([0.0, 0.0]),
+            rc: image([0.4, 0.4]),
+            geometry: Geometry {
+                src_rows: 64,
+                src_cols: 48,
+                flipped: false,
+                crop: [0, 64, 0, 48],
+                content: [64, 48],
+            },
+            rois: vec![([8, 22, 8, 22], false), ([40, 54, 24, 38], true)],
+        };
+        let predictions = [
+            image([0.3, 0.1]), // the first at 75% of its uptake, the second at 25%
+            image([0.4, 0.4]),
+        ];
+        let scored = score_predictions("m", std::slice::from_ref(&pair), &predictions[..1]);
+        let drawn: Vec<_> = scored.lesions().map(|l| l.drawn).collect();
+        assert_eq!(drawn, [Some(true), Some(false)]);
+        assert_eq!(scored.drawn(), (1, 2));
+        let perfect = score_predictions("m", std::slice::from_ref(&pair), &predictions[1..]);
+        assert_eq!(perfect.drawn(), (2, 2));
+        assert_eq!(perfect.values_by_drawn(|s| s.ssim, true), [1.0, 1.0]);
+        // Copying the LE shows no uptake at all.
+        let copy = score_predictions("copy", std::slice::from_ref(&pair), &[pair.le.get(0)]);
+        assert_eq!(copy.drawn(), (0, 2));
+        assert_eq!(copy.summary_json()["lesions_drawn"]["drawn"], 0);
+    }
 }

@@ -10,7 +10,7 @@ use vcnode_models::manifest::Manifest;
 use vcnode_models::stats::summary;
 
 use super::dataset::PreparedPair;
-use super::eval::{Comparison, Scored, METRICS};
+use super::eval::{Comparison, Scored, DRAWN_SHARE, METRICS};
 
 /// Writes an 8-bit grayscale PNG.
 pub fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8]) -> anyhow::Result<()> {
@@ -151,6 +151,29 @@ pub fn markdown(
                 fmt_stat(&m.lesion_values(|s| s.ssim, false)),
                 fmt_stat(&m.lesion_values(|s| s.psnr, true)),
                 fmt_stat(&m.lesion_values(|s| s.ssim, true))
+            );
+        }
+    }
+    let (_, judged) = scored[0].drawn();
+    if judged > 0 {
+        let _ = writeln!(
+            s,
+            "\nLesions drawn: a box counts as drawn when it rises above the ring around it by at least {:.0}% of \
+             what the real RC's box rises; ROI SSIM split by that. The whole-ROI SSIM above mixes both kinds.\n",
+            DRAWN_SHARE * 100.0
+        );
+        let _ = writeln!(
+            s,
+            "| model | lesions drawn | ROI SSIM, drawn | ROI SSIM, missed |\n|---|---|---|---|"
+        );
+        for m in scored {
+            let (drawn, judged) = m.drawn();
+            let _ = writeln!(
+                s,
+                "| {} | {drawn} of {judged} | {} | {} |",
+                m.label,
+                fmt_stat(&m.values_by_drawn(|s| s.ssim, true)),
+                fmt_stat(&m.values_by_drawn(|s| s.ssim, false))
             );
         }
     }

@@ -15,7 +15,8 @@
 # epochs and continues the one with the lowest validation L1 on the enhancing pixels.
 # (lr 1e-3 was tried first: the output collapsed to a constant within two epochs.)
 #   models/weights/train.sh [WORK_DIR]
-# Environment: DEVICE (cpu, cuda), ROWS, COLS, CHANNELS, EPOCHS, PATCH (empty: whole images);
+# Environment: DEVICE (cpu, cuda), ROWS, COLS, CHANNELS, EPOCHS, PROBE_EPOCHS, PATCH (empty:
+# whole images);
 # on a GPU the paper's configuration is
 #   ROWS=640 COLS=512 CHANNELS=32,64,128,256,256 EPOCHS=200 PATCH= DEVICE=cuda.
 # SKIP_TRAIN=1 only re-evaluates the weights already in models/weights.
@@ -28,9 +29,10 @@ bin=./target/release/vcnode
 if command -v cargo >/dev/null; then make --no-print-directory release >&2; fi
 out=models/weights
 rows=${ROWS:-256} cols=${COLS:-192} channels=${CHANNELS:-8,16,32,64,64} epochs=${EPOCHS:-60}
+probe=${PROBE_EPOCHS:-5}
 device=${DEVICE:-cpu} patch=${PATCH-96}
 common=(--rows "$rows" --cols "$cols" --channels "$channels" --epochs "$epochs" --lr 2e-4
-        --validation 0.1 --device "$device" --seeds 0,1,2 --probe-epochs 5)
+        --validation 0.1 --device "$device" --seeds 0,1,2 --probe-epochs "$probe")
 if [ -n "$patch" ]; then
   common+=(--patch "$patch" --enhancement-share 0.8 --batch 16)
   samples="${patch}x${patch} crops (80% centred on RC enhancement), batch 16"
@@ -40,7 +42,7 @@ else
 fi
 [ -f "$work/train/pairs.csv" ] || "$bin" phantom --out "$work/train" --patients 50 --seed 1 --rows 1664 --columns 1280 --lesions 4
 [ -f "$work/heldout/pairs.csv" ] || "$bin" phantom --out "$work/heldout" --patients 12 --seed 2 --rows 1664 --columns 1280
-note="Trained by models/weights/train.sh on $device ($(nproc) cores): ${rows}x${cols} input, widths $channels, batch norm, $samples, $epochs epochs (weights of the epoch with the lowest validation L1), restarts: seeds 0-2 trained 5 epochs each, the one with the lowest validation L1 on enhancing pixels continued, L1 loss, Adam lr 2e-4 beta1 0.5."
+note="Trained by models/weights/train.sh on $device ($(nproc) cores): ${rows}x${cols} input, widths $channels, batch norm, $samples, $epochs epochs (weights of the epoch with the lowest validation L1), restarts: seeds 0-2 trained $probe epochs each, the one with the lowest validation L1 on enhancing pixels continued, L1 loss, Adam lr 2e-4 beta1 0.5."
 [ "$device" = cpu ] && note="$note A smaller CPU configuration: the paper trains whole 640x512 images, widths 32-256, 200 epochs on a GPU."
 label="vcnode phantom seed 1, 50 patients x 4 views at 1664x1280, 4 lesions per breast (last 10% held out for validation)"
 if [ -z "${SKIP_TRAIN:-}" ]; then

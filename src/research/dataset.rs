@@ -225,7 +225,7 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
                 .map(|b| ([b.row0, b.row1, b.col0, b.col1], b.hidden))
                 .collect()
         }
-        // Whether a drawn lesion is hard to see on LE is not annotated.
+        // Whether a drawn lesion is hard to see on LE is not annotated: counted as visible.
         Some(RoiSource::Boxes(boxes)) => boxes.iter().map(|b| (*b, false)).collect(),
     };
     // Hand-drawn shapes may reach past the image; the crop mapping expects boxes inside it.

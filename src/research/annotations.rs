@@ -33,12 +33,7 @@ pub fn read_via_csv(path: &Path) -> anyhow::Result<HashMap<String, Vec<PixelBox>
         let record = record.with_context(|| format!("{} line {line}", path.display()))?;
         let file = record.get(file_col).unwrap_or_default().trim();
         let shape = record.get(shape_col).unwrap_or_default().trim();
-        let stem = Path::new(file)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let entry = boxes.entry(stem).or_default();
+        let entry = boxes.entry(stem(Path::new(file))).or_default();
         // An image without regions has a row with `{}`.
         if shape.is_empty() || shape == "{}" {
             continue;
@@ -54,6 +49,14 @@ pub fn read_via_csv(path: &Path) -> anyhow::Result<HashMap<String, Vec<PixelBox>
         }
     }
     Ok(boxes)
+}
+
+/// The key a file's annotations go by: its name without the extension.
+pub fn stem(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The bounding box of one VIA shape; `None` for a point.

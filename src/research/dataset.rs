@@ -146,17 +146,11 @@ fn scan_folder(dir: &Path) -> anyhow::Result<Vec<PairPaths>> {
         if let Some(rc) = rc {
             // Lesion boxes sit beside `<case>_LE.dcm` as `<case>_rois.json` (the phantom's layout),
             // or were drawn on the uptake (recombined) image, else on the LE image.
-            let stem = |p: &Path| {
-                p.file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
             let rois = match name.strip_suffix("_LE.dcm") {
                 Some(case) => Some(le.with_file_name(format!("{case}_rois.json")))
                     .filter(|p| p.exists())
                     .map(RoiSource::File),
-                None => [stem(&rc), stem(le)]
+                None => [annotations::stem(&rc), annotations::stem(le)]
                     .iter()
                     .filter_map(|s| drawn.get(s))
                     .find(|b| !b.is_empty())

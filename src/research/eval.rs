@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use tch::{Kind, Tensor};
 use vcnode_models::manifest::Manifest;
-use vcnode_models::metrics::{region_scores, ImageScores, Region};
+use vcnode_models::metrics::{crop, region_scores, ImageScores, Region};
 use vcnode_models::model::RcModel;
 use vcnode_models::stats::{compare_paired, summary, PairedComparison};
 
@@ -41,29 +41,22 @@ pub struct LesionScores {
 pub const DRAWN_SHARE: f64 = 0.5;
 
 /// Mean of `img` over `r` minus its mean over a ring around `r` as wide as half the box's larger
-/// side, both inside `within`. `None` if the ring is empty.
+/// side, both inside `within`. `None` if the box or the ring is empty.
 fn rise(img: &[f32], cols: usize, r: Region, within: Region) -> Option<f64> {
     let m = r.rows().max(r.cols()).div_ceil(2);
-    let ring = Region {
-        row0: r.row0.saturating_sub(m).max(within.row0),
-        col0: r.col0.saturating_sub(m).max(within.col0),
-        row1: (r.row1 + m).min(within.row1),
-        col1: (r.col1 + m).min(within.col1),
+    let grow = |by: usize| Region {
+        row0: r.row0.saturating_sub(by).max(within.row0),
+        col0: r.col0.saturating_sub(by).max(within.col0),
+        row1: (r.row1 + by).min(within.row1),
+        col1: (r.col1 + by).min(within.col1),
     };
-    let (mut inside, mut n_in, mut around, mut n_around) = (0.0, 0usize, 0.0, 0usize);
-    for row in ring.row0..ring.row1 {
-        for col in ring.col0..ring.col1 {
-            let v = img[row * cols + col] as f64;
-            if (r.row0..r.row1).contains(&row) && (r.col0..r.col1).contains(&col) {
-                inside += v;
-                n_in += 1;
-            } else {
-                around += v;
-                n_around += 1;
-            }
-        }
-    }
-    (n_in > 0 && n_around > 0).then(|| inside / n_in as f64 - around / n_around as f64)
+    let sum_len = |reg: Region| {
+        let v = crop(img, cols, reg);
+        (v.iter().map(|&x| x as f64).sum::<f64>(), v.len())
+    };
+    let ((inside, n_in), (outer, n_outer)) = (sum_len(grow(0)), sum_len(grow(m)));
+    let n_ring = n_outer - n_in;
+    (n_in > 0 && n_ring > 0).then(|| inside / n_in as f64 - (outer - inside) / n_ring as f64)
 }
 
 impl CaseScores {
@@ -100,11 +93,15 @@ pub struct Scored {
 pub const METRICS: [&str; 4] = ["psnr", "ssim", "roi_psnr", "roi_ssim"];
 
 impl Scored {
-    /// A per-lesion metric over the lesion boxes that are hidden on LE, or over those that
-    /// are not.
-    pub fn lesion_values(&self, metric: fn(&ImageScores) -> f64, hidden: bool) -> Vec<f64> {
+    /// A per-lesion metric over the lesions that `keep` selects (e.g. those hidden on LE, or
+    /// those the images draw).
+    pub fn lesion_values(
+        &self,
+        metric: fn(&ImageScores) -> f64,
+        keep: fn(&LesionScores) -> bool,
+    ) -> Vec<f64> {
         self.lesions()
-            .filter(|l| l.hidden == hidden)
+            .filter(|l| keep(l))
             .map(|l| metric(&l.scores))
             .collect()
     }
@@ -117,14 +114,6 @@ impl Scored {
     pub fn drawn(&self) -> (usize, usize) {
         let judged: Vec<bool> = self.lesions().filter_map(|l| l.drawn).collect();
         (judged.iter().filter(|d| **d).count(), judged.len())
-    }
-
-    /// A per-lesion metric over the lesions the images draw, or over those they miss.
-    pub fn values_by_drawn(&self, metric: fn(&ImageScores) -> f64, drawn: bool) -> Vec<f64> {
-        self.lesions()
-            .filter(|l| l.drawn == Some(drawn))
-            .map(|l| metric(&l.scores))
-            .collect()
     }
 
     pub fn values(&self, metric: &str) -> Vec<f64> {
@@ -431,7 +420,10 @@ mod tests {
         assert_eq!(scored.drawn(), (1, 2));
         let perfect = score_predictions("m", std::slice::from_ref(&pair), &predictions[1..]);
         assert_eq!(perfect.drawn(), (2, 2));
-        assert_eq!(perfect.values_by_drawn(|s| s.ssim, true), [1.0, 1.0]);
+        assert_eq!(
+            perfect.lesion_values(|s| s.ssim, |l| l.drawn == Some(true)),
+            [1.0, 1.0]
+        );
         // Copying the LE shows no uptake at all.
         let copy = score_predictions("copy", std::slice::from_ref(&pair), &[pair.le.get(0)]);
         assert_eq!(copy.drawn(), (0, 2));

@@ -135,7 +135,7 @@ pub fn markdown(
             s,
             "\nBy lesion, split by what LE shows (hidden = in dense tissue, hard to see on LE):\n"
         );
-        let count = |hidden| scored[0].lesion_values(|s| s.psnr, hidden).len();
+        let count = |hidden: bool| scored[0].lesions().filter(|l| l.hidden == hidden).count();
         let _ = writeln!(
             s,
             "| model | {} visible: ROI PSNR (dB) | ROI SSIM | {} hidden: ROI PSNR (dB) | ROI SSIM |\n|---|---|---|---|---|",
@@ -147,10 +147,10 @@ pub fn markdown(
                 s,
                 "| {} | {} | {} | {} | {} |",
                 m.label,
-                fmt_stat(&m.lesion_values(|s| s.psnr, false)),
-                fmt_stat(&m.lesion_values(|s| s.ssim, false)),
-                fmt_stat(&m.lesion_values(|s| s.psnr, true)),
-                fmt_stat(&m.lesion_values(|s| s.ssim, true))
+                fmt_stat(&m.lesion_values(|s| s.psnr, |l| !l.hidden)),
+                fmt_stat(&m.lesion_values(|s| s.ssim, |l| !l.hidden)),
+                fmt_stat(&m.lesion_values(|s| s.psnr, |l| l.hidden)),
+                fmt_stat(&m.lesion_values(|s| s.ssim, |l| l.hidden))
             );
         }
     }
@@ -172,8 +172,8 @@ pub fn markdown(
                 s,
                 "| {} | {drawn} of {judged} | {} | {} |",
                 m.label,
-                fmt_stat(&m.values_by_drawn(|s| s.ssim, true)),
-                fmt_stat(&m.values_by_drawn(|s| s.ssim, false))
+                fmt_stat(&m.lesion_values(|s| s.ssim, |l| l.drawn == Some(true))),
+                fmt_stat(&m.lesion_values(|s| s.ssim, |l| l.drawn == Some(false)))
             );
         }
     }

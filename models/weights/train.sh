@@ -9,9 +9,9 @@
 # loss and Adam (lr 2e-4, β1 0.5), weights of the epoch with the lowest validation L1; the paper
 # trains whole 640×512 images, widths 32…256, 200 epochs on a GPU. About two hours on 2 cores
 # (75 minutes for the SCPA-UNet, 43 for the U-Net). 3600 steps at 256×192 input drew 13 of the
-# 56 held-out lesions, 3600 at 512×384 drew 20 and 6000 at 512×384 drew 23 (SCPA-UNet), so steps
-# and input size both count: lesions of 11 to 25 pixels are hard to tell from glandular texture.
-# 7680 steps kept the count at 23 but raised PSNR from 31.2 to 32.5 dB and ROI SSIM to 0.555.
+# 56 held-out lesions, 3600 at 512×384 drew 20 and 6000 drew 23 (SCPA-UNet; REPORT.md has this
+# run's numbers), so steps and input size both count: lesions of 11 to 25 pixels are hard to
+# tell from glandular texture.
 # Whole-image training at the CPU budget (80 epochs, 1840 steps) learned the background but
 # never drew a lesion; crops spend the steps where the uptake is. Whether a run ever starts on
 # the lesions can depend on the initialization alone (at 256×192 seed 0's SCPA-UNet never did,

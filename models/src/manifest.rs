@@ -83,6 +83,25 @@ pub struct TrainingRecord {
     pub seed_probes: Vec<crate::train::SeedProbe>,
     /// Anything a reader must know, e.g. that a smaller CPU configuration was trained.
     pub note: String,
+    /// The last epochs trained with the batch norms frozen on whole-image statistics
+    /// (`TrainConfig::frozen_norm_epochs`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frozen_norm_epochs: usize,
+    /// The weights this run started from, when it fine-tuned rather than started afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tuned_from: Option<FineTunedFrom>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The starting point of a fine-tuning run: which weights, and how they were trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTunedFrom {
+    pub model_id: String,
+    pub sha256: String,
+    pub training: Option<Box<TrainingRecord>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::model::{load_safetensors, save_safetensors, ModelError, GENERATOR_PREFIX};
-use crate::nets::{Generator, GeneratorConfig, ModelKind, PatchGan};
+use crate::nets::{Generator, GeneratorConfig, ModelKind, PatchGan, StageNorm};
 use crate::preprocess::InputSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,18 @@ pub struct TrainConfig {
     /// Train on crops instead of whole images (validation still uses whole images).
     #[serde(default)]
     pub patches: Option<PatchSampling>,
+    /// The last epochs train with the batch norms in inference mode, on statistics taken from
+    /// whole training images when the phase starts. Crops train with crop statistics, while
+    /// inference runs whole images on running statistics: this phase lets the weights settle
+    /// on exactly what inference will use. The weights kept from the phase are the average of
+    /// its end-of-epoch weights (stochastic weight averaging), which evens out how much each
+    /// epoch's last steps happened to move the background level and the lesions.
+    #[serde(default)]
+    pub frozen_norm_epochs: usize,
+    /// Weights (safetensors of this architecture) to start from instead of a random
+    /// initialization: fine-tuning.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 /// Patch training: each step draws `batch` square crops instead of whole images. Enhancing
@@ -202,6 +214,8 @@ impl TrainConfig {
             discriminator_base: 64,
             seed: 0,
             patches: None,
+            frozen_norm_epochs: 0,
+            init: None,
         }
     }
 }
@@ -270,13 +284,31 @@ pub struct Trained {
     pub seconds: f64,
 }
 
-fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+fn checkpoint_paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
     (
         dir.join("state.json"),
         dir.join("generator.safetensors"),
         dir.join("discriminator.safetensors"),
         dir.join("best.safetensors"),
+        dir.join("average.safetensors"),
     )
+}
+
+/// Folds the weights of `from` into the running average held in `into`, as its `n`-th term.
+fn fold_into_average(into: &nn::VarStore, from: &nn::VarStore, n: usize) {
+    let from = from.variables();
+    tch::no_grad(|| {
+        for (name, mut avg) in into.variables() {
+            let w = &from[&name];
+            // The first term exactly, not avg + (w − avg), which rounds.
+            let next = if n <= 1 {
+                w.copy()
+            } else {
+                &avg + (w - &avg) / n as f64
+            };
+            avg.copy_(&next);
+        }
+    });
 }
 
 /// How close the generator comes to the targets of some pairs, in eval mode.
@@ -323,6 +355,25 @@ pub fn validate(generator: &Generator, data: &PairTensors, device: Device, batch
     Validation::of(&Tensor::cat(&preds, 0), data)
 }
 
+/// Whole training images that [`recalibrate_on_whole_images`] uses, spread evenly over the
+/// set: enough for stable statistics, few enough to cost a fraction of an epoch.
+const RECALIBRATION_IMAGES: i64 = 64;
+
+/// Gives the batch norms the statistics of whole training images, which are what validation
+/// and inference run on (see [`Generator::recalibrate_batch_norm`]).
+fn recalibrate_on_whole_images(generator: &Generator, data: &PairTensors, device: Device, batch: i64) {
+    let n = data.len();
+    let take = n.min(RECALIBRATION_IMAGES);
+    let idx = Tensor::from_slice(&(0..take).map(|i| i * n / take).collect::<Vec<i64>>());
+    let images = data.le.index_select(0, &idx);
+    let batch = batch.max(2);
+    generator.recalibrate_batch_norm(
+        (0..take)
+            .step_by(batch as usize)
+            .map(|i| images.narrow(0, i, batch.min(take - i)).to_device(device)),
+    );
+}
+
 /// Trains on `data`, checkpointing into `checkpoint_dir`. With `resume`, continues a run whose
 /// checkpoint is there (the configuration must match).
 pub fn train(
@@ -358,16 +409,28 @@ pub fn train(
     tch::manual_seed(config.seed);
     let sampler = config.patches.map(|p| PatchSampler::new(p, data));
     std::fs::create_dir_all(checkpoint_dir).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-    let (state_path, gen_path, disc_path, best_path) = checkpoint_paths(checkpoint_dir);
+    let (state_path, gen_path, disc_path, best_path, avg_path) = checkpoint_paths(checkpoint_dir);
 
     let mut gvs = nn::VarStore::new(device);
     let generator = Generator::new(gvs.root() / GENERATOR_PREFIX, &config.generator);
+    // The average of the weights at the end of each frozen-norm epoch (see TrainConfig). Only
+    // built for such a phase: its initialization draws from the seeded stream, and runs without
+    // one must draw the same crops as before the phase existed.
+    let has_norms = config.generator.norm == StageNorm::Batch;
+    let mut average = (has_norms && config.frozen_norm_epochs > 0).then(|| {
+        let avs = nn::VarStore::new(device);
+        let generator = Generator::new(avs.root() / GENERATOR_PREFIX, &config.generator);
+        (avs, generator)
+    });
     let mut dvs = nn::VarStore::new(device);
     let discriminator = config
         .kind
         .adversarial()
         .then(|| PatchGan::new(dvs.root() / "discriminator", 2, config.discriminator_base));
 
+    if let Some(init) = &config.init {
+        load_safetensors(&mut gvs, init, config.kind.name())?;
+    }
     let mut state = CheckpointState {
         config: config.clone(),
         epochs_done: 0,
@@ -391,6 +454,9 @@ pub fn train(
         load_safetensors(&mut gvs, &gen_path, config.kind.name())?;
         if discriminator.is_some() {
             load_safetensors(&mut dvs, &disc_path, "patchgan")?;
+        }
+        if let (Some((avs, _)), true) = (average.as_mut(), avg_path.exists()) {
+            load_safetensors(avs, &avg_path, config.kind.name())?;
         }
         state.epochs_done = saved.epochs_done;
         state.steps = saved.steps;
@@ -419,8 +485,14 @@ pub fn train(
         logits.binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean)
     };
 
+    let frozen_from = config.epochs.saturating_sub(config.frozen_norm_epochs);
     for epoch in state.epochs_done..config.epochs {
         let t0 = Instant::now();
+        // A run resumed inside the phase keeps the statistics its checkpoint holds.
+        let frozen = has_norms && epoch >= frozen_from;
+        if frozen && epoch == frozen_from {
+            recalibrate_on_whole_images(&generator, data, device, batch);
+        }
         // Whole images go through in a fresh order each epoch; crops are drawn per step instead.
         let order = sampler
             .is_none()
@@ -436,7 +508,7 @@ pub fn train(
                 (None, None) => unreachable!("whole-image epochs always have an order"),
             };
             let (x, y) = (x.to_device(device), y.to_device(device));
-            let fake = generator.run_t(&x, true, false).image;
+            let fake = generator.run_t(&x, !frozen, false).image;
             let l1 = fake.l1_loss(&y, Reduction::Mean);
             let l1_value = f64::try_from(&l1)?;
             match (&discriminator, &mut d_opt) {
@@ -465,7 +537,17 @@ pub fn train(
             });
         }
         let k = steps_per_epoch as f64;
-        let val = validation.map(|v| validate(&generator, v, device, batch));
+        // In the frozen phase the average is the candidate: validated, checkpointed, kept.
+        // With the statistics fixed, averaging weights is valid without recomputing them.
+        let candidate = match (&average, frozen) {
+            (Some((avs, averaged)), true) => {
+                fold_into_average(avs, &gvs, epoch - frozen_from + 1);
+                save_safetensors(avs, &avg_path, Kind::Float)?;
+                (averaged, avs)
+            }
+            _ => (&generator, &gvs),
+        };
+        let val = validation.map(|v| validate(candidate.0, v, device, batch));
         let stats = EpochStats {
             epoch,
             l1: l1_sum / k,
@@ -481,7 +563,7 @@ pub fn train(
         save_safetensors(&gvs, &gen_path, Kind::Float)?;
         if let (true, Some(val)) = (select_best, stats.val_l1) {
             if val.is_finite() && state.best.is_none_or(|(_, b)| val < b) {
-                save_safetensors(&gvs, &best_path, Kind::Float)?;
+                save_safetensors(candidate.1, &best_path, Kind::Float)?;
                 state.best = Some((epoch, val));
             }
         }
@@ -497,7 +579,12 @@ pub fn train(
             load_safetensors(&mut gvs, &best_path, config.kind.name())?;
             Some(epoch)
         }
-        None => None,
+        None => {
+            if let (Some((avs, _)), true) = (&average, state.epochs_done > frozen_from) {
+                gvs.copy(avs)?;
+            }
+            None
+        }
     };
     Ok(Trained {
         vs: gvs,

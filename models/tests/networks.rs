@@ -6,7 +6,7 @@ use vcnode_models::manifest::{sha256_file, Manifest, WeightsFormat, WeightsRef, 
 use vcnode_models::model::{save_safetensors, RcModel, GENERATOR_PREFIX};
 use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind, PatchGan};
 use vcnode_models::preprocess::{InputSpec, Normalization};
-use vcnode_models::train::{train, validate, Event, PairTensors, TrainConfig};
+use vcnode_models::train::{train, validate, Event, PairTensors, PatchSampling, TrainConfig};
 
 fn small(scpa: bool) -> GeneratorConfig {
     GeneratorConfig {
@@ -137,6 +137,101 @@ fn saved_weights_load_to_identical_outputs_and_tampering_is_caught() {
         .expect("tampered weights must not load")
         .to_string();
     assert!(err.contains("sha256"), "{err}");
+}
+
+#[test]
+fn recalibrated_batch_norm_makes_inference_match_the_images_it_was_recalibrated_on() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let g = Generator::new(vs.root() / GENERATOR_PREFIX, &small(true));
+    // Inputs unlike the fresh running statistics (mean 0, variance 1): inference is off.
+    let x = Tensor::rand([4, 1, 64, 48], (Kind::Float, Device::Cpu)) * 3.0 + 5.0;
+    let batch_stats = tch::no_grad(|| g.run_t(&x, true, false).image);
+    let gap = |g: &Generator| f64::try_from((g.run(&x, false).image - &batch_stats).abs().max()).unwrap();
+    let before = gap(&g);
+    assert!(before > 1e-2, "the test needs stale statistics: {before}");
+    // Two halves, averaged: the statistics of the whole set (up to the half-batch variances).
+    let seen = g.recalibrate_batch_norm([x.narrow(0, 0, 2), x.narrow(0, 2, 2)]);
+    assert_eq!(seen, 2);
+    let after = gap(&g);
+    assert!(after < before / 10.0 && after < 5e-3, "{before} -> {after}");
+    // Nothing to see leaves the statistics as they were.
+    assert_eq!(g.recalibrate_batch_norm(std::iter::empty()), 0);
+    assert!((gap(&g) - after).abs() < 1e-9);
+}
+
+#[test]
+fn fine_tuning_starts_from_the_given_weights_and_a_frozen_phase_keeps_whole_image_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = InputSpec {
+        rows: 32,
+        cols: 32,
+        normalization: Normalization::ZeroOne,
+    };
+    let generator = GeneratorConfig {
+        channels: vec![8, 16, 16],
+        ..small(true)
+    };
+    tch::manual_seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let start = Generator::new(vs.root() / GENERATOR_PREFIX, &generator);
+    let init = dir.path().join("start.safetensors");
+    save_safetensors(&vs, &init, Kind::Float).unwrap();
+    let data = toy_pairs(8);
+    // lr 0: the weights cannot move, so any change in the output is the batch norms' statistics.
+    let config = TrainConfig {
+        generator,
+        epochs: 2,
+        batch: 4,
+        learning_rate: 0.0,
+        patches: Some(PatchSampling {
+            size: 16,
+            enhancement_share: 0.8,
+        }),
+        frozen_norm_epochs: 1,
+        init: Some(init),
+        ..TrainConfig::paper(ModelKind::ScpaUnet, input)
+    };
+    let infer = |g: &Generator| tch::no_grad(|| g.run(&data.le, false).image);
+    let whole_batch = tch::no_grad(|| start.run_t(&data.le, true, false).image);
+    let trained = train(
+        &config,
+        &data,
+        None,
+        Device::Cpu,
+        &dir.path().join("ft"),
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+    // The frozen epoch ran on whole-image statistics and did not move them: inference on the
+    // training images matches the batch-statistics pass over the same images.
+    let gap = f64::try_from((infer(&trained.generator) - &whole_batch).abs().max()).unwrap();
+    assert!(gap < 5e-3, "{gap}");
+    // Without the frozen phase, the running statistics follow the 16×16 crops instead.
+    let unfrozen = TrainConfig {
+        frozen_norm_epochs: 0,
+        ..config.clone()
+    };
+    let crops = train(
+        &unfrozen,
+        &data,
+        None,
+        Device::Cpu,
+        &dir.path().join("crops"),
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+    let gap = f64::try_from((infer(&crops.generator) - &whole_batch).abs().max()).unwrap();
+    assert!(gap > 5e-3, "{gap}");
+    // Both started from the given weights, not a fresh initialization.
+    for (name, t) in vs.variables() {
+        if !name.contains("running") {
+            let after = &trained.vs.variables()[&name];
+            assert!(after.equal(&t), "{name} moved or was not loaded");
+        }
+    }
 }
 
 /// LE-like inputs with blobs that the target shows brighter: learnable in a few steps.

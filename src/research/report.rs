@@ -106,11 +106,7 @@ pub fn markdown(
     );
     let _ = writeln!(s, "whole = the resized breast crop (padding excluded); ROI = mean over the lesion boxes of each case.\n");
     if let Some(t) = &model.training {
-        let _ = writeln!(
-            s,
-            "Trained on {} ({} pairs, {} epochs, {} steps, {:.0} s on {}). {}\n",
-            t.data, t.pairs, t.epochs, t.steps, t.seconds, t.device, t.note
-        );
+        let _ = writeln!(s, "{}\n", training_line(t));
     }
     let _ = writeln!(
         s,
@@ -219,4 +215,24 @@ pub fn markdown(
         }
     }
     s
+}
+
+/// How weights were trained, in a sentence, and for fine-tuned weights where they started.
+fn training_line(t: &vcnode_models::manifest::TrainingRecord) -> String {
+    let frozen = match t.frozen_norm_epochs {
+        0 => String::new(),
+        k => format!(", the last {k} with batch norms frozen on whole-image statistics"),
+    };
+    let mut line = format!(
+        "Trained on {} ({} pairs, {} epochs{frozen}, {} steps, {:.0} s on {}). {}",
+        t.data, t.pairs, t.epochs, t.steps, t.seconds, t.device, t.note
+    );
+    if let Some(from) = &t.fine_tuned_from {
+        line = format!("{} Started from {}", line.trim_end(), from.model_id);
+        match &from.training {
+            Some(before) => line = format!("{line}: {}", training_line(before)),
+            None => line.push('.'),
+        }
+    }
+    line
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::Kind;
 use vcnode_models::manifest::{
-    sha256_file, Manifest, TrainingRecord, WeightsFormat, WeightsRef, MANIFEST_FORMAT,
+    sha256_file, FineTunedFrom, Manifest, TrainingRecord, WeightsFormat, WeightsRef, MANIFEST_FORMAT,
 };
 use vcnode_models::model::save_safetensors;
 use vcnode_models::nets::{GeneratorConfig, ModelKind};
@@ -68,6 +68,14 @@ pub struct TrainArgs {
     /// annotations needed); the others are placed uniformly.
     #[arg(long, default_value_t = 0.8, requires = "patch")]
     pub enhancement_share: f64,
+    /// Start from the weights of this manifest (same architecture) instead of a random
+    /// initialization: fine-tuning, e.g. the shipped model on a site's own pairs.
+    #[arg(long, value_name = "MANIFEST", conflicts_with = "seeds")]
+    pub init: Option<PathBuf>,
+    /// Train the last K epochs with the batch norms frozen on statistics of whole training
+    /// images, the way inference runs (useful after --patch training).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub frozen_norm_epochs: usize,
     /// Store the weights in half precision (halves the file).
     #[arg(long)]
     pub half: bool,
@@ -88,9 +96,38 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
         cols: args.cols,
         normalization: Normalization::ZeroOne,
     };
-    let mut generator = GeneratorConfig::paper(args.model.uses_scpa());
+    let init = match &args.init {
+        Some(path) => {
+            let manifest = Manifest::load(path)?;
+            let weights = manifest.verify(path)?;
+            anyhow::ensure!(
+                manifest.weights.format == WeightsFormat::Safetensors,
+                "--init {} holds TorchScript weights; fine-tuning needs safetensors",
+                path.display()
+            );
+            Some((manifest, weights))
+        }
+        None => None,
+    };
+    let mut generator = match &init {
+        Some((m, _)) => m.generator.clone(),
+        None => GeneratorConfig::paper(args.model.uses_scpa()),
+    };
     if let Some(ch) = &args.channels {
+        anyhow::ensure!(
+            init.is_none() || *ch == generator.channels,
+            "--channels {ch:?} differ from the --init weights' {:?}",
+            generator.channels
+        );
         generator.channels = ch.clone();
+    }
+    if let Some((m, _)) = &init {
+        anyhow::ensure!(
+            generator.scpa == args.model.uses_scpa(),
+            "--init holds a {} generator, which a {} cannot start from",
+            m.model.name(),
+            args.model.name()
+        );
     }
     let m = generator.size_multiple();
     anyhow::ensure!(
@@ -110,6 +147,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             size,
             enhancement_share: args.enhancement_share,
         }),
+        frozen_norm_epochs: args.frozen_norm_epochs,
+        init: init.as_ref().map(|(_, weights)| weights.clone()),
         ..TrainConfig::paper(args.model, input)
     };
 
@@ -311,6 +350,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             seed: Some(config.seed),
             seed_probes,
             note: args.note.clone().unwrap_or_default(),
+            frozen_norm_epochs: config.frozen_norm_epochs.min(config.epochs),
+            fine_tuned_from: init.map(|(m, _)| FineTunedFrom {
+                model_id: m.model_id(),
+                sha256: m.weights.sha256.clone(),
+                training: m.training.map(Box::new),
+            }),
         }),
         metrics,
         created_by: format!("vcnode {}", env!("CARGO_PKG_VERSION")),

@@ -38,6 +38,10 @@ pub(crate) fn conv2d(p: nn::Path, c_in: i64, c_out: i64, k: i64, config: nn::Con
     )
 }
 
+/// How far one training batch moves the running statistics of a batch norm (PyTorch's
+/// default); [`Generator::recalibrate_batch_norm`] relies on it to read a batch's statistics.
+pub(crate) const BATCH_NORM_MOMENTUM: f64 = 0.1;
+
 /// Batch norm initialized as PyTorch's (scale 1, shift 0) rather than tch's (scale from
 /// U(0, 1)), for the same reason as [`conv2d`]: a run here starts where PyTorch's starts.
 pub(crate) fn batch_norm2d(p: nn::Path, c: i64) -> nn::BatchNorm {
@@ -46,6 +50,7 @@ pub(crate) fn batch_norm2d(p: nn::Path, c: i64) -> nn::BatchNorm {
         c,
         nn::BatchNormConfig {
             ws_init: nn::Init::Const(1.0),
+            momentum: BATCH_NORM_MOMENTUM,
             ..Default::default()
         },
     )

@@ -4,7 +4,9 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::{batch_norm2d, conv2d, lrelu, GeneratorConfig, OutputActivation, ScpaBlock, StageNorm};
+use super::{
+    batch_norm2d, conv2d, lrelu, GeneratorConfig, OutputActivation, ScpaBlock, StageNorm, BATCH_NORM_MOMENTUM,
+};
 
 #[derive(Debug)]
 struct Stage {
@@ -119,6 +121,63 @@ impl Generator {
 
     pub fn config(&self) -> &GeneratorConfig {
         &self.config
+    }
+
+    fn batch_norms(&self) -> impl Iterator<Item = &nn::BatchNorm> {
+        self.encoder
+            .iter()
+            .chain(&self.decoder)
+            .flat_map(|s| [&s.norm, &s.norm2])
+            .flatten()
+    }
+
+    /// Sets the running statistics of every batch norm to their plain average over `batches`
+    /// of inputs; returns how many batches it saw (0 leaves the statistics as they were).
+    ///
+    /// Why: training on crops leaves running statistics that follow the last few crop batches,
+    /// while inference sees whole images (more air, less lesion). Statistics from whole images
+    /// make inference match what it is used on; the weights themselves do not change.
+    pub fn recalibrate_batch_norm(&self, batches: impl IntoIterator<Item = Tensor>) -> usize {
+        let norms: Vec<&nn::BatchNorm> = self.batch_norms().collect();
+        if norms.is_empty() {
+            return 0;
+        }
+        let mut sums: Vec<(Tensor, Tensor)> = norms
+            .iter()
+            .map(|n| (n.running_mean.zeros_like(), n.running_var.zeros_like()))
+            .collect();
+        let mut seen = 0;
+        tch::no_grad(|| {
+            let previous: Vec<(Tensor, Tensor)> = norms
+                .iter()
+                .map(|n| (n.running_mean.copy(), n.running_var.copy()))
+                .collect();
+            for x in batches {
+                // From zero, one training-mode pass leaves momentum × this batch's statistics.
+                for n in &norms {
+                    let _ = n.running_mean.shallow_clone().zero_();
+                    let _ = n.running_var.shallow_clone().zero_();
+                }
+                let _ = self.run_t(&x, true, false);
+                for (n, (mean, var)) in norms.iter().zip(sums.iter_mut()) {
+                    *mean += &n.running_mean / BATCH_NORM_MOMENTUM;
+                    *var += &n.running_var / BATCH_NORM_MOMENTUM;
+                }
+                seen += 1;
+            }
+            let finals = if seen == 0 {
+                previous
+            } else {
+                sums.into_iter()
+                    .map(|(m, v)| (m / seen as f64, v / seen as f64))
+                    .collect()
+            };
+            for (n, (mean, var)) in norms.iter().zip(finals) {
+                n.running_mean.shallow_clone().copy_(&mean);
+                n.running_var.shallow_clone().copy_(&var);
+            }
+        });
+        seen
     }
 
     /// Inference. `x`: [N, 1, H, W] normalized LE, H and W multiples of `size_multiple()`.

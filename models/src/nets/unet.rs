@@ -148,10 +148,6 @@ impl Generator {
             .collect();
         let mut seen = 0;
         tch::no_grad(|| {
-            let previous: Vec<(Tensor, Tensor)> = norms
-                .iter()
-                .map(|n| (n.running_mean.copy(), n.running_var.copy()))
-                .collect();
             for x in batches {
                 // From zero, one training-mode pass leaves momentum × this batch's statistics.
                 for n in &norms {
@@ -165,16 +161,12 @@ impl Generator {
                 }
                 seen += 1;
             }
-            let finals = if seen == 0 {
-                previous
-            } else {
-                sums.into_iter()
-                    .map(|(m, v)| (m / seen as f64, v / seen as f64))
-                    .collect()
-            };
-            for (n, (mean, var)) in norms.iter().zip(finals) {
-                n.running_mean.shallow_clone().copy_(&mean);
-                n.running_var.shallow_clone().copy_(&var);
+            // Without batches the statistics were never touched.
+            if seen > 0 {
+                for (n, (mean, var)) in norms.iter().zip(sums) {
+                    n.running_mean.shallow_clone().copy_(&(mean / seen as f64));
+                    n.running_var.shallow_clone().copy_(&(var / seen as f64));
+                }
             }
         });
         seen

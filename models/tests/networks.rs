@@ -6,7 +6,10 @@ use vcnode_models::manifest::{sha256_file, Manifest, WeightsFormat, WeightsRef, 
 use vcnode_models::model::{save_safetensors, RcModel, GENERATOR_PREFIX};
 use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind, PatchGan};
 use vcnode_models::preprocess::{InputSpec, Normalization};
-use vcnode_models::train::{train, validate, Event, PairTensors, PatchSampling, TrainConfig};
+use vcnode_models::train::{train, validate, Event, PatchSampling, TrainConfig};
+
+mod common;
+use common::{toy_input, toy_pairs};
 
 fn small(scpa: bool) -> GeneratorConfig {
     GeneratorConfig {
@@ -163,11 +166,7 @@ fn recalibrated_batch_norm_makes_inference_match_the_images_it_was_recalibrated_
 #[test]
 fn fine_tuning_starts_from_the_given_weights_and_a_frozen_phase_keeps_whole_image_statistics() {
     let dir = tempfile::tempdir().unwrap();
-    let input = InputSpec {
-        rows: 32,
-        cols: 32,
-        normalization: Normalization::ZeroOne,
-    };
+    let input = toy_input();
     let generator = GeneratorConfig {
         channels: vec![8, 16, 16],
         ..small(true)
@@ -234,22 +233,10 @@ fn fine_tuning_starts_from_the_given_weights_and_a_frozen_phase_keeps_whole_imag
     }
 }
 
-/// LE-like inputs with blobs that the target shows brighter: learnable in a few steps.
-fn toy_pairs(n: i64) -> PairTensors {
-    tch::manual_seed(7);
-    let le = Tensor::rand([n, 1, 32, 32], (Kind::Float, Device::Cpu)) * 0.2 + 0.4;
-    let rc = (&le - 0.4) * 2.0 + 0.1;
-    PairTensors { le, rc }
-}
-
 #[test]
 fn a_few_training_steps_reduce_the_l1_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let input = InputSpec {
-        rows: 32,
-        cols: 32,
-        normalization: Normalization::ZeroOne,
-    };
+    let input = toy_input();
     for kind in [ModelKind::ScpaUnet, ModelKind::ScpaCgan] {
         let config = TrainConfig {
             generator: GeneratorConfig {

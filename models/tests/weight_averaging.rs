@@ -3,26 +3,18 @@
 //! one process would draw from the same global torch generator.
 
 use tch::nn;
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 use vcnode_models::model::{load_safetensors, GENERATOR_PREFIX};
 use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind};
-use vcnode_models::preprocess::{InputSpec, Normalization};
-use vcnode_models::train::{train, PairTensors, PatchSampling, TrainConfig};
+use vcnode_models::train::{train, PatchSampling, TrainConfig};
+
+mod common;
+use common::{toy_input, toy_pairs};
 
 #[test]
 fn the_frozen_phase_keeps_the_average_of_its_epochs_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let input = InputSpec {
-        rows: 32,
-        cols: 32,
-        normalization: Normalization::ZeroOne,
-    };
-    tch::manual_seed(7);
-    let le = Tensor::rand([8, 1, 32, 32], (Kind::Float, Device::Cpu)) * 0.2 + 0.4;
-    let data = PairTensors {
-        rc: (&le - 0.4) * 2.0 + 0.1,
-        le,
-    };
+    let data = toy_pairs(8);
     let run = |epochs: usize, name: &str| {
         let config = TrainConfig {
             generator: GeneratorConfig {
@@ -37,7 +29,7 @@ fn the_frozen_phase_keeps_the_average_of_its_epochs_weights() {
                 enhancement_share: 0.8,
             }),
             frozen_norm_epochs: epochs,
-            ..TrainConfig::paper(ModelKind::Unet, input)
+            ..TrainConfig::paper(ModelKind::Unet, toy_input())
         };
         train(
             &config,

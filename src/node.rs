@@ -163,7 +163,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_attempts: config.jobs.max_attempts,
         min_free_bytes: config.storage.min_free_mb.saturating_mul(1 << 20),
         limits: config.ingest_limits(),
-        scratch_dir: scp.spool_dir.clone(),
         wake,
         in_flight: Default::default(),
     });

@@ -12,7 +12,8 @@
 //!   [`crate::reassembly::MAX_COMMAND_BYTES`] and must be flat ([`Command::parse`]).
 //!
 //! Memory per association is therefore about three times `max_pdu_length` (the PDU read
-//! buffer, dicom-ul's decoded copy, the fragment being written) plus a few kB.
+//! buffer, dicom-ul's decoded copy, the fragment being written) plus the 64 KiB spool buffer
+//! and the 16 KiB command cap; a connection still negotiating holds at most 64 KiB.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -27,7 +28,7 @@ use dicom_ul::pdu::{
     PDataValue, PDataValueType, PresentationContextResult, PresentationContextResultReason, UserVariableItem,
 };
 use dicom_ul::Pdu;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -463,13 +464,17 @@ struct Tally {
 struct Incoming {
     cmd: Command,
     pc_id: u8,
-    file: Option<tokio::fs::File>,
+    file: Option<BufWriter<tokio::fs::File>>,
     spooled: Option<SpooledDataSet>,
     /// A write to the spool failed: the data set is drained and refused.
     write_error: Option<std::io::Error>,
 }
 
-async fn open_spool(dir: &Path) -> std::io::Result<(tokio::fs::File, SpooledDataSet)> {
+/// Small PDVs are gathered into writes of this size: a peer sending one-byte fragments must not
+/// cost the node a system call per byte.
+const SPOOL_BUFFER: usize = 64 * 1024;
+
+async fn open_spool(dir: &Path) -> std::io::Result<(BufWriter<tokio::fs::File>, SpooledDataSet)> {
     let path = dir.join(format!("{}.{SPOOL_SUFFIX}", uuid::Uuid::new_v4().simple()));
     let file = tokio::fs::OpenOptions::new()
         .write(true)
@@ -477,7 +482,10 @@ async fn open_spool(dir: &Path) -> std::io::Result<(tokio::fs::File, SpooledData
         .mode(0o600)
         .open(&path)
         .await?;
-    Ok((file, SpooledDataSet { path, len: 0 }))
+    Ok((
+        BufWriter::with_capacity(SPOOL_BUFFER, file),
+        SpooledDataSet { path, len: 0 },
+    ))
 }
 
 /// Why an association ended.

@@ -6,14 +6,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek};
-use std::path::PathBuf;
+use std::io::BufReader;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::meta::FileMetaTableBuilder;
-use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tracing::{debug, info, warn};
 use vcnode_scp::{status, ReceivedInstance, StoreHandler, StoreOutcome};
@@ -40,8 +38,6 @@ pub struct Ingest {
     /// Refuse new instances below this much free space on data_dir's file system.
     pub min_free_bytes: u64,
     pub limits: Limits,
-    /// Where a deflated data set is inflated for checking (the spool's file system).
-    pub scratch_dir: PathBuf,
     /// Woken when a job is queued, so an idle worker starts at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// SOP Instance UIDs being stored, so that two concurrent stores of one instance give one
@@ -92,11 +88,7 @@ fn refuse(status: u16, comment: impl Into<String>) -> Refusal {
 
 /// Walks the spooled data set (inflating a deflated one under the limit) and checks what the
 /// node relies on, without loading it. Blocking.
-fn check(
-    inst: &ReceivedInstance,
-    limits: &Limits,
-    scratch_dir: &std::path::Path,
-) -> Result<Checked, Refusal> {
+fn check(inst: &ReceivedInstance, limits: &Limits) -> Result<Checked, Refusal> {
     let ts = TransferSyntaxRegistry
         .get(&inst.transfer_syntax)
         .ok_or_else(|| refuse(status::CANNOT_UNDERSTAND, "unknown transfer syntax"))?;
@@ -106,24 +98,11 @@ fn check(
     };
     let unreadable =
         |e: scan::ScanError| refuse(status::CANNOT_UNDERSTAND, format!("cannot parse data set: {e}"));
-    let file = File::open(inst.dataset.path()).map_err(internal)?;
+    let file = BufReader::new(File::open(inst.dataset.path()).map_err(internal)?);
     let scanned = if inst.transfer_syntax == DEFLATED {
-        let mut inflated = tempfile::tempfile_in(scratch_dir).map_err(internal)?;
-        let len = scan::inflate_limited(
-            BufReader::new(file),
-            &mut BufWriter::new(&mut inflated),
-            limits.max_inflated_bytes,
-        )
-        .map_err(unreadable)?;
-        inflated.rewind().map_err(internal)?;
-        scan::scan(
-            BufReader::new(inflated),
-            len,
-            &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
-            limits,
-        )
+        scan::scan_deflated(file, limits)
     } else {
-        scan::scan(BufReader::new(file), inst.dataset.len(), ts, limits)
+        scan::scan(file, inst.dataset.len(), ts, limits)
     }
     .map_err(|e| match e {
         scan::ScanError::ImageTooLarge { .. } => {
@@ -234,12 +213,12 @@ impl Ingest {
 
         // Parsing and the durable write are CPU and fsync work: keep them off the runtime.
         let store = self.store.clone();
-        let (limits, scratch) = (self.limits, self.scratch_dir.clone());
+        let limits = self.limits;
         let inst = Arc::new(inst);
         let job_inst = inst.clone();
         let (checked, relative, bytes) = tokio::task::spawn_blocking(move || {
             let inst = job_inst;
-            let checked = check(&inst, &limits, &scratch)?;
+            let checked = check(&inst, &limits)?;
             let relative =
                 InstanceStore::relative_path(&checked.study_uid, &checked.series_uid, &inst.sop_instance_uid)
                     .map_err(|_| refuse(status::DATASET_DOES_NOT_MATCH_SOP_CLASS, "a UID is not valid"))?;
@@ -333,6 +312,8 @@ mod tests {
     use super::*;
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
+    use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+    use std::path::PathBuf;
     use vcnode_scp::SpooledDataSet;
 
     /// Eight C-STOREs of one SOP Instance UID at once, each naming another series (so that
@@ -354,7 +335,6 @@ mod tests {
                 max_pixel_bytes: 64 << 20,
                 max_inflated_bytes: 64 << 20,
             },
-            scratch_dir: store.spool_dir(),
             wake: Default::default(),
             in_flight: Default::default(),
         });

@@ -5,9 +5,11 @@
 //! so a peer's bytes are first walked here with dicom-parser's token reader, which keeps its
 //! nesting on a heap stack and skips values it is not asked for. Only the few top-level values
 //! ingest needs are read (and only when short); Pixel Data is measured, never loaded. A deflated
-//! data set is inflated under a byte limit first.
+//! data set is inflated as it is walked, under a byte limit, and never written anywhere.
 
-use std::io::{Read, Seek};
+use std::cell::Cell;
+use std::io::{Read, Seek, SeekFrom};
+use std::rc::Rc;
 
 use dicom_core::header::HasLength;
 use dicom_core::Tag;
@@ -80,14 +82,86 @@ fn trimmed(s: &str) -> String {
     vcnode_scp::trim_value(s).to_string()
 }
 
-/// Walks a data set of `len` bytes from `source` (positioned at its start) in `ts`, which must
-/// not be deflated (see [`inflate_limited`]).
-pub fn scan<R: Read + Seek>(
+/// How long the data set being walked may be.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// A file of this many bytes: a value reaching past it means a truncated data set.
+    Exact(u64),
+    /// Inflating: a value reaching past this many bytes means a deflate bomb.
+    Inflated(u64),
+}
+
+/// Counts the bytes the parser really got, and tells it its position: dicom-parser's lazy
+/// reader skips values by reading them (it never seeks), so a forward-only source is enough,
+/// and a skip that ran into the end shows as fewer bytes counted than the parser assumed.
+struct Counted<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+impl<R> Seek for Counted<R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        match pos {
+            SeekFrom::Current(0) => Ok(self.count.get()),
+            _ => Err(std::io::ErrorKind::Unsupported.into()),
+        }
+    }
+}
+
+/// Walks a data set of `len` bytes from `source` in `ts` (not deflated: see [`scan_deflated`]).
+pub fn scan<R: Read>(
     source: R,
     len: u64,
     ts: &TransferSyntax,
     limits: &Limits,
 ) -> Result<Scanned, ScanError> {
+    walk(source, Bound::Exact(len), ts, limits)
+}
+
+/// Walks a Deflated Explicit VR Little Endian data set (raw deflate, PS3.5 A.5) as it inflates,
+/// refusing it once it inflates past `limits.max_inflated_bytes`.
+pub fn scan_deflated<R: Read>(deflated: R, limits: &Limits) -> Result<Scanned, ScanError> {
+    let limit = limits.max_inflated_bytes;
+    let inflated = flate2::read::DeflateDecoder::new(deflated).take(limit.saturating_add(1));
+    let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+    walk(inflated, Bound::Inflated(limit), &explicit, limits)
+}
+
+fn walk<R: Read>(
+    source: R,
+    bound: Bound,
+    ts: &TransferSyntax,
+    limits: &Limits,
+) -> Result<Scanned, ScanError> {
+    let consumed = Rc::new(Cell::new(0u64));
+    let source = Counted {
+        inner: source,
+        count: consumed.clone(),
+    };
+    // A value of `value_len` bytes at `position` must end within the bound, and once skipped
+    // must have been there to read.
+    let within = |position: u64, value_len: u32| match bound {
+        Bound::Exact(len) if position.saturating_add(value_len as u64) > len => Err(ScanError::Malformed),
+        Bound::Inflated(limit) if position.saturating_add(value_len as u64) > limit => {
+            Err(ScanError::InflatesTooFar(limit))
+        }
+        _ => Ok(position + value_len as u64),
+    };
+    let arrived = |end: u64| {
+        if consumed.get() < end {
+            Err(ScanError::Malformed)
+        } else {
+            Ok(())
+        }
+    };
     let mut reader = LazyDataSetReader::new_with_ts(source, ts).map_err(|_| ScanError::Malformed)?;
     let mut out = Scanned::default();
     let mut depth = 0usize;
@@ -131,29 +205,26 @@ pub fn scan<R: Read + Seek>(
                 len: item_len,
                 decoder,
             } => {
-                within(decoder.position(), item_len, len)?;
+                let end = within(decoder.position(), item_len)?;
                 LazyDataToken::LazyItemValue {
                     len: item_len,
                     decoder,
                 }
                 .skip()
                 .map_err(|_| ScanError::Malformed)?;
+                arrived(end)?;
             }
             LazyDataToken::LazyValue { header, decoder } => {
                 let value_len = header.length().get().ok_or(ScanError::Malformed)?;
-                within(decoder.position(), value_len, len)?;
+                let end = within(decoder.position(), value_len)?;
                 let token = LazyDataToken::LazyValue { header, decoder };
-                if depth > 0 {
-                    token.skip().map_err(|_| ScanError::Malformed)?;
-                    continue;
-                }
-                if header.tag == tags::PIXEL_DATA {
+                let wanted = depth == 0 && WANTED.contains(&header.tag) && value_len <= MAX_READ_VALUE;
+                if depth == 0 && header.tag == tags::PIXEL_DATA {
                     out.pixel_data_len = Some(Some(value_len as u64));
-                    token.skip().map_err(|_| ScanError::Malformed)?;
-                    continue;
                 }
-                if !WANTED.contains(&header.tag) || value_len > MAX_READ_VALUE {
+                if !wanted {
                     token.skip().map_err(|_| ScanError::Malformed)?;
+                    arrived(end)?;
                     continue;
                 }
                 let value = token.into_value().map_err(|_| ScanError::Malformed)?;
@@ -187,16 +258,6 @@ pub fn scan<R: Read + Seek>(
     Ok(out)
 }
 
-/// A value of `value_len` bytes starting at `position` must end within the data set: seeking
-/// past the end would not fail, so a truncated file is caught here.
-fn within(position: u64, value_len: u32, len: u64) -> Result<(), ScanError> {
-    if position.saturating_add(value_len as u64) > len {
-        Err(ScanError::Malformed)
-    } else {
-        Ok(())
-    }
-}
-
 /// Rows × Columns × frames × samples × bytes per sample, overflow-free, against the limit.
 pub fn check_pixel_budget(s: &Scanned, limits: &Limits) -> Result<(), ScanError> {
     let bytes = [
@@ -215,21 +276,6 @@ pub fn check_pixel_budget(s: &Scanned, limits: &Limits) -> Result<(), ScanError>
         });
     }
     Ok(())
-}
-
-/// Inflates a Deflated Explicit VR Little Endian data set (raw deflate, PS3.5 A.5) into
-/// `into`, refusing to write more than `limit` bytes. Returns the inflated length.
-pub fn inflate_limited<R: Read, W: std::io::Write>(
-    deflated: R,
-    into: &mut W,
-    limit: u64,
-) -> Result<u64, ScanError> {
-    let mut inflater = flate2::read::DeflateDecoder::new(deflated).take(limit + 1);
-    let n = std::io::copy(&mut inflater, into).map_err(|_| ScanError::Malformed)?;
-    if n > limit {
-        return Err(ScanError::InflatesTooFar(limit));
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
@@ -347,17 +393,35 @@ mod tests {
     #[test]
     fn a_deflate_bomb_stops_at_the_limit() {
         use std::io::Write;
+        // 256 private OB elements of 1 MiB of zeros each: a valid data set of 256 MiB.
         let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         let zeros = vec![0u8; 1 << 20];
         for _ in 0..256 {
+            enc.write_all(&[0x09, 0x00, 0x00, 0x10, b'O', b'B', 0, 0])
+                .unwrap();
+            enc.write_all(&(1u32 << 20).to_le_bytes()).unwrap();
             enc.write_all(&zeros).unwrap();
         }
         let bomb = enc.finish().unwrap();
         assert!(bomb.len() < 1 << 20, "256 MiB of zeros deflate small");
-        let mut sink = std::io::sink();
+        let limits = Limits {
+            max_inflated_bytes: 8 << 20,
+            ..LIMITS
+        };
         assert_eq!(
-            inflate_limited(&bomb[..], &mut sink, 8 << 20),
+            scan_deflated(&bomb[..], &limits),
             Err(ScanError::InflatesTooFar(8 << 20))
+        );
+        // A whole data set deflated is walked as it inflates.
+        let (bytes, sop) = encoded(&crate::fixture::MammogramSpec::low_energy(3));
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&bytes).unwrap();
+        let deflated = enc.finish().unwrap();
+        let s = scan_deflated(&deflated[..], &LIMITS).unwrap();
+        assert_eq!(s.sop_instance_uid, Some(sop));
+        assert_eq!(
+            scan_deflated(&deflated[..deflated.len() / 2], &LIMITS),
+            Err(ScanError::Malformed)
         );
     }
 }

@@ -89,6 +89,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Whatever path leaves this function, the supervised tasks are told to stop.
     let _stop_all = shutdown.clone().drop_guard();
 
+    #[cfg(feature = "fault-hooks")]
+    warn!("this is a test build: it has fault hooks that can abort the process (feature fault-hooks)");
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;

@@ -152,6 +152,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     Arc::new(move |ae: Option<&str>| config.destinations_for(ae))
                 },
                 export_max_attempts: config.export.max_attempts,
+                min_free_bytes: config.storage.min_free_mb.saturating_mul(1 << 20),
                 wake: wake.clone(),
             };
             Arc::new(pipeline).start(&mut supervisor, config.jobs.workers);

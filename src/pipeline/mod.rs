@@ -61,6 +61,8 @@ pub enum JobError {
     Inference(#[from] InferenceError),
     #[error("cannot store the derived instance: {0}")]
     Store(#[from] StoreError),
+    #[error("data_dir is below its free-space watermark ({free_mb} MiB free, needs {watermark_mb} MiB)")]
+    DiskFull { free_mb: u64, watermark_mb: u64 },
     #[error("worker task: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -73,7 +75,11 @@ impl JobError {
             | JobError::Unreadable { .. }
             | JobError::Undecodable(_)
             | JobError::Derive(_) => true,
-            JobError::Database(_) | JobError::Inference(_) | JobError::Store(_) | JobError::Task(_) => false,
+            JobError::Database(_)
+            | JobError::Inference(_)
+            | JobError::Store(_)
+            | JobError::DiskFull { .. }
+            | JobError::Task(_) => false,
         }
     }
 }
@@ -159,6 +165,9 @@ pub struct Pipeline {
     /// Routes: the destinations for results of images from a calling AE title.
     pub routes: Arc<dyn Fn(Option<&str>) -> Vec<String> + Send + Sync>,
     pub export_max_attempts: u32,
+    /// Derived files are not written below this much free space (`storage.min_free_mb`), the
+    /// watermark below which ingest refuses new instances.
+    pub min_free_bytes: u64,
     /// Woken by ingest when a job is queued.
     pub wake: Arc<Notify>,
 }
@@ -274,6 +283,16 @@ impl Pipeline {
             .synthesize(prepared.input.shallow_clone(), self.attention_map)
             .await?;
         let t2 = Instant::now();
+        let free = self.store.free_bytes().map_err(|e| StoreError::Io {
+            path: self.store.root().to_path_buf(),
+            source: e,
+        })?;
+        if free < self.min_free_bytes {
+            return Err(JobError::DiskFull {
+                free_mb: free >> 20,
+                watermark_mb: self.min_free_bytes >> 20,
+            });
+        }
         let (store, synth) = (self.store.clone(), self.synth.clone());
         let (derived, bytes, t3) = tokio::task::spawn_blocking(move || {
             let mut outputs = vec![(DerivedKind::SyntheticRc, output.image)];

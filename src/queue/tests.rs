@@ -490,3 +490,22 @@ fn backoff_doubles_with_jitter_up_to_the_cap() {
     let spread: std::collections::HashSet<u128> = (0..20).map(|_| p.backoff(3).as_millis()).collect();
     assert!(spread.len() > 1, "jittered");
 }
+
+#[tokio::test]
+async fn a_renewed_lease_outlives_its_term_and_expires_once_renewal_stops() {
+    let (_dir, q) = queue().await;
+    q.record_received(&instance("1.1"), Some(3)).await.unwrap();
+    let lease = Duration::from_millis(300);
+    let held = q.claim("w", lease).await.unwrap().unwrap();
+    let renewal = keep_leases(q.leases(), Kind::Job, "w".into(), vec![held.job_id], lease);
+    tokio::time::sleep(lease * 3).await;
+    assert!(q.claim("other", lease).await.unwrap().is_none(), "still held");
+    drop(renewal);
+    tokio::time::sleep(lease * 2).await;
+    let taken = q
+        .claim("other", lease)
+        .await
+        .unwrap()
+        .expect("expired once renewal stopped");
+    assert_eq!(taken.attempt, 2);
+}

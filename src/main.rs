@@ -336,8 +336,8 @@ async fn jobs(config: &Config, state: Option<State>) -> anyhow::Result<()> {
     let queue = open_queue(config).await?;
     let jobs = queue.list_jobs(state).await?;
     println!(
-        "{:>6}  {:<8}  {:>8}  {:<64}  {}",
-        "JOB", "STATE", "ATTEMPTS", "SOURCE INSTANCE", "LAST ERROR"
+        "{:>6}  {:<8}  {:>8}  {:<64}  LAST ERROR",
+        "JOB", "STATE", "ATTEMPTS", "SOURCE INSTANCE"
     );
     for j in &jobs {
         println!(
@@ -353,8 +353,8 @@ async fn jobs(config: &Config, state: Option<State>) -> anyhow::Result<()> {
     if !exports.is_empty() {
         println!();
         println!(
-            "{:>6}  {:<8}  {:>8}  {:<12}  {:<64}  {}",
-            "EXPORT", "STATE", "ATTEMPTS", "DESTINATION", "INSTANCE", "LAST ERROR"
+            "{:>6}  {:<8}  {:>8}  {:<12}  {:<64}  LAST ERROR",
+            "EXPORT", "STATE", "ATTEMPTS", "DESTINATION", "INSTANCE"
         );
         for x in &exports {
             println!(

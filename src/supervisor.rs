@@ -178,6 +178,16 @@ impl Supervisor {
     }
 }
 
+/// A supervisor dropped before or without `run` (start-up failed half-way) still stops its
+/// tasks: a blocking one would otherwise keep the runtime from shutting down.
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for stop in self.stops.values() {
+            stop.cancel();
+        }
+    }
+}
+
 fn describe(e: JoinError) -> String {
     if e.is_cancelled() {
         return "was aborted".into();
@@ -240,5 +250,26 @@ mod tests {
             .unwrap();
         assert_eq!(starts.load(Ordering::SeqCst), 3, "two panics, two replacements");
         assert_eq!(*order.lock().unwrap(), ["work", "model"]);
+    }
+
+    #[tokio::test]
+    async fn a_supervisor_dropped_without_running_stops_its_blocking_tasks() {
+        let mut sup = Supervisor::new(CancellationToken::new(), Duration::from_secs(5));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let running = Arc::new(AtomicUsize::new(0));
+        let seen = running.clone();
+        sup.spawn_blocking("model", Stage::Model, move |stop| {
+            seen.store(1, Ordering::SeqCst);
+            while !stop.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = tx.send(());
+        });
+        while running.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(sup);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the blocking task saw its stop token");
     }
 }

@@ -115,10 +115,12 @@ async fn sigterm_during_processing_exits_cleanly_and_the_work_completes_after_re
     .await;
     assert!(running >= 1, "{}", node.jobs_cli());
 
+    let signalled = std::time::Instant::now();
     node.terminate();
     let status = node
         .wait_exit(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("no exit within 60 s of SIGTERM; log:\n{}", node.log()));
+    eprintln!("exit {:?} after SIGTERM", signalled.elapsed());
     assert_eq!(status.code(), Some(0), "a clean exit: {status:?}\n{}", node.log());
     let log = node.log();
     assert!(log.contains("vcnode stopped"), "{log}");

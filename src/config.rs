@@ -494,4 +494,26 @@ mod tests {
             .to_string();
         assert!(err.contains("destinations[0].url"), "{err}");
     }
+
+    #[test]
+    fn retry_policies_come_from_jobs_and_export_and_a_cap_below_the_base_is_refused() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        let jobs = c.jobs.retry_policy();
+        assert_eq!(
+            (jobs.base, jobs.cap),
+            (Duration::from_secs(5), Duration::from_secs(300))
+        );
+        assert!(c.jobs.max_attempts >= 10, "transient faults back off for minutes");
+        assert_eq!(c.export.retry_policy().cap, Duration::from_secs(600));
+        let err = Config::load_with_env(
+            None,
+            env(&[
+                ("VCNODE__JOBS__RETRY_BASE_MS", "90000"),
+                ("VCNODE__JOBS__RETRY_CAP_S", "60"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("jobs.retry_base_ms"), "{err}");
+    }
 }

@@ -26,10 +26,11 @@ async fn a_job_that_aborts_the_process_ends_dead_and_the_scp_accepts_between_cra
     let poison = sop_instance_uid(&le[0]);
     let env = [("VCNODE_FAULT_ABORT_ON_SOURCE", poison.as_str())];
     // One worker, so that the crash takes no other job's lease with it. The backoff after a
-    // worker death (about 2 s, then 4 s) is the window in which the restarted SCP must accept.
+    // worker death (2.25 to 3 s, then 4.5 to 6 s) is the window in which the restarted SCP
+    // must accept.
     let config = write_config_with_model(
         dir.path(),
-        "[jobs]\nmax_attempts = 3\nworkers = 1\nretry_base_ms = 2000\nretry_cap_s = 4",
+        "[jobs]\nmax_attempts = 3\nworkers = 1\nretry_base_ms = 3000\nretry_cap_s = 6",
         shipped_model().to_str().unwrap(),
         "",
     );
@@ -153,4 +154,54 @@ async fn sigterm_during_processing_exits_cleanly_and_the_work_completes_after_re
     // A release is not an attempt, and a clean stop leaves no lease to expire.
     assert_eq!(count(&node, "SELECT MAX(attempts) FROM jobs").await, 1);
     assert!(!node.log().contains("worker died"), "{}", node.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_export_releases_it_without_counting_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    // A destination that accepts the TCP connection and never answers the A-ASSOCIATE-RQ:
+    // the export is in flight, held by its exporter, when SIGTERM comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let extra = format!(
+        "[jobs]\nshutdown_grace_s = 0\n[export]\ntimeout_s = 120\n\
+         [[destinations]]\nname = \"silent\"\nkind = \"dimse\"\nae_title = \"SILENT\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         [[routes]]\nfrom_ae = \"*\"\nto = [\"silent\"]\n"
+    );
+    let mut node = Node::start_processing(dir.path(), &extra, "");
+    let le = phantom_pairs(dir.path(), 92, 416, 320).remove(0).0;
+    assert_eq!(successes(&storescu(&node, "MODALITY", &[], &[le])), 1);
+    let sending = wait_count(
+        &node,
+        "SELECT COUNT(*) FROM exports WHERE state = 'running'",
+        1,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(sending, 1, "{}", node.jobs_cli());
+
+    node.terminate();
+    let status = node
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no exit within 60 s of SIGTERM; log:\n{}", node.log()));
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", node.log());
+    assert!(
+        node.log().contains("shutdown: exports released"),
+        "{}",
+        node.log()
+    );
+    let q = vcnode::queue::Queue::open(&node.data_dir).await.unwrap();
+    let (state, attempts, owner): (String, i64, Option<String>) =
+        sqlx::query_as("SELECT state, attempts, lease_owner FROM exports")
+            .fetch_one(q.pool())
+            .await
+            .unwrap();
+    q.close().await;
+    assert_eq!((state.as_str(), attempts, owner), ("queued", 0, None));
 }

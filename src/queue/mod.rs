@@ -182,9 +182,11 @@ pub enum Requeue {
 }
 
 /// The claim, lease and state changes of jobs and exports. Workers see only this, so that a
-/// queue shared by several nodes (PostgreSQL, `FOR UPDATE SKIP LOCKED`) is a second
-/// implementation of it. Every change of a leased row checks that `owner` still holds it: a
-/// worker whose lease was lost changes nothing.
+/// queue shared by several nodes is a second implementation of it: on PostgreSQL a claim is
+/// `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …` and the reaping of
+/// expired leases the same statements as here; only [`Queue::expire_leases_of_previous_run`]
+/// is single-node (it would become "the leases of this node's id"). Every change of a leased
+/// row checks that `owner` still holds it: a worker whose lease was lost changes nothing.
 #[async_trait::async_trait]
 pub trait LeaseQueue: Send + Sync {
     /// Claims the next due queued job for `owner` and counts the attempt. Expired leases are

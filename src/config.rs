@@ -89,8 +89,19 @@ pub struct ExportConfig {
     pub workers: usize,
     pub batch: usize,
     pub timeout_s: u64,
-    /// The first retry's delay; each further retry doubles it (±25 % jitter, at most 10 min).
+    /// The first retry's delay; each further retry doubles it, up to `retry_cap_s` (jitter:
+    /// up to a quarter less).
     pub retry_base_ms: u64,
+    pub retry_cap_s: u64,
+}
+
+impl ExportConfig {
+    pub fn retry_policy(&self) -> crate::queue::RetryPolicy {
+        crate::queue::RetryPolicy {
+            base: Duration::from_millis(self.retry_base_ms),
+            cap: Duration::from_secs(self.retry_cap_s),
+        }
+    }
 }
 
 impl Config {
@@ -157,6 +168,25 @@ pub struct JobsConfig {
     pub max_attempts: u32,
     pub lease_s: u64,
     pub workers: usize,
+    /// The first retry's delay; each further retry doubles it, up to `retry_cap_s`.
+    pub retry_base_ms: u64,
+    pub retry_cap_s: u64,
+    /// At shutdown, how long job and export workers may finish their current item before
+    /// they release it.
+    pub shutdown_grace_s: u64,
+}
+
+impl JobsConfig {
+    pub fn retry_policy(&self) -> crate::queue::RetryPolicy {
+        crate::queue::RetryPolicy {
+            base: Duration::from_millis(self.retry_base_ms),
+            cap: Duration::from_secs(self.retry_cap_s),
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,6 +361,17 @@ impl Config {
         if self.jobs.lease_s < 5 {
             return Err(invalid("jobs.lease_s", "must be at least 5 seconds"));
         }
+        for (key, base_ms, cap_s) in [
+            ("jobs", self.jobs.retry_base_ms, self.jobs.retry_cap_s),
+            ("export", self.export.retry_base_ms, self.export.retry_cap_s),
+        ] {
+            if base_ms == 0 || cap_s.saturating_mul(1000) < base_ms {
+                return Err(invalid(
+                    format!("{key}.retry_base_ms/retry_cap_s"),
+                    "the base must be at least 1 ms and the cap at least the base",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -480,5 +521,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("destinations[0].url"), "{err}");
+    }
+
+    #[test]
+    fn retry_policies_come_from_jobs_and_export_and_a_cap_below_the_base_is_refused() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        let jobs = c.jobs.retry_policy();
+        assert_eq!(
+            (jobs.base, jobs.cap),
+            (Duration::from_secs(5), Duration::from_secs(300))
+        );
+        assert!(c.jobs.max_attempts >= 10, "transient faults back off for minutes");
+        assert_eq!(c.export.retry_policy().cap, Duration::from_secs(600));
+        let err = Config::load_with_env(
+            None,
+            env(&[
+                ("VCNODE__JOBS__RETRY_BASE_MS", "90000"),
+                ("VCNODE__JOBS__RETRY_CAP_S", "60"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("jobs.retry_base_ms"), "{err}");
     }
 }

@@ -6,7 +6,8 @@
 //! - [`node`]: wiring of the storage SCP, the store and the queue into a running node.
 //! - [`ingest`]: the C-STORE handler: check, store durably, record, then acknowledge.
 //! - [`store`]: durable instance files under data_dir.
-//! - [`queue`]: the SQLite job queue (instances, jobs, exports; leases).
+//! - [`queue`]: the SQLite job queue (instances, jobs, exports; one lease policy).
+//! - [`supervisor`]: workers, exporters and the model thread; ordered shutdown.
 //! - [`fixture`]: synthetic DICOM mammograms for tests and benchmarks.
 //! - [`pipeline`]: workers and the model thread: LE instance → derived instance.
 //! - [`derive`]: the derived Secondary Capture instance, tagged as AI-generated.
@@ -27,4 +28,5 @@ pub mod pixels;
 pub mod queue;
 pub mod research;
 pub mod store;
+pub mod supervisor;
 pub mod uid;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vcnode::config::Config;
 use vcnode::fixture::{mammogram, MammogramSpec};
-use vcnode::queue::Queue;
+use vcnode::queue::{Kind, LeaseQueue, Queue, Requeue, State};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,11 +28,19 @@ enum Command {
     Serve,
     /// Print the torch version, whether CUDA is usable and the device inference would use.
     Doctor,
-    /// List jobs and their states.
+    /// List jobs and exports and their states; `jobs retry` queues dead jobs again.
+    #[command(args_conflicts_with_subcommands = true)]
     Jobs {
-        /// Only jobs in this state (queued, running, done, failed, dead).
+        /// Only jobs in this state (queued, running, done, dead).
         #[arg(long)]
-        state: Option<String>,
+        state: Option<State>,
+        #[command(subcommand)]
+        action: Option<JobsAction>,
+    },
+    /// Exports (listed by `vcnode jobs`): `exports retry` queues dead exports again.
+    Exports {
+        #[command(subcommand)]
+        action: ExportsAction,
     },
     /// Write a CESM phantom data set: paired LE and RC DICOM files, lesion boxes, pairs.csv.
     Phantom {
@@ -89,6 +97,28 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum JobsAction {
+    /// Queue a dead job (or all dead jobs) again with a fresh attempt count.
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportsAction {
+    /// Queue a dead export (or all dead exports) again with a fresh attempt count.
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RetryArgs {
+    /// The job or export number, as `vcnode jobs` lists it.
+    #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+    id: Option<i64>,
+    /// Every dead one.
+    #[arg(long)]
+    dead: bool,
+}
+
+#[derive(Debug, Subcommand)]
 enum DestinationsAction {
     /// C-ECHO each DIMSE destination, query each DICOMweb one.
     Check,
@@ -109,9 +139,18 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(vcnode::node::serve(config))
         }
         Command::Doctor => doctor(&load(cli.config.as_deref())?),
-        Command::Jobs { state } => {
+        Command::Jobs { state, action } => {
             let config = load(cli.config.as_deref())?;
-            runtime()?.block_on(jobs(&config, state.as_deref()))
+            match action {
+                None => runtime()?.block_on(jobs(&config, state)),
+                Some(JobsAction::Retry(args)) => runtime()?.block_on(retry(&config, Kind::Job, &args)),
+            }
+        }
+        Command::Exports {
+            action: ExportsAction::Retry(args),
+        } => {
+            let config = load(cli.config.as_deref())?;
+            runtime()?.block_on(retry(&config, Kind::Export, &args))
         }
         Command::Phantom {
             out,
@@ -260,14 +299,41 @@ fn doctor(config: &Config) -> anyhow::Result<()> {
     report.resolved.map(|_| ()).map_err(|e| anyhow::anyhow!(e))
 }
 
-async fn jobs(config: &Config, state: Option<&str>) -> anyhow::Result<()> {
+/// The node's job database, which must exist already.
+async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
     let db = config.node.data_dir.join(vcnode::queue::DB_FILE);
     anyhow::ensure!(
         db.exists(),
         "no job database at {} (has the node run with this data_dir?)",
         db.display()
     );
-    let queue = Queue::open(&config.node.data_dir).await?;
+    Ok(Queue::open(&config.node.data_dir).await?)
+}
+
+async fn retry(config: &Config, kind: Kind, args: &RetryArgs) -> anyhow::Result<()> {
+    let queue = open_queue(config).await?;
+    let what = match kind {
+        Kind::Job => "job",
+        Kind::Export => "export",
+    };
+    let which = match args.id {
+        Some(id) => Requeue::One(id),
+        None => Requeue::AllDead,
+    };
+    let n = queue.requeue(kind, which).await?;
+    queue.close().await;
+    match which {
+        Requeue::One(id) => {
+            anyhow::ensure!(n == 1, "no dead or queued {what} {id}");
+            println!("{what} {id} queued again");
+        }
+        Requeue::AllDead => println!("{n} dead {what}(s) queued again"),
+    }
+    Ok(())
+}
+
+async fn jobs(config: &Config, state: Option<State>) -> anyhow::Result<()> {
+    let queue = open_queue(config).await?;
     let jobs = queue.list_jobs(state).await?;
     println!(
         "{:>6}  {:<8}  {:>8}  {:<64}  LAST ERROR",

@@ -1,4 +1,5 @@
-//! A running node: the storage SCP wired to the instance store and the job queue.
+//! A running node: the storage SCP wired to the instance store and the job queue, with the
+//! workers under one supervisor.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vcnode_models::model::RcModel;
 use vcnode_scp::{Peer, ScpConfig, StorageScp};
@@ -20,6 +22,7 @@ use crate::ingest::Ingest;
 use crate::pipeline::{Inference, Pipeline};
 use crate::queue::Queue;
 use crate::store::InstanceStore;
+use crate::supervisor::{Stage, Supervisor};
 
 /// Transfer syntaxes offered to senders, in order of preference. Only those whose pixel data
 /// this build can decode are accepted (`can_decode_all`), so every accepted image can be
@@ -82,11 +85,21 @@ pub fn scp_config(config: &Config) -> ScpConfig {
     }
 }
 
-/// Runs the node until SIGINT or SIGTERM.
+/// Runs the node until SIGINT or SIGTERM, then shuts down in order: the SCP stops accepting and
+/// drains its associations (bounded), workers finish their item or release its lease, the model
+/// thread stops, and only then the database closes.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Patient data: whatever the node creates (files, folders, the database and its journal)
     // is for its own user only.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // Registered first, so that a signal that arrives during start-up is not lost.
+    let shutdown = CancellationToken::new();
+    let signals = shutdown_signal(shutdown.clone())?;
+    // Whatever path leaves this function, the supervised tasks are told to stop.
+    let _stop_all = shutdown.clone().drop_guard();
+
+    #[cfg(feature = "fault-hooks")]
+    warn!("this is a test build: it has fault hooks that can abort the process (feature fault-hooks)");
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
@@ -95,9 +108,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let queue = Queue::open(data_dir)
         .await
         .context("cannot open the job database")?;
+    let orphaned = queue.expire_leases_of_previous_run().await?;
+    if orphaned > 0 {
+        warn!(
+            leases = orphaned,
+            "leases left by a previous run that did not stop cleanly: each counts as a worker death"
+        );
+    }
     let counts = queue.job_counts().await?;
     info!(data_dir = %data_dir.display(), jobs = ?counts, "store and queue open");
 
+    let scp = scp_config(&config);
+    let addr = SocketAddr::new(config.node.bind, config.node.dimse_port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+
+    let grace = config.jobs.shutdown_grace();
+    let mut supervisor = Supervisor::new(shutdown.clone(), grace + Duration::from_secs(5));
     let device = vcnode_models::device::resolve(config.inference.device).context("[inference] device")?;
     info!(device = ?device, "inference device");
     let wake = Arc::new(Notify::new());
@@ -106,30 +134,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let model = RcModel::load(&manifest, device)
                 .with_context(|| format!("[inference] model {}", manifest.display()))?;
             info!(model = %model.manifest.model_id(), manifest = %manifest.display(), "generator loaded");
+            let spec = model.manifest.input;
+            let synth = Synthesizer {
+                model_id: model.manifest.model_id(),
+                weights_sha256: model.manifest.weights.sha256.clone(),
+                burn_in_label: config.inference.burn_in_label,
+            };
+            let (inference, model_thread) = Inference::new(
+                model,
+                config.inference.max_batch,
+                Duration::from_millis(config.inference.max_wait_ms),
+            );
+            supervisor.spawn_blocking("model thread", Stage::Model, move |stop| model_thread.run(stop));
             let pipeline = Pipeline {
-                queue: queue.clone(),
+                queue: queue.leases(),
                 store: store.clone(),
-                spec: model.manifest.input,
-                synth: Synthesizer {
-                    model_id: model.manifest.model_id(),
-                    weights_sha256: model.manifest.weights.sha256.clone(),
-                    burn_in_label: config.inference.burn_in_label,
-                },
-                inference: Inference::spawn(
-                    model,
-                    config.inference.max_batch,
-                    Duration::from_millis(config.inference.max_wait_ms),
-                ),
+                spec,
+                synth,
+                inference,
                 lease: Duration::from_secs(config.jobs.lease_s),
+                retry: config.jobs.retry_policy(),
+                shutdown_grace: grace,
                 attention_map: config.inference.attention_map,
                 routes: {
                     let config = config.clone();
                     Arc::new(move |ae: Option<&str>| config.destinations_for(ae))
                 },
                 export_max_attempts: config.export.max_attempts,
+                min_free_bytes: config.storage.min_free_mb.saturating_mul(1 << 20),
                 wake: wake.clone(),
             };
-            Arc::new(pipeline).start(config.jobs.workers);
+            Arc::new(pipeline).start(&mut supervisor, config.jobs.workers);
         }
         None => warn!("[inference] model is empty: images are stored and queued, not processed"),
     }
@@ -138,19 +173,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         warn!("no [[peers]] configured: every association will be rejected");
     }
     if !config.destinations.is_empty() {
-        Arc::new(Exporter::new(&config, queue.clone())?).start(config.export.workers);
+        Arc::new(Exporter::new(&config, queue.leases())?).start(&mut supervisor, config.export.workers);
         info!(
             destinations = config.destinations.len(),
             routes = config.routes.len(),
             "export workers started"
         );
     }
-    let scp = scp_config(&config);
+    let supervised = tokio::spawn(supervisor.run());
+
     info!(transfer_syntaxes = ?scp.transfer_syntaxes, "accepted transfer syntaxes");
-    let addr = SocketAddr::new(config.node.bind, config.node.dimse_port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     info!(ae_title = %config.node.ae_title, %local, "DIMSE storage SCP listening");
     // A plain line on stdout for scripts and tests that start the node on port 0.
@@ -166,19 +198,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         wake,
         in_flight: Default::default(),
     });
-    StorageScp::new(scp, handler)
-        .serve(listener, shutdown_signal())
-        .await?;
+    let served = StorageScp::new(scp, handler)
+        .serve(listener, shutdown.clone().cancelled_owned())
+        .await;
+    // The SCP has drained (or failed): the workers stop now if they have not yet.
+    shutdown.cancel();
+    signals.abort();
+    if let Err(e) = supervised.await {
+        warn!(error = %e, "the supervisor ended abnormally");
+    }
     queue.close().await;
+    served?;
     info!("vcnode stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Cancels `shutdown` at the first SIGINT or SIGTERM.
+fn shutdown_signal(shutdown: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-    }
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => info!("SIGINT: shutting down"),
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+        }
+        shutdown.cancel();
+    }))
 }

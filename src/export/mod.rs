@@ -12,10 +12,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, DestinationConfig, DestinationKind};
-use crate::queue::{ExportBatch, ExportItem, Queue};
+use crate::queue::{keep_leases, ExportBatch, ExportItem, Kind, LeaseQueue, RetryPolicy, State};
+use crate::supervisor::{Stage, Supervisor};
 
 /// What a destination said about one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,19 +30,21 @@ pub enum Outcome {
 
 /// Shared state of the export workers.
 pub struct Exporter {
-    pub queue: Queue,
+    pub queue: Arc<dyn LeaseQueue>,
     pub data_dir: PathBuf,
     pub destinations: HashMap<String, DestinationConfig>,
     pub calling_ae_title: String,
     pub max_age: Duration,
     pub batch: usize,
     pub timeout: Duration,
-    pub retry_base: Duration,
+    pub retry: RetryPolicy,
+    /// At shutdown, how long a batch may finish before its leases are released.
+    pub shutdown_grace: Duration,
     pub http: reqwest::Client,
 }
 
 impl Exporter {
-    pub fn new(config: &Config, queue: Queue) -> anyhow::Result<Exporter> {
+    pub fn new(config: &Config, queue: Arc<dyn LeaseQueue>) -> anyhow::Result<Exporter> {
         let timeout = Duration::from_secs(config.export.timeout_s);
         Ok(Exporter {
             queue,
@@ -54,35 +58,87 @@ impl Exporter {
             max_age: Duration::from_secs(config.export.max_age_s),
             batch: config.export.batch,
             timeout,
-            retry_base: Duration::from_millis(config.export.retry_base_ms),
+            retry: config.export.retry_policy(),
+            shutdown_grace: config.jobs.shutdown_grace(),
             http: reqwest::Client::builder().timeout(timeout).build()?,
         })
     }
 
-    pub fn start(self: Arc<Self>, workers: usize) {
+    /// Starts `workers` export loops under the supervisor, which replaces one that panics.
+    pub fn start(self: Arc<Self>, supervisor: &mut Supervisor, workers: usize) {
         for w in 0..workers.max(1) {
             let e = self.clone();
-            let owner = format!("{}-x{w}", uuid::Uuid::new_v4().simple());
-            tokio::spawn(async move { e.worker(owner).await });
+            supervisor.spawn(format!("export worker {w}"), Stage::Work, move |stop| {
+                let e = e.clone();
+                let owner = format!("{}-x{w}", uuid::Uuid::new_v4().simple());
+                async move { e.worker(owner, stop).await }
+            });
         }
     }
 
-    async fn worker(&self, owner: String) {
-        let lease = self.timeout * 4;
-        loop {
-            match self.queue.claim_exports(&owner, lease, self.batch).await {
-                Ok(Some(batch)) => self.send(batch).await,
-                Ok(None) => tokio::time::sleep(Duration::from_millis(250)).await,
+    /// The lease on a batch; renewed while it is sent, so it expires only if the process dies.
+    fn lease(&self) -> Duration {
+        (self.timeout * 4).max(Duration::from_secs(15))
+    }
+
+    async fn worker(&self, owner: String, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            // Not raced against `stop`: a claim dropped mid-commit would leave leases behind.
+            let pause = match self
+                .queue
+                .claim_exports(&owner, self.lease(), self.batch, &self.retry)
+                .await
+            {
+                Ok(Some(batch)) => {
+                    self.deliver(batch, &stop).await;
+                    continue;
+                }
+                Ok(None) => Duration::from_millis(250),
                 Err(e) => {
                     warn!(error = %e, "cannot claim exports");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Duration::from_secs(1)
                 }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
 
-    async fn send(&self, batch: ExportBatch) {
-        let outcomes = match self.destinations.get(&batch.destination) {
+    /// Sends a claimed batch and records each instance's outcome; at shutdown, finishes within
+    /// the grace period or releases the batch.
+    async fn deliver(&self, batch: ExportBatch, stop: &CancellationToken) {
+        let ids: Vec<i64> = batch.items.iter().map(|i| i.id).collect();
+        let renewal = keep_leases(
+            self.queue.clone(),
+            Kind::Export,
+            batch.owner.clone(),
+            ids.clone(),
+            self.lease(),
+        );
+        let sending = self.send(&batch);
+        tokio::pin!(sending);
+        let outcomes = tokio::select! {
+            o = &mut sending => Some(o),
+            _ = stop.cancelled() => tokio::time::timeout(self.shutdown_grace, &mut sending).await.ok(),
+        };
+        drop(renewal);
+        match outcomes {
+            Some(outcomes) => {
+                for (item, outcome) in batch.items.iter().zip(outcomes) {
+                    self.record(&batch, item, outcome).await;
+                }
+            }
+            None => match self.queue.release(Kind::Export, &batch.owner, &ids).await {
+                Ok(n) => info!(destination = %batch.destination, released = n, "shutdown: exports released"),
+                Err(e) => warn!(error = %e, "shutdown: cannot release exports; their leases will expire"),
+            },
+        }
+    }
+
+    async fn send(&self, batch: &ExportBatch) -> Vec<Outcome> {
+        match self.destinations.get(&batch.destination) {
             None => batch
                 .items
                 .iter()
@@ -103,9 +159,6 @@ impl Exporter {
                     }
                 }
             }
-        };
-        for (item, outcome) in batch.items.iter().zip(outcomes) {
-            self.record(&batch, item, outcome).await;
         }
     }
 
@@ -120,19 +173,28 @@ impl Exporter {
                     .map(|_| ())
             }
             Outcome::Failed { reason, permanent } => {
+                let too_old = crate::queue::now_ms() - item.created_at > self.max_age.as_millis() as i64;
+                let reason = if too_old && !permanent {
+                    format!("{reason} (older than export.max_age_s)")
+                } else {
+                    reason.clone()
+                };
+                let backoff = self.retry.backoff(item.attempt);
                 let state = self
                     .queue
-                    .export_failed(
-                        item,
+                    .fail(
+                        Kind::Export,
                         &batch.owner,
-                        reason,
-                        backoff(self.retry_base, item.attempt),
-                        *permanent,
-                        self.max_age,
+                        item.id,
+                        &reason,
+                        *permanent || too_old,
+                        backoff,
                     )
                     .await;
                 if let Ok(state) = &state {
-                    warn!(destination = %dest, instance = %item.instance_uid, attempt = item.attempt, state = %state, %reason, "export failed");
+                    warn!(destination = %dest, instance = %item.instance_uid, attempt = item.attempt,
+                          state = state.map(State::as_str).unwrap_or("lease lost"),
+                          retry_in_s = backoff.as_secs(), %reason, "export failed");
                 }
                 state.map(|_| ())
             }
@@ -141,17 +203,6 @@ impl Exporter {
             warn!(error = %e, "cannot record an export outcome");
         }
     }
-}
-
-/// Exponential backoff with ±25 % jitter, so that retries after an outage spread out.
-fn backoff(first: Duration, attempt: i64) -> Duration {
-    let base = (first.as_secs_f64() * 2f64.powi((attempt - 1).clamp(0, 20) as i32)).min(600.0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = 0.75 + 0.5 * (nanos % 1000) as f64 / 1000.0;
-    Duration::from_secs_f64(base * jitter)
 }
 
 /// `vcnode destinations check`: C-ECHO or a QIDO-RS request per destination.
@@ -170,17 +221,4 @@ pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
         out.push((d.name.clone(), r));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let first = std::time::Duration::from_secs(2);
-        let b1 = super::backoff(first, 1).as_secs_f64();
-        let b5 = super::backoff(first, 5).as_secs_f64();
-        assert!((1.5..=2.5).contains(&b1), "{b1}");
-        assert!(b5 > b1 * 8.0);
-        assert!(super::backoff(first, 40).as_secs_f64() <= 750.0);
-    }
 }

@@ -1,11 +1,14 @@
 //! The model thread: one per device, owning the model (tch modules are not Sync), batching the
-//! requests that are waiting (up to `max_batch`, waiting at most `max_wait` for more).
+//! requests that are waiting (up to `max_batch`, waiting at most `max_wait` for more). It runs
+//! under the supervisor ([`ModelThread::run`] on the blocking pool): one that panics is replaced
+//! and takes the model and the waiting requests over.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tch::Tensor;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use vcnode_models::model::RcModel;
 
@@ -22,25 +25,45 @@ pub struct Synthesized {
     pub attention: Option<Tensor>,
 }
 
+/// Why a request got no answer; both are transient (the job is retried later).
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error("the model thread has stopped")]
+    Stopped,
+    #[error("the model thread dropped the request (its batch failed, or the thread is restarting)")]
+    Dropped,
+}
+
 /// A handle to the model thread; cheap to clone.
 #[derive(Clone)]
 pub struct Inference {
     tx: mpsc::Sender<Request>,
 }
 
+/// What the model thread owns, shared with its replacement should it panic.
+pub struct ModelThread {
+    // Held by one run at a time; a panicked run poisons them, its replacement takes them anyway.
+    model: Mutex<RcModel>,
+    rx: Mutex<mpsc::Receiver<Request>>,
+    max_batch: usize,
+    max_wait: Duration,
+}
+
 impl Inference {
-    /// Starts the model thread.
-    pub fn spawn(model: RcModel, max_batch: usize, max_wait: Duration) -> Inference {
+    /// The handle and the model thread's body, which the caller runs (under the supervisor).
+    pub fn new(model: RcModel, max_batch: usize, max_wait: Duration) -> (Inference, Arc<ModelThread>) {
         let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("vcnode-inference".into())
-            .spawn(move || run(model, rx, max_batch.max(1), max_wait))
-            .expect("spawn the inference thread");
-        Inference { tx }
+        let thread = ModelThread {
+            model: Mutex::new(model),
+            rx: Mutex::new(rx),
+            max_batch: max_batch.max(1),
+            max_wait,
+        };
+        (Inference { tx }, Arc::new(thread))
     }
 
     /// Synthesizes RC for one normalized input [1, 1, H, W].
-    pub async fn synthesize(&self, input: Tensor, attention: bool) -> anyhow::Result<Synthesized> {
+    pub async fn synthesize(&self, input: Tensor, attention: bool) -> Result<Synthesized, InferenceError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request {
@@ -48,15 +71,35 @@ impl Inference {
                 attention,
                 reply,
             })
-            .map_err(|_| anyhow::anyhow!("the inference thread has stopped"))?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("the inference thread dropped the request"))
+            .map_err(|_| InferenceError::Stopped)?;
+        rx.await.map_err(|_| InferenceError::Dropped)
     }
 }
 
-fn run(model: RcModel, rx: mpsc::Receiver<Request>, max_batch: usize, max_wait: Duration) {
+impl ModelThread {
+    /// Serves requests until `stop` is cancelled (blocking). The supervisor cancels it after
+    /// the workers have stopped, so that their last requests are answered.
+    pub fn run(&self, stop: CancellationToken) {
+        let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        run(&model, &rx, self.max_batch, self.max_wait, &stop);
+    }
+}
+
+fn run(
+    model: &RcModel,
+    rx: &mpsc::Receiver<Request>,
+    max_batch: usize,
+    max_wait: Duration,
+    stop: &CancellationToken,
+) {
     info!(model = %model.manifest.model_id(), device = ?model.device, max_batch, "inference thread ready");
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) if !stop.is_cancelled() => continue,
+            Err(_) => break,
+        };
         let mut batch = vec![first];
         let deadline = Instant::now() + max_wait;
         while batch.len() < max_batch {

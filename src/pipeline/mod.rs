@@ -1,10 +1,11 @@
 //! The processing pipeline: from a queued LE instance to a stored derived instance.
 //!
-//! Workers claim jobs under a lease that they renew while working. Decoding and
-//! preprocessing, and postprocessing and encoding, run on the blocking pool; inference runs on
-//! one model thread that batches ([`inference`]). A failure is retried with exponential
-//! backoff until the job's attempts are spent, then the job is dead with its reason; an input
-//! that cannot be decoded is dead at once. Derived UIDs are deterministic, so a job redone after
+//! Workers, under the [`Supervisor`], claim jobs from the [`LeaseQueue`] under a lease that they
+//! renew while working. Decoding and preprocessing, and postprocessing and encoding, run on the
+//! blocking pool; inference runs on one model thread that batches ([`inference`]). A failure is
+//! a [`JobError`]: a transient one is retried with exponential backoff until the job's attempts
+//! are spent, then the job is dead with its reason; an input that cannot be decoded is dead at
+//! once. At shutdown a worker finishes its job within a grace period or releases it. Derived UIDs are deterministic, so a job redone after
 //! a crash yields the same instance, recorded once.
 
 pub mod inference;
@@ -18,14 +19,16 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 use tch::Tensor;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vcnode_models::preprocess::{plan, restore, to_model, Geometry, InputSpec};
 
 use crate::derive::{self, DerivedKind, Synthesizer, SyntheticRc};
 use crate::pixels::{self, WindowSource};
-use crate::queue::{JobLease, NewInstance, Queue};
-use crate::store::InstanceStore;
-pub use inference::Inference;
+use crate::queue::{keep_leases, JobLease, Kind, LeaseQueue, NewInstance, QueueError, RetryPolicy, State};
+use crate::store::{InstanceStore, StoreError};
+use crate::supervisor::{Stage, Supervisor};
+pub use inference::{Inference, InferenceError};
 
 /// Where the derived files go under data_dir.
 pub const DERIVED_DIR: &str = "derived";
@@ -38,22 +41,56 @@ pub struct PreparedSource {
     pub window_note: String,
 }
 
-/// Why a job failed, and whether trying again can help.
-#[derive(Debug)]
-pub struct JobFailure {
-    pub message: String,
-    pub permanent: bool,
+/// Why a job failed, typed up to where the worker decides between retrying and `dead`
+/// ([`JobError::is_permanent`]).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    // Permanent: the same input fails the same way every time.
+    #[error("source instance row missing")]
+    SourceMissing,
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("cannot decode the image: {0}")]
+    Undecodable(String),
+    #[error("cannot build the derived instance: {0:#}")]
+    Derive(anyhow::Error),
+    // Transient: the node, not the input, is the problem; retried with backoff for minutes.
+    #[error("job database: {0}")]
+    Database(#[from] QueueError),
+    #[error("model thread: {0}")]
+    Inference(#[from] InferenceError),
+    #[error("cannot store the derived instance: {0}")]
+    Store(#[from] StoreError),
+    #[error("data_dir is below its free-space watermark ({free_mb} MiB free, needs {watermark_mb} MiB)")]
+    DiskFull { free_mb: u64, watermark_mb: u64 },
+    #[error("worker task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl JobError {
+    /// True when trying again cannot help: the job is dead at once.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            JobError::SourceMissing
+            | JobError::Unreadable { .. }
+            | JobError::Undecodable(_)
+            | JobError::Derive(_) => true,
+            JobError::Database(_)
+            | JobError::Inference(_)
+            | JobError::Store(_)
+            | JobError::DiskFull { .. }
+            | JobError::Task(_) => false,
+        }
+    }
 }
 
 /// Decode and preprocess an LE file (blocking).
-pub fn prepare_source(path: &Path, spec: &InputSpec) -> Result<PreparedSource, JobFailure> {
-    let permanent = |message: String| JobFailure {
-        message,
-        permanent: true,
-    };
-    let source = dicom_object::open_file(path)
-        .map_err(|e| permanent(format!("cannot read {}: {e}", path.display())))?;
-    let image = pixels::decode(&source).map_err(|e| permanent(e.to_string()))?;
+pub fn prepare_source(path: &Path, spec: &InputSpec) -> Result<PreparedSource, JobError> {
+    let source = dicom_object::open_file(path).map_err(|e| JobError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let image = pixels::decode(&source).map_err(|e| JobError::Undecodable(e.to_string()))?;
     let windowed = image.windowed();
     let geometry = plan(&windowed, image.rows, image.cols, spec);
     let window_note = match image.window_source {
@@ -117,105 +154,148 @@ pub type Routes = Arc<dyn Fn(Option<&str>) -> Vec<String> + Send + Sync>;
 
 /// Shared state of the workers.
 pub struct Pipeline {
-    pub queue: Queue,
+    pub queue: Arc<dyn LeaseQueue>,
     pub store: InstanceStore,
     pub inference: Inference,
     pub spec: InputSpec,
     pub synth: Synthesizer,
     pub lease: Duration,
+    pub retry: RetryPolicy,
+    /// At shutdown, how long a worker may finish its job before it releases the lease.
+    pub shutdown_grace: Duration,
     /// Also make the attention-map series.
     pub attention_map: bool,
     /// Routes: the destinations for results of images from a calling AE title.
     pub routes: Routes,
     pub export_max_attempts: u32,
+    /// Derived files are not written below this much free space (`storage.min_free_mb`), the
+    /// watermark below which ingest refuses new instances.
+    pub min_free_bytes: u64,
     /// Woken by ingest when a job is queued.
     pub wake: Arc<Notify>,
 }
 
 impl Pipeline {
-    /// Runs `workers` claim loops until the process ends.
-    pub fn start(self: Arc<Self>, workers: usize) {
+    /// Starts `workers` claim loops under the supervisor, which replaces one that panics.
+    pub fn start(self: Arc<Self>, supervisor: &mut Supervisor, workers: usize) {
         for w in 0..workers.max(1) {
             let p = self.clone();
-            let owner = format!("{}-w{w}", uuid::Uuid::new_v4().simple());
-            tokio::spawn(async move { p.worker(owner).await });
+            supervisor.spawn(format!("job worker {w}"), Stage::Work, move |stop| {
+                let p = p.clone();
+                // A new owner per incarnation: a replaced worker never renews its predecessor's lease.
+                let owner = format!("{}-w{w}", uuid::Uuid::new_v4().simple());
+                async move { p.worker(owner, stop).await }
+            });
         }
     }
 
-    async fn worker(&self, owner: String) {
-        loop {
-            match self.queue.claim(&owner, self.lease).await {
-                Ok(Some(lease)) => self.run_job(lease).await,
+    async fn worker(&self, owner: String, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            // Not raced against `stop`: a claim dropped mid-commit would leave a lease behind.
+            match self.queue.claim_job(&owner, self.lease, &self.retry).await {
+                Ok(Some(lease)) => self.run_job(lease, &stop).await,
                 Ok(None) => {
                     // Sleep until ingest queues a job, or poll for retries coming due.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()) => {}
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot claim jobs");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
             }
         }
     }
 
-    async fn run_job(&self, lease: JobLease) {
+    async fn run_job(&self, lease: JobLease, stop: &CancellationToken) {
         let job = lease.job_id;
-        // Renew the lease while working, so that no other worker takes the job over.
-        let renewer = {
-            let (queue, mut held, every) = (self.queue.clone(), lease.clone(), self.lease / 3);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    if !matches!(queue.renew(&mut held, every * 3).await, Ok(true)) {
-                        break;
-                    }
-                }
-            })
+        // Renewed while working, so that the lease expires only if this process dies.
+        let renewal = keep_leases(
+            self.queue.clone(),
+            Kind::Job,
+            lease.owner.clone(),
+            vec![job],
+            self.lease,
+        );
+        let work = self.process(&lease);
+        tokio::pin!(work);
+        let result = tokio::select! {
+            r = &mut work => Some(r),
+            // Shutdown: finish within the grace period, or give the job back.
+            _ = stop.cancelled() => tokio::time::timeout(self.shutdown_grace, &mut work).await.ok(),
         };
-        let result = self.process(&lease).await;
-        renewer.abort();
-        match result {
-            Ok(()) => {}
-            Err(f) => {
-                let backoff = Duration::from_secs(2u64.saturating_pow(lease.attempt as u32).min(300));
-                match self.queue.fail(&lease, &f.message, backoff, f.permanent).await {
-                    Ok(state) => {
-                        warn!(job, attempt = lease.attempt, state = %state, reason = %f.message, "job failed")
-                    }
-                    Err(e) => warn!(job, error = %e, "cannot record a job failure"),
-                }
+        drop(renewal);
+        let release = match &result {
+            None => true,
+            // A transient failure during shutdown is the shutdown's doing (the model thread
+            // stopping, say): not an attempt.
+            Some(Err(e)) => stop.is_cancelled() && !e.is_permanent(),
+            Some(Ok(())) => false,
+        };
+        if release {
+            match self.queue.release(Kind::Job, &lease.owner, &[job]).await {
+                Ok(_) => info!(job, "shutdown: job released, to be done after the restart"),
+                Err(e) => warn!(job, error = %e, "shutdown: cannot release a job; its lease will expire"),
+            }
+            return;
+        }
+        if let Some(Err(e)) = result {
+            let reason = e.to_string();
+            let backoff = self.retry.backoff(lease.attempt);
+            match self
+                .queue
+                .fail(Kind::Job, &lease.owner, job, &reason, e.is_permanent(), backoff)
+                .await
+            {
+                Ok(state) => warn!(
+                    job,
+                    attempt = lease.attempt,
+                    max_attempts = lease.max_attempts,
+                    permanent = e.is_permanent(),
+                    state = state.map(State::as_str).unwrap_or("lease lost"),
+                    retry_in_s = backoff.as_secs(),
+                    %reason,
+                    "job failed"
+                ),
+                Err(e) => warn!(job, error = %e, "cannot record a job failure"),
             }
         }
     }
 
-    async fn process(&self, lease: &JobLease) -> Result<(), JobFailure> {
-        let retry = |message: String| JobFailure {
-            message,
-            permanent: false,
-        };
+    async fn process(&self, lease: &JobLease) -> Result<(), JobError> {
+        #[cfg(feature = "fault-hooks")]
+        fault_hooks::abort_if_poison(lease);
         let t0 = Instant::now();
         let (rel, calling_ae) = self
             .queue
-            .instance_source(&lease.source_uid)
-            .await
-            .map_err(|e| retry(e.to_string()))?
-            .ok_or_else(|| JobFailure {
-                message: "source instance row missing".into(),
-                permanent: true,
-            })?;
+            .job_source(lease)
+            .await?
+            .ok_or(JobError::SourceMissing)?;
         let destinations = (self.routes)(calling_ae.as_deref());
         let path = self.store.root().join(rel);
         let spec = self.spec;
-        let prepared = tokio::task::spawn_blocking(move || prepare_source(&path, &spec))
-            .await
-            .map_err(|e| retry(e.to_string()))??;
+        let prepared = tokio::task::spawn_blocking(move || prepare_source(&path, &spec)).await??;
         let t1 = Instant::now();
         let output = self
             .inference
             .synthesize(prepared.input.shallow_clone(), self.attention_map)
-            .await
-            .map_err(|e| retry(e.to_string()))?;
+            .await?;
         let t2 = Instant::now();
+        let free = self.store.free_bytes().map_err(|e| StoreError::Io {
+            path: self.store.root().to_path_buf(),
+            source: e,
+        })?;
+        if free < self.min_free_bytes {
+            return Err(JobError::DiskFull {
+                free_mb: free >> 20,
+                watermark_mb: self.min_free_bytes >> 20,
+            });
+        }
         let (store, synth) = (self.store.clone(), self.synth.clone());
         let (derived, bytes, t3) = tokio::task::spawn_blocking(move || {
             let mut outputs = vec![(DerivedKind::SyntheticRc, output.image)];
@@ -223,17 +303,19 @@ impl Pipeline {
             let objects = outputs
                 .iter()
                 .map(|(kind, t)| derive_instance(&prepared, t, &spec, &synth, *kind))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .collect::<anyhow::Result<Vec<_>>>()
+                .map_err(JobError::Derive)?;
             let t3 = Instant::now();
             let mut rows = Vec::new();
             let mut total = 0;
             for obj in &objects {
-                let derived = derived_record(obj)?;
+                let derived = derived_record(obj).map_err(JobError::Derive)?;
                 let mut bytes = Vec::new();
                 obj.write_dataset_with_ts(
                     &mut bytes,
                     &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
-                )?;
+                )
+                .map_err(|e| JobError::Derive(e.into()))?;
                 let size = store.write_part10(Path::new(&derived.path), obj.meta(), &bytes)?;
                 total += size;
                 rows.push(NewInstance {
@@ -241,11 +323,9 @@ impl Pipeline {
                     ..derived
                 });
             }
-            Ok::<_, anyhow::Error>((rows, total, t3))
+            Ok::<_, JobError>((rows, total, t3))
         })
-        .await
-        .map_err(|e| retry(e.to_string()))?
-        .map_err(|e| retry(format!("{e:#}")))?;
+        .await??;
         let t4 = Instant::now();
         let recorded = self
             .queue
@@ -256,8 +336,7 @@ impl Pipeline {
                 &destinations,
                 self.export_max_attempts,
             )
-            .await
-            .map_err(|e| retry(e.to_string()))?;
+            .await?;
         if !recorded {
             warn!(
                 job = lease.job_id,
@@ -277,6 +356,24 @@ impl Pipeline {
             "derived instance stored"
         );
         Ok(())
+    }
+}
+
+/// Test-only faults, compiled with the `fault-hooks` feature (`cargo test` turns it on through
+/// the crate's dev-dependency on itself; release builds never have it).
+#[cfg(feature = "fault-hooks")]
+mod fault_hooks {
+    /// `VCNODE_FAULT_ABORT_ON_SOURCE=<SOP Instance UID>`: abort the whole process, as a crash in
+    /// a codec or an out-of-memory kill would, when that instance's job is processed.
+    pub fn abort_if_poison(lease: &crate::queue::JobLease) {
+        if std::env::var("VCNODE_FAULT_ABORT_ON_SOURCE").is_ok_and(|uid| uid == lease.source_uid) {
+            tracing::error!(
+                job = lease.job_id,
+                attempt = lease.attempt,
+                "fault hook: aborting the process"
+            );
+            std::process::abort();
+        }
     }
 }
 
@@ -319,8 +416,7 @@ pub fn process_files(
     let spec = model.manifest.input;
     let mut written = Vec::new();
     for file in files {
-        let prepared =
-            prepare_source(file, &spec).map_err(|f| anyhow::anyhow!("{}: {}", file.display(), f.message))?;
+        let prepared = prepare_source(file, &spec).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let output = model.synthesize(&prepared.input).get(0);
         let obj = derive_instance(&prepared, &output, &spec, synth, DerivedKind::SyntheticRc)
             .with_context(|| file.display().to_string())?;

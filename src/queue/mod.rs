@@ -1,19 +1,30 @@
-//! The durable job queue in SQLite: instances, jobs and (later) exports.
+//! The durable queue in SQLite: instances, jobs and exports.
 //!
 //! The database lives at `data_dir/vcnode.sqlite`, in WAL mode with `synchronous = FULL`: a
 //! committed row survives a crash and a power cut, which is what lets the SCP acknowledge.
-//! Jobs are claimed with one atomic `UPDATE … RETURNING`, under a lease that the worker renews;
-//! a job whose lease expired (its worker died) is claimable again.
+//!
+//! Jobs and exports are the two kinds of leased work and follow one policy, behind one
+//! interface ([`LeaseQueue`]; this SQLite implementation is [`Queue`]): a [`State`] per row, an
+//! atomic claim (`BEGIN IMMEDIATE`, so two claimers never race into SQLITE_BUSY) that counts an
+//! attempt, a lease renewed while the work runs ([`keep_leases`]), exponential backoff with
+//! jitter ([`RetryPolicy::backoff`]) and `dead` with the reason once the attempts are spent.
+//! A lease that expires counts as an attempt too: its worker died (abort, out of memory,
+//! SIGKILL), and work that keeps killing its worker must end `dead` ("worker died N times"),
+//! not be retried first after every restart. A shutdown releases its leases instead: back to
+//! `queued`, no attempt counted.
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 mod exports;
+mod lease;
 pub use exports::{ExportBatch, ExportItem, ExportRow};
+pub use lease::{keep_leases, LeaseRenewal};
 
 pub const DB_FILE: &str = "vcnode.sqlite";
 
@@ -32,6 +43,86 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Where a job or an export stands. Stored as lowercase text (`'queued'`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
+#[sqlx(rename_all = "lowercase")]
+pub enum State {
+    /// Waiting for a worker; runnable once `run_at` has passed.
+    Queued,
+    /// Leased to a worker until `lease_expires_at`.
+    Running,
+    Done,
+    /// Attempts spent or a permanent failure; `last_error` says why. `vcnode jobs retry`
+    /// queues it again.
+    Dead,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Done => "done",
+            State::Dead => "dead",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<State, String> {
+        [State::Queued, State::Running, State::Done, State::Dead]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a state (queued, running, done, dead)"))
+    }
+}
+
+impl PartialEq<&str> for State {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The two kinds of leased work; each has its table with the same lease columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Job,
+    Export,
+}
+
+impl Kind {
+    fn table(self) -> &'static str {
+        match self {
+            Kind::Job => "jobs",
+            Kind::Export => "exports",
+        }
+    }
+}
+
+/// When to try again: exponential backoff from `base`, at most `cap`, with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (1-based): `base · 2^(attempt−1)`, at most `cap`,
+    /// then shortened by up to a quarter at random so that retries after an outage spread out.
+    pub fn backoff(&self, attempt: i64) -> Duration {
+        let doublings = (attempt - 1).clamp(0, 30) as i32;
+        let full = (self.base.as_secs_f64() * 2f64.powi(doublings)).min(self.cap.as_secs_f64());
+        Duration::from_secs_f64(full * (0.75 + 0.25 * fastrand::f64()))
+    }
 }
 
 /// A received instance to record, with where its file lies (relative to data_dir).
@@ -72,7 +163,7 @@ pub struct JobLease {
 pub struct JobRow {
     pub id: i64,
     pub source_uid: String,
-    pub state: String,
+    pub state: State,
     pub attempts: i64,
     pub max_attempts: i64,
     pub run_at: i64,
@@ -81,10 +172,86 @@ pub struct JobRow {
     pub updated_at: i64,
 }
 
+/// Which rows `vcnode jobs retry` queues again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// One row, if it is dead or queued (a running row belongs to its worker, a done one is done).
+    One(i64),
+    /// Every dead row.
+    AllDead,
+}
+
+/// The claim, lease and state changes of jobs and exports. Workers see only this, so that a
+/// queue shared by several nodes is a second implementation of it: on PostgreSQL a claim is
+/// `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …` and the reaping of
+/// expired leases the same statements as here; only [`Queue::expire_leases_of_previous_run`]
+/// is single-node (it would become "the leases of this node's id"). Every change of a leased
+/// row checks that `owner` still holds it: a worker whose lease was lost changes nothing.
+#[async_trait::async_trait]
+pub trait LeaseQueue: Send + Sync {
+    /// Claims the next due queued job for `owner` and counts the attempt. Expired leases are
+    /// dealt with first (re-queued with backoff, or dead when their attempts are spent).
+    async fn claim_job(&self, owner: &str, lease: Duration, retry: &RetryPolicy) -> Result<Option<JobLease>>;
+
+    /// Claims up to `max` due exports of one destination and one series, as [`Self::claim_job`].
+    async fn claim_exports(
+        &self,
+        owner: &str,
+        lease: Duration,
+        max: usize,
+        retry: &RetryPolicy,
+    ) -> Result<Option<ExportBatch>>;
+
+    /// Extends `owner`'s leases on `ids` to `lease` from now; returns how many it still held.
+    async fn renew(&self, kind: Kind, owner: &str, ids: &[i64], lease: Duration) -> Result<u64>;
+
+    /// A failed attempt: `queued` again after `backoff`, or `dead` when `permanent` or out of
+    /// attempts. None when `owner` no longer held the lease.
+    async fn fail(
+        &self,
+        kind: Kind,
+        owner: &str,
+        id: i64,
+        reason: &str,
+        permanent: bool,
+        backoff: Duration,
+    ) -> Result<Option<State>>;
+
+    /// Gives leases back unfinished (shutdown): `queued` in their old place, the attempt not
+    /// counted. Returns how many were released.
+    async fn release(&self, kind: Kind, owner: &str, ids: &[i64]) -> Result<u64>;
+
+    /// The source file (relative to data_dir) of a job and the AE title that sent it.
+    async fn job_source(&self, lease: &JobLease) -> Result<Option<(String, Option<String>)>>;
+
+    /// Marks a held job done and records its derived instances, queueing their exports to
+    /// `destinations`, in one transaction. A derived instance already recorded (a job redone
+    /// after a crash: same deterministic UID) is kept once. False when the lease was lost
+    /// meanwhile (nothing is written then).
+    async fn complete_with_derived(
+        &self,
+        lease: &JobLease,
+        derived: &[NewInstance],
+        source_uid: &str,
+        destinations: &[String],
+        export_max_attempts: u32,
+    ) -> Result<bool>;
+
+    /// The destination acknowledged the instance (`note`: a warning it returned).
+    async fn export_done(&self, id: i64, owner: &str, note: Option<&str>) -> Result<bool>;
+
+    /// Queues rows again with a fresh attempt count. Returns how many.
+    async fn requeue(&self, kind: Kind, which: Requeue) -> Result<u64>;
+}
+
+/// The SQLite queue of one node (one node owns its data_dir and database file).
 #[derive(Clone)]
 pub struct Queue {
     pool: SqlitePool,
 }
+
+/// The SQLite implementation of [`LeaseQueue`].
+pub type SqliteQueue = Queue;
 
 impl Queue {
     /// Opens (creating if needed) the database under `data_dir` and applies migrations.
@@ -108,6 +275,11 @@ impl Queue {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// This queue as the interface the workers use.
+    pub fn leases(&self) -> Arc<dyn LeaseQueue> {
+        Arc::new(self.clone())
     }
 
     pub async fn instance_exists(&self, sop_instance_uid: &str) -> Result<bool> {
@@ -169,83 +341,21 @@ impl Queue {
         })
     }
 
-    /// Claims the next runnable job — queued and due, or running with an expired lease — for
-    /// `owner`, in one atomic statement. Counts the attempt.
-    pub async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<JobLease>> {
-        let now = now_ms();
-        let expires = now + lease.as_millis() as i64;
-        let row = sqlx::query(
-            "UPDATE jobs
-                SET state = 'running', lease_owner = ?1, lease_expires_at = ?2,
-                    attempts = attempts + 1, updated_at = ?3
-              WHERE id = (SELECT id FROM jobs
-                           WHERE (state = 'queued' AND run_at <= ?3)
-                              OR (state = 'running' AND lease_expires_at < ?3)
-                           ORDER BY run_at, id
-                           LIMIT 1)
-          RETURNING id, source_uid, attempts, max_attempts",
-        )
-        .bind(owner)
-        .bind(expires)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| JobLease {
-            job_id: r.get("id"),
-            source_uid: r.get("source_uid"),
-            owner: owner.to_string(),
-            attempt: r.get("attempts"),
-            max_attempts: r.get("max_attempts"),
-            expires_at: expires,
-        }))
-    }
-
-    /// Extends a lease the worker still holds. False when it was lost (expired and re-claimed).
-    pub async fn renew(&self, lease: &mut JobLease, by: Duration) -> Result<bool> {
-        let expires = now_ms() + by.as_millis() as i64;
-        let n = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = ?, updated_at = ?
-              WHERE id = ? AND state = 'running' AND lease_owner = ?",
-        )
-        .bind(expires)
-        .bind(now_ms())
-        .bind(lease.job_id)
-        .bind(&lease.owner)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            lease.expires_at = expires;
+    /// At start-up: every lease still held belongs to this node's previous run, which is gone
+    /// (one node owns the file), so let them expire now rather than after `lease_s`. The next
+    /// claim counts each as a worker death. Returns how many.
+    pub async fn expire_leases_of_previous_run(&self) -> Result<u64> {
+        let mut n = 0;
+        for kind in [Kind::Job, Kind::Export] {
+            n += sqlx::query(&format!(
+                "UPDATE {} SET lease_expires_at = 0 WHERE state = 'running'",
+                kind.table()
+            ))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         }
-        Ok(n == 1)
-    }
-
-    /// Records a failed attempt: back to `queued` after `backoff`, or `dead` once the attempts
-    /// are spent (or at once when `permanent`). Returns the new state.
-    pub async fn fail(
-        &self,
-        lease: &JobLease,
-        error: &str,
-        backoff: Duration,
-        permanent: bool,
-    ) -> Result<String> {
-        let now = now_ms();
-        let state: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs
-                SET state = CASE WHEN ?1 OR attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-                    run_at = ?2, last_error = ?3, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?4
-              WHERE id = ?5 AND state = 'running' AND lease_owner = ?6
-          RETURNING state",
-        )
-        .bind(permanent)
-        .bind(now + backoff.as_millis() as i64)
-        .bind(error)
-        .bind(now)
-        .bind(lease.job_id)
-        .bind(&lease.owner)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(state.unwrap_or_else(|| "lost".to_string()))
+        Ok(n)
     }
 
     /// The file of an instance (relative to data_dir) and the AE title that sent it.
@@ -257,74 +367,8 @@ impl Queue {
         Ok(row.map(|r| (r.get("path"), r.get("calling_ae"))))
     }
 
-    /// Marks a held job done and records its derived instance, in one transaction. A derived
-    /// instance already recorded (a job redone after a crash: same deterministic UID) is kept
-    /// once. False when the lease was lost meanwhile (nothing is written then).
-    /// Exports of the derived instances to `destinations` are queued in the same transaction.
-    pub async fn complete_with_derived(
-        &self,
-        lease: &JobLease,
-        derived: &[NewInstance],
-        source_uid: &str,
-        destinations: &[String],
-        export_max_attempts: u32,
-    ) -> Result<bool> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
-                    updated_at = ?
-              WHERE id = ? AND state = 'running' AND lease_owner = ?",
-        )
-        .bind(now)
-        .bind(lease.job_id)
-        .bind(&lease.owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n != 1 {
-            return Ok(false);
-        }
-        for d in derived {
-            sqlx::query(
-                "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid, transfer_syntax,
-                                        origin, path, bytes, image_type, source_uid, created_at)
-                 VALUES (?, ?, ?, ?, ?, 'derived', ?, ?, ?, ?, ?)
-                 ON CONFLICT (sop_instance_uid) DO NOTHING",
-            )
-            .bind(&d.sop_instance_uid)
-            .bind(&d.sop_class_uid)
-            .bind(&d.study_uid)
-            .bind(&d.series_uid)
-            .bind(&d.transfer_syntax)
-            .bind(&d.path)
-            .bind(d.bytes)
-            .bind(&d.image_type)
-            .bind(source_uid)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            for dest in destinations {
-                sqlx::query(
-                    "INSERT INTO exports (instance_uid, destination, max_attempts, run_at, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_uid, destination) DO NOTHING",
-                )
-                .bind(&d.sop_instance_uid)
-                .bind(dest)
-                .bind(export_max_attempts as i64)
-                .bind(now)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
-
     /// All jobs, newest first, optionally of one state.
-    pub async fn list_jobs(&self, state: Option<&str>) -> Result<Vec<JobRow>> {
+    pub async fn list_jobs(&self, state: Option<State>) -> Result<Vec<JobRow>> {
         let rows = sqlx::query(
             "SELECT id, source_uid, state, attempts, max_attempts, run_at, lease_owner, last_error, updated_at
                FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC",
@@ -332,28 +376,31 @@ impl Queue {
         .bind(state)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| JobRow {
-                id: r.get("id"),
-                source_uid: r.get("source_uid"),
-                state: r.get("state"),
-                attempts: r.get("attempts"),
-                max_attempts: r.get("max_attempts"),
-                run_at: r.get("run_at"),
-                lease_owner: r.get("lease_owner"),
-                last_error: r.get("last_error"),
-                updated_at: r.get("updated_at"),
+        rows.into_iter()
+            .map(|r| {
+                Ok(JobRow {
+                    id: r.try_get("id")?,
+                    source_uid: r.try_get("source_uid")?,
+                    state: r.try_get("state")?,
+                    attempts: r.try_get("attempts")?,
+                    max_attempts: r.try_get("max_attempts")?,
+                    run_at: r.try_get("run_at")?,
+                    lease_owner: r.try_get("lease_owner")?,
+                    last_error: r.try_get("last_error")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Counts jobs per state, for the start-up log and `vcnode jobs`.
-    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+    pub async fn job_counts(&self) -> Result<Vec<(State, i64)>> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state ORDER BY state")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(|r| (r.get("state"), r.get("n"))).collect())
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+            .collect()
     }
 
     pub async fn close(&self) {

@@ -81,6 +81,11 @@ impl Node {
     }
 
     pub fn start_with(dir: &Path, config: PathBuf) -> Node {
+        Node::start_with_env(dir, config, &[])
+    }
+
+    /// As [`Node::start_with`], with more environment variables (e.g. a test-only fault hook).
+    pub fn start_with_env(dir: &Path, config: PathBuf, env: &[(&str, &str)]) -> Node {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -90,6 +95,7 @@ impl Node {
             .args(["serve", "--config"])
             .arg(&config)
             .env("VCNODE_LOG", "info,vcnode=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -385,4 +391,30 @@ pub fn phantom_pairs(dir: &Path, seed: u64, rows: usize, cols: usize) -> Vec<(Pa
             (out.join(f[0]), out.join(f[1]))
         })
         .collect()
+}
+
+/// Shutdown and crash checks (tests/lease_queue.rs).
+impl Node {
+    /// SIGTERM, as systemd or `docker stop` would send.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits (bounded) for the process to end; None if it still runs after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -96,19 +96,26 @@ fn check(inst: &ReceivedInstance, limits: &Limits) -> Result<Checked, Refusal> {
         warn!(error = %e, "cannot read a spooled data set");
         refuse(status::PROCESSING_FAILURE, "vcnode could not read the data set")
     };
-    let unreadable =
-        |e: scan::ScanError| refuse(status::CANNOT_UNDERSTAND, format!("cannot parse data set: {e}"));
     let file = BufReader::new(File::open(inst.dataset.path()).map_err(internal)?);
     let scanned = if inst.transfer_syntax == DEFLATED {
         scan::scan_deflated(file, limits)
     } else {
         scan::scan(file, inst.dataset.len(), ts, limits)
     }
-    .map_err(|e| match e {
-        scan::ScanError::ImageTooLarge { .. } => {
-            refuse(status::CANNOT_UNDERSTAND, "image larger than this node accepts")
-        }
-        e => unreadable(e),
+    .map_err(|e| {
+        debug!(error = %e, "data set refused");
+        // Error Comment (LO) holds 64 characters: say what, not how much.
+        refuse(
+            status::CANNOT_UNDERSTAND,
+            match e {
+                scan::ScanError::TooDeep(_) => "sequences nested deeper than this node accepts",
+                scan::ScanError::Malformed => "data set truncated or malformed",
+                scan::ScanError::InflatesTooFar(_) => "deflated data set inflates past this node's limit",
+                scan::ScanError::ImageTooLarge { .. } => "image larger than this node accepts",
+                scan::ScanError::TooManyElements => "more data elements than this node accepts",
+                scan::ScanError::UnreadableValue(_) => "an image attribute is unreadable",
+            },
+        )
     })?;
     let mismatch = |what: &str| refuse(status::DATASET_DOES_NOT_MATCH_SOP_CLASS, what);
     let present = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());

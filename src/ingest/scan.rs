@@ -39,6 +39,10 @@ pub enum ScanError {
     Malformed,
     #[error("the data set inflates to more than {0} bytes")]
     InflatesTooFar(u64),
+    #[error("more than {MAX_ELEMENTS} data elements")]
+    TooManyElements,
+    #[error("a value ingest relies on is not readable")]
+    UnreadableValue(Tag),
     #[error("the image declares {bytes} bytes of pixels, above the limit of {limit}")]
     ImageTooLarge { bytes: u128, limit: u64 },
 }
@@ -61,8 +65,13 @@ pub struct Scanned {
     pub pixel_data_len: Option<Option<u64>>,
 }
 
-/// Values longer than this are not read (every value ingest needs is far shorter).
+/// The longest value ingest reads. Every value it needs is far shorter; one that is longer is
+/// refused rather than skipped, so a padded value cannot pass as missing.
 const MAX_READ_VALUE: u32 = 1024;
+
+/// Elements (at any depth) a data set may have. A mammogram has a few hundred; millions of empty
+/// elements cost nothing here but would each become an object when a job loads the file.
+pub const MAX_ELEMENTS: usize = 1 << 18;
 
 const WANTED: &[Tag] = &[
     tags::SOP_CLASS_UID,
@@ -165,6 +174,7 @@ fn walk<R: Read>(
     let mut reader = LazyDataSetReader::new_with_ts(source, ts).map_err(|_| ScanError::Malformed)?;
     let mut out = Scanned::default();
     let mut depth = 0usize;
+    let mut elements = 0usize;
     // Open sequences (false) and items (true). dicom-parser 0.10's lazy reader pops its own
     // stack on a stray delimiter and then panics on the next item header
     // (fuzz/regressions/scan/), so a token that does not fit what is open is refused at once.
@@ -218,7 +228,14 @@ fn walk<R: Read>(
                 let value_len = header.length().get().ok_or(ScanError::Malformed)?;
                 let end = within(decoder.position(), value_len)?;
                 let token = LazyDataToken::LazyValue { header, decoder };
-                let wanted = depth == 0 && WANTED.contains(&header.tag) && value_len <= MAX_READ_VALUE;
+                elements += 1;
+                if elements > MAX_ELEMENTS {
+                    return Err(ScanError::TooManyElements);
+                }
+                let wanted = depth == 0 && WANTED.contains(&header.tag);
+                if wanted && value_len > MAX_READ_VALUE {
+                    return Err(ScanError::UnreadableValue(header.tag));
+                }
                 if depth == 0 && header.tag == tags::PIXEL_DATA {
                     out.pixel_data_len = Some(Some(value_len as u64));
                 }
@@ -243,7 +260,15 @@ fn walk<R: Read>(
                     tags::COLUMNS => out.columns = uint(),
                     tags::BITS_ALLOCATED => out.bits_allocated = uint(),
                     tags::SAMPLES_PER_PIXEL => out.samples_per_pixel = uint(),
-                    tags::NUMBER_OF_FRAMES => out.number_of_frames = trimmed(&text).parse().ok(),
+                    // As dicom-rs reads it when decoding: the first value, as an integer. A
+                    // value it cannot read is refused, not taken for one frame.
+                    tags::NUMBER_OF_FRAMES => {
+                        out.number_of_frames = Some(
+                            value
+                                .to_int::<u64>()
+                                .map_err(|_| ScanError::UnreadableValue(header.tag))?,
+                        )
+                    }
                     _ => {}
                 }
             }
@@ -365,6 +390,41 @@ mod tests {
             &LIMITS,
         );
         assert_eq!(r, Err(ScanError::Malformed));
+    }
+
+    #[test]
+    fn number_of_frames_is_read_as_a_decoder_reads_it() {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let spec = crate::fixture::MammogramSpec::low_energy(2);
+        let scan_frames = |value: &str| {
+            let mut obj = crate::fixture::mammogram(&spec);
+            obj.put(DataElement::new(
+                tags::NUMBER_OF_FRAMES,
+                VR::IS,
+                PrimitiveValue::from(value),
+            ));
+            let mut bytes = Vec::new();
+            obj.write_dataset_with_ts(&mut bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
+            scan(
+                Cursor::new(&bytes),
+                bytes.len() as u64,
+                &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+                &LIMITS,
+            )
+        };
+        // Found by the hostile suite: a second, empty value and a zero-padded value both
+        // passed as one frame while the decoder would read 100000.
+        assert!(matches!(
+            scan_frames("100000\\"),
+            Err(ScanError::ImageTooLarge { .. })
+        ));
+        let padded = format!("{}100000", "0".repeat(1100));
+        assert_eq!(
+            scan_frames(&padded),
+            Err(ScanError::UnreadableValue(tags::NUMBER_OF_FRAMES))
+        );
+        assert_eq!(scan_frames("1").unwrap().number_of_frames, Some(1));
     }
 
     #[test]

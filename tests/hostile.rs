@@ -216,6 +216,25 @@ model = ""
             .unwrap_or(0)
     }
 
+    /// Waits (bounded) until the node's count of open descriptors stops changing: it has
+    /// accepted (or dropped) the connections just opened.
+    fn wait_accepts_settle(&self) {
+        let fds = || {
+            std::fs::read_dir(format!("/proc/{}/fd", self.node.pid()))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        let started = Instant::now();
+        let (mut last, mut stable_since) = (fds(), Instant::now());
+        while started.elapsed() < PROMPT && stable_since.elapsed() < Duration::from_millis(300) {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = fds();
+            if now != last {
+                (last, stable_since) = (now, Instant::now());
+            }
+        }
+    }
+
     /// Starts a memory measurement: resets the peak (VmHWM) and reads VmRSS.
     fn memory_before(&self) -> u64 {
         let pid = self.node.pid();
@@ -781,43 +800,64 @@ fn report(case: &str, answer: &str, before: u64, after: Option<Memory>, extra: &
     );
 }
 
-/// Case 1: more silent TCP connections than max_associations; a legitimate C-ECHO is served at
-/// once (ARTIM is 60 s, echoscu waits at most 5 s).
+/// Case 1: more silent TCP connections than max_associations, then more than
+/// max_pending_associations; a legitimate C-ECHO is served at once each time (ARTIM is 60 s,
+/// echoscu waits at most 5 s).
 #[test]
 fn silent_connections_do_not_lock_out_a_modality() {
     let mut t = Target::start(
-        "max_associations = 4\nartim_timeout_s = 60\nidle_timeout_s = 60",
+        "max_associations = 4\nmax_pending_associations = 16\nartim_timeout_s = 60\nidle_timeout_s = 60",
         "",
     );
-    let silent: Vec<TcpStream> = (0..40).map(|_| t.connect()).collect();
-    // Give the node time to accept them all before the legitimate peer arrives.
-    std::thread::sleep(Duration::from_millis(200));
-    let out = std::process::Command::new(ECHOSCU)
-        .args(["-v", "-aet", "MODALITY", "-aec", "VCNODE"])
-        .args(DCMTK_PROMPT)
-        .args(["127.0.0.1", &t.node.port()])
-        .output()
-        .unwrap();
-    report(
-        "silent-connections",
-        if out.status.success() {
-            "echo-served"
-        } else {
-            "echo-refused"
-        },
-        0,
-        memory(t.node.pid()),
-        "silent=40 max_associations=4",
-    );
-    assert!(
-        out.status.success(),
-        "C-ECHO with 40 silent connections open: {}",
-        text(&out)
-    );
-    // Also a C-STORE while they are still open.
-    t.assert_healthy("silent connections (open)");
+    let mut silent: Vec<TcpStream> = Vec::new();
+    for (total, what) in [
+        (12, "more than max_associations"),
+        (40, "more than max_pending_associations"),
+    ] {
+        while silent.len() < total {
+            silent.push(t.connect());
+        }
+        t.wait_accepts_settle();
+        let out = std::process::Command::new(ECHOSCU)
+            .args(["-v", "-aet", "MODALITY", "-aec", "VCNODE"])
+            .args(DCMTK_PROMPT)
+            .args(["127.0.0.1", &t.node.port()])
+            .output()
+            .unwrap();
+        let dropped = silent.iter().filter(|s| is_closed_by_peer(s)).count();
+        report(
+            "silent-connections",
+            if out.status.success() {
+                "echo-served"
+            } else {
+                "echo-refused"
+            },
+            0,
+            memory(t.node.pid()),
+            &format!("silent={total} dropped_by_node={dropped} max_associations=4 max_pending=16"),
+        );
+        assert!(
+            out.status.success(),
+            "C-ECHO with {total} silent connections open ({what}): {}",
+            text(&out)
+        );
+        // Also a C-STORE while they are still open.
+        t.assert_healthy(&format!("{total} silent connections (open)"));
+    }
     drop(silent);
     t.assert_healthy("silent connections (closed)");
+}
+
+/// True when the node has closed (or reset) a connection that never sent anything.
+fn is_closed_by_peer(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let closed = match (&*s).read(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
 }
 
 /// Case 2: a PDU announcing 4 GiB, on an accepted association, as the first PDU, after a
@@ -1220,4 +1260,43 @@ fn byte_at_a_time_peer_does_not_hold_up_others() {
         "byte-at-a-time peer: {outcome}"
     );
     t.assert_healthy("byte-at-a-time peer (done)");
+}
+
+/// Case 3, second part: with `[storage] max_instance_mb = 64`, a data set that grows past it
+/// is refused (failure status or A-ABORT) long before 256 MiB, and nothing of it stays.
+#[test]
+fn data_set_beyond_max_instance_size_is_refused() {
+    let mut t = Target::start(
+        "artim_timeout_s = 60\nidle_timeout_s = 60",
+        "max_instance_mb = 64",
+    );
+    let spec = MammogramSpec::low_energy(1005);
+    let uid = fixture_uid(&spec);
+    let before = t.memory_before();
+    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    assoc.send_store_rq(&uid);
+    let mut source = endless_dataset(&spec);
+    let (sent, answer) = assoc.stream_endless(&mut source, 256 * MIB);
+    let after = t.assert_memory_bounded("a data set beyond max_instance_mb", before);
+    report(
+        "beyond-max-instance",
+        &format!("{answer:?}"),
+        before,
+        Some(after),
+        &format!("sent={}MiB max_instance_mb=64", sent / MIB),
+    );
+    let answer = answer.unwrap_or(Answer::Silent);
+    assert!(
+        answer.is_refusal(),
+        "{} MiB past max_instance_mb = 64: the node answered {answer:?}",
+        sent / MIB
+    );
+    assoc.abort();
+    let left = t.temp_files_after_wait();
+    assert!(
+        left.is_empty(),
+        "temp files left after a refused data set: {left:?}"
+    );
+    assert_eq!(t.rows_for(&uid), (0, 0), "rows for a refused data set");
+    t.assert_healthy("data set beyond max_instance_mb");
 }

@@ -119,9 +119,11 @@ pub struct NodeConfig {
     pub http_port: u16,
     pub data_dir: PathBuf,
     pub max_associations: usize,
+    pub max_pending_associations: usize,
     pub max_pdu_length: u32,
     pub artim_timeout_s: u64,
     pub idle_timeout_s: u64,
+    pub association_lifetime_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +138,9 @@ pub struct PeerConfig {
 pub struct StorageConfig {
     pub extra_sop_classes: Vec<String>,
     pub min_free_mb: u64,
+    pub max_instance_mb: u64,
+    pub max_pixel_mb: u64,
+    pub max_sequence_depth: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -245,11 +250,26 @@ impl Config {
                 "must be between 4096 and 16777216 bytes",
             ));
         }
-        if self.node.artim_timeout_s == 0 || self.node.idle_timeout_s == 0 {
+        if self.node.artim_timeout_s == 0
+            || self.node.idle_timeout_s == 0
+            || self.node.association_lifetime_s == 0
+        {
             return Err(invalid(
-                "node.artim_timeout_s/idle_timeout_s",
+                "node.artim_timeout_s/idle_timeout_s/association_lifetime_s",
                 "must be at least 1 second",
             ));
+        }
+        if self.node.max_pending_associations == 0 {
+            return Err(invalid("node.max_pending_associations", "must be at least 1"));
+        }
+        if self.storage.max_instance_mb == 0 || self.storage.max_pixel_mb == 0 {
+            return Err(invalid(
+                "storage.max_instance_mb/max_pixel_mb",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=256).contains(&self.storage.max_sequence_depth) {
+            return Err(invalid("storage.max_sequence_depth", "must be between 1 and 256"));
         }
         for (i, uid) in self.storage.extra_sop_classes.iter().enumerate() {
             if !vcnode_scp::is_valid_uid(uid) {
@@ -319,6 +339,14 @@ impl Config {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.node.idle_timeout_s)
+    }
+    /// What a received data set may cost (ingest checks).
+    pub fn ingest_limits(&self) -> crate::ingest::Limits {
+        crate::ingest::Limits {
+            max_sequence_depth: self.storage.max_sequence_depth,
+            max_pixel_bytes: self.storage.max_pixel_mb.saturating_mul(1 << 20),
+            max_inflated_bytes: self.storage.max_instance_mb.saturating_mul(1 << 20),
+        }
     }
 }
 

@@ -70,14 +70,23 @@ pub fn scp_config(config: &Config) -> ScpConfig {
         storage_sop_classes,
         transfer_syntaxes: decodable_transfer_syntaxes(),
         max_associations: config.node.max_associations,
+        max_pending: config.node.max_pending_associations,
         max_pdu_length: config.node.max_pdu_length,
         artim_timeout: config.artim_timeout(),
         idle_timeout: config.idle_timeout(),
+        association_lifetime: Duration::from_secs(config.node.association_lifetime_s),
+        max_data_set_bytes: config.storage.max_instance_mb.saturating_mul(1 << 20),
+        spool_dir: config.node.data_dir.join(crate::store::TMP_DIR),
+        implementation_class_uid: crate::store::IMPLEMENTATION_CLASS_UID.into(),
+        implementation_version_name: crate::store::IMPLEMENTATION_VERSION_NAME.into(),
     }
 }
 
 /// Runs the node until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Patient data: whatever the node creates (files, folders, the database and its journal)
+    // is for its own user only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
@@ -153,7 +162,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         select: config.jobs.select,
         max_attempts: config.jobs.max_attempts,
         min_free_bytes: config.storage.min_free_mb.saturating_mul(1 << 20),
+        limits: config.ingest_limits(),
+        scratch_dir: scp.spool_dir.clone(),
         wake,
+        in_flight: Default::default(),
     });
     StorageScp::new(scp, handler)
         .serve(listener, shutdown_signal())

@@ -25,6 +25,34 @@ pub enum CommandError {
     Write(#[from] dicom_object::WriteError),
     #[error("the DIMSE command set lacks {0}")]
     Missing(&'static str),
+    #[error("not a flat command set: {0}")]
+    NotFlat(&'static str),
+}
+
+/// Checks that `bytes` is a flat list of group 0000 elements with defined lengths, as every
+/// DIMSE command set is (PS3.7 E.1). dicom-object's reader recurses into sequences without a
+/// depth limit, so nested bytes from a peer must never reach it.
+fn check_flat(bytes: &[u8]) -> Result<(), CommandError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if rest.len() < 8 {
+            return Err(CommandError::NotFlat("truncated element header"));
+        }
+        let group = u16::from_le_bytes([rest[0], rest[1]]);
+        let len = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if group != 0x0000 {
+            return Err(CommandError::NotFlat("an element outside group 0000"));
+        }
+        if len == u32::MAX {
+            return Err(CommandError::NotFlat("an element of undefined length"));
+        }
+        let end = 8usize
+            .checked_add(len as usize)
+            .filter(|&e| e <= rest.len())
+            .ok_or(CommandError::NotFlat("an element longer than the command set"))?;
+        rest = &rest[end..];
+    }
+    Ok(())
 }
 
 /// The fields of a received command set that the node acts on.
@@ -42,6 +70,7 @@ pub struct Command {
 
 impl Command {
     pub fn parse(bytes: &[u8]) -> Result<Self, CommandError> {
+        check_flat(bytes)?;
         let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())?;
         let u16_of = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
         let str_of = |tag| {
@@ -155,6 +184,23 @@ mod tests {
         assert_eq!(cmd.message_id, 7);
         assert!(cmd.has_dataset);
         assert_eq!(cmd.affected_sop_instance_uid.as_deref(), Some("1.2.3.4"));
+    }
+
+    #[test]
+    fn nested_or_foreign_command_sets_are_refused_before_parsing() {
+        // A sequence of undefined length holding an item of undefined length, nested deeply.
+        let mut nested = Vec::new();
+        for _ in 0..100_000 {
+            nested.extend_from_slice(&[0x00, 0x00, 0x00, 0x09, 0xFF, 0xFF, 0xFF, 0xFF]);
+            nested.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        assert!(matches!(Command::parse(&nested), Err(CommandError::NotFlat(_))));
+        let mut foreign = c_echo_rq(1).unwrap();
+        foreign.extend_from_slice(&[0x08, 0x00, 0x18, 0x00, 0x02, 0x00, 0x00, 0x00, b'1', 0]);
+        assert!(matches!(Command::parse(&foreign), Err(CommandError::NotFlat(_))));
+        let mut truncated = c_echo_rq(1).unwrap();
+        truncated.truncate(truncated.len() - 1);
+        assert!(Command::parse(&truncated).is_err());
     }
 
     #[test]

@@ -1,19 +1,25 @@
 //! DIMSE networking for vcnode, on top of [`dicom_ul`].
 //!
 //! This crate knows DICOM networking and nothing about models or storage:
-//! - [`StorageScp`] accepts associations (AE title and host checks, a limit on concurrent
-//!   associations, ARTIM and idle timeouts), answers C-ECHO, reassembles C-STORE requests and
-//!   hands each received data set to a [`StoreHandler`], whose [`StoreOutcome`] becomes the
+//! - [`StorageScp`] accepts associations (AE title and host checks, limits on negotiating and
+//!   concurrent associations, ARTIM, per-PDU and lifetime timeouts, a PDU length limit on every
+//!   read), answers C-ECHO, reassembles C-STORE requests ([`reassembly`]) while spooling each
+//!   data set to a file, and hands it to a [`StoreHandler`], whose [`StoreOutcome`] becomes the
 //!   C-STORE response status. Acknowledging only what is durable is the handler's job.
+//! - [`pdu`] reads PDUs with their length checked before their body, on dicom-ul's codec.
 //! - [`StoreScu`] sends data sets to a remote storage SCP and reads each response status.
 //! - [`status`] names the PS3.4/PS3.7 status codes the node uses.
 
 pub mod command;
+pub mod pdu;
+pub mod reassembly;
 pub mod scp;
 pub mod scu;
 pub mod status;
 
-pub use scp::{Peer, ReceivedInstance, ScpConfig, StorageScp, StoreHandler, StoreOutcome};
+pub use scp::{
+    Peer, ReceivedInstance, ScpConfig, SpooledDataSet, StorageScp, StoreHandler, StoreOutcome, SPOOL_SUFFIX,
+};
 pub use scu::{ScuError, StoreScu, StoreScuOptions};
 
 /// Verification SOP Class (C-ECHO).

@@ -1,27 +1,47 @@
-//! The storage SCP: association acceptance and the C-ECHO / C-STORE service loop.
+//! The storage SCP: association acceptance and the C-ECHO / C-STORE service loop, with every
+//! resource a peer can make it spend bounded.
+//!
+//! - A connection first counts against `max_pending` (negotiating connections, each under the
+//!   ARTIM timer); when they are all taken, the oldest still-negotiating one is dropped, so
+//!   silent connections cannot lock modalities out. An association slot is taken only once the
+//!   A-ASSOCIATE-RQ has been read and its AE titles accepted.
+//! - Every PDU is length-checked before its body is read ([`crate::pdu`]) and must arrive whole
+//!   within `idle_timeout`; an association ends after `association_lifetime` whatever it does.
+//! - Data sets stream to a spool file in `spool_dir` as fragments arrive, up to
+//!   `max_data_set_bytes`; the handler gets the file, not a buffer. Command sets are capped at
+//!   [`crate::reassembly::MAX_COMMAND_BYTES`] and must be flat ([`Command::parse`]).
+//!
+//! Memory per association is therefore about three times `max_pdu_length` (the PDU read
+//! buffer, dicom-ul's decoded copy, the fragment being written) plus a few kB.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::BytesMut;
-use dicom_ul::association::server::AccessControl;
-use dicom_ul::association::{Association, ServerAssociationOptions};
 use dicom_ul::pdu::{
-    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJServiceUserReason, AssociationRJSource, PDataValue, PDataValueType,
-    PresentationContextResultReason, UserIdentity,
+    AbortRQServiceProviderReason, AbortRQSource, AssociationAC, AssociationRJ, AssociationRJResult,
+    AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason, AssociationRJSource,
+    PDataValue, PDataValueType, PresentationContextResult, PresentationContextResultReason, UserVariableItem,
 };
 use dicom_ul::Pdu;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::command::{self, Command};
+use crate::pdu::{self, PduError, MAX_NEGOTIATION_PDU};
+use crate::reassembly::{Event, Reassembly};
 use crate::{status, trim_value};
+
+/// DICOM Application Context Name (PS3.7 A.2.1).
+const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
 
 /// An application entity allowed to send to this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +51,7 @@ pub struct Peer {
     pub host: Option<IpAddr>,
 }
 
-/// What the SCP accepts and how long it waits.
+/// What the SCP accepts, how long it waits and how much it holds.
 #[derive(Debug, Clone)]
 pub struct ScpConfig {
     /// This node's AE title; a request calling another title is rejected.
@@ -40,19 +60,59 @@ pub struct ScpConfig {
     pub peers: Vec<Peer>,
     /// Storage SOP classes accepted at negotiation (Verification is always accepted).
     pub storage_sop_classes: Vec<String>,
-    /// Transfer syntaxes accepted at negotiation, in order of preference.
+    /// Transfer syntaxes accepted at negotiation; of those a context proposes, the first
+    /// proposed that is in this list is chosen.
     pub transfer_syntaxes: Vec<String>,
     /// Concurrent associations; beyond it a request gets a transient A-ASSOCIATE-RJ.
     pub max_associations: usize,
-    /// The largest PDU this node receives (announced in A-ASSOCIATE-AC).
+    /// Connections still negotiating (before their A-ASSOCIATE-RQ is read and accepted).
+    pub max_pending: usize,
+    /// The largest PDU this node receives (announced in A-ASSOCIATE-AC, enforced on every read).
     pub max_pdu_length: u32,
     /// ARTIM: how long a new connection may take to complete association negotiation.
     pub artim_timeout: Duration,
-    /// How long an established association may stay silent before it is dropped.
+    /// How long one PDU may take to arrive, counted from the end of the previous one.
     pub idle_timeout: Duration,
+    /// The longest an association may last, however active.
+    pub association_lifetime: Duration,
+    /// The largest data set accepted; a larger one aborts the association.
+    pub max_data_set_bytes: u64,
+    /// Where data sets are spooled while they arrive (the handler's file system, so that it
+    /// can copy or rename them cheaply).
+    pub spool_dir: PathBuf,
+    pub implementation_class_uid: String,
+    pub implementation_version_name: String,
 }
 
-/// One data set received by C-STORE, as raw bytes in its negotiated transfer syntax.
+/// A data set received into a spool file, removed when this is dropped.
+#[derive(Debug)]
+pub struct SpooledDataSet {
+    path: PathBuf,
+    len: u64,
+}
+
+/// The suffix of spool files, so a start-up sweep can tell them from anything else.
+pub const SPOOL_SUFFIX: &str = "rx";
+
+impl SpooledDataSet {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for SpooledDataSet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// One data set received by C-STORE, in its negotiated transfer syntax.
 #[derive(Debug)]
 pub struct ReceivedInstance {
     pub calling_ae_title: String,
@@ -62,7 +122,7 @@ pub struct ReceivedInstance {
     /// Affected SOP Instance UID of the C-STORE-RQ, not yet validated.
     pub sop_instance_uid: String,
     pub transfer_syntax: String,
-    pub dataset: Vec<u8>,
+    pub dataset: SpooledDataSet,
 }
 
 /// The handler's verdict; becomes the C-STORE-RSP Status and Error Comment.
@@ -101,6 +161,8 @@ pub struct StorageScp<H> {
 
 /// How long a shutdown waits for associations in progress.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the node waits to hand a peer an A-ABORT or A-ASSOCIATE-RJ it may not read.
+const COURTESY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl<H: StoreHandler> StorageScp<H> {
     pub fn new(config: ScpConfig, handler: Arc<H>) -> Self {
@@ -110,14 +172,20 @@ impl<H: StoreHandler> StorageScp<H> {
         }
     }
 
-    /// Serves associations from `listener` until `shutdown` resolves, then stops accepting and
-    /// lets the associations in progress finish (up to a drain timeout).
+    /// Serves associations from `listener` until `shutdown` resolves, then stops accepting,
+    /// drops connections still negotiating and lets the associations in progress finish (up
+    /// to a drain timeout).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let slots = Arc::new(Semaphore::new(self.config.max_associations));
+        let pending_slots = Arc::new(Semaphore::new(self.config.max_pending.max(1)));
+        // Negotiating connections, oldest first; a token is cancelled once its connection has
+        // negotiated (or is evicted).
+        let mut negotiating: VecDeque<CancellationToken> = VecDeque::new();
+        let stop_negotiating = CancellationToken::new();
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -134,24 +202,42 @@ impl<H: StoreHandler> StorageScp<H> {
                         }
                     };
                     let _ = socket.set_nodelay(true);
-                    let config = self.config.clone();
-                    match slots.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let handler = self.handler.clone();
-                            running.spawn(async move {
-                                serve_association(socket, peer, &config, &*handler).await;
-                                drop(permit);
-                            });
-                        }
+                    negotiating.retain(|t| !t.is_cancelled());
+                    let pending = match pending_slots.clone().try_acquire_owned() {
+                        Ok(p) => p,
                         Err(_) => {
-                            warn!(%peer, limit = config.max_associations, "association limit reached, rejecting (transient)");
-                            running.spawn(async move { reject_busy(socket, &config).await });
+                            // Every negotiating slot is held: drop the oldest, which has had
+                            // the longest to send its request. A silent flood then only
+                            // delays, never locks out, a modality that speaks promptly.
+                            if let Some(oldest) = negotiating.pop_front() {
+                                warn!(%peer, limit = self.config.max_pending, "too many connections negotiating; dropping the oldest");
+                                oldest.cancel();
+                            }
+                            match tokio::time::timeout(COURTESY_TIMEOUT, pending_slots.clone().acquire_owned()).await {
+                                Ok(Ok(p)) => p,
+                                _ => continue,
+                            }
                         }
-                    }
+                    };
+                    let token = stop_negotiating.child_token();
+                    negotiating.push_back(token.clone());
+                    let (config, handler, slots) = (self.config.clone(), self.handler.clone(), slots.clone());
+                    running.spawn(async move {
+                        let established = tokio::select! {
+                            _ = token.cancelled() => None,
+                            r = negotiate(socket, peer, &config, &slots) => r,
+                        };
+                        token.cancel();
+                        drop(pending);
+                        if let Some(assoc) = established {
+                            serve_association(assoc, &config, &*handler).await;
+                        }
+                    });
                 }
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         }
+        stop_negotiating.cancel();
         info!(
             in_progress = running.len(),
             "storage SCP stops accepting associations"
@@ -164,56 +250,198 @@ impl<H: StoreHandler> StorageScp<H> {
     }
 }
 
+/// An accepted association, holding its slot.
+struct Established {
+    socket: TcpStream,
+    peer: SocketAddr,
+    calling: String,
+    /// (id, abstract syntax, transfer syntax) of the accepted contexts.
+    accepted: Vec<(u8, String, String)>,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// AE title policy: called title must be ours, calling title must be a configured peer,
 /// from its configured host when it has one.
-struct PeerAccess<'a> {
-    peers: &'a [Peer],
+fn check_access(
+    config: &ScpConfig,
     from: IpAddr,
-}
-
-impl AccessControl for PeerAccess<'_> {
-    fn check_access(
-        &self,
-        this_ae_title: &str,
-        calling_ae_title: &str,
-        called_ae_title: &str,
-        _user_identity: Option<&UserIdentity>,
-    ) -> Result<(), AssociationRJServiceUserReason> {
-        if trim_value(called_ae_title) != this_ae_title {
-            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
-        }
-        let calling = trim_value(calling_ae_title);
-        let allowed = self
-            .peers
-            .iter()
-            .any(|p| p.ae_title == calling && p.host.is_none_or(|h| h.to_canonical() == self.from));
-        if allowed {
-            Ok(())
-        } else {
-            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
-        }
+    calling: &str,
+    called: &str,
+) -> Result<(), AssociationRJServiceUserReason> {
+    if trim_value(called) != config.ae_title {
+        return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+    }
+    let calling = trim_value(calling);
+    let from = from.to_canonical();
+    let allowed = config
+        .peers
+        .iter()
+        .any(|p| p.ae_title == calling && p.host.is_none_or(|h| h.to_canonical() == from));
+    if allowed {
+        Ok(())
+    } else {
+        Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
     }
 }
 
-async fn reject_busy(mut socket: TcpStream, config: &ScpConfig) {
-    // Read the A-ASSOCIATE-RQ first so the peer sees a proper RJ, not a reset.
-    let mut buf = BytesMut::with_capacity(4096);
-    let read =
-        dicom_ul::association::read_pdu_from_wire_async(&mut socket, &mut buf, config.max_pdu_length, false);
-    if tokio::time::timeout(config.artim_timeout, read).await.is_err() {
-        return;
+fn rejection(result: AssociationRJResult, source: AssociationRJSource) -> Pdu {
+    Pdu::AssociationRJ(AssociationRJ { result, source })
+}
+
+fn abort_pdu(reason: AbortRQServiceProviderReason) -> Pdu {
+    Pdu::AbortRQ {
+        source: AbortRQSource::ServiceProvider(reason),
     }
-    let rj = Pdu::AssociationRJ(AssociationRJ {
-        result: AssociationRJResult::Transient,
-        source: AssociationRJSource::ServiceProviderPresentation(
-            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
-        ),
+}
+
+/// Sends `pdu` (a rejection or an abort) if the peer takes it promptly, then closes.
+async fn send_and_close(socket: &mut TcpStream, pdu: &Pdu) {
+    let _ = pdu::write(socket, pdu, COURTESY_TIMEOUT).await;
+    let _ = tokio::time::timeout(COURTESY_TIMEOUT, socket.shutdown()).await;
+}
+
+/// Reads the A-ASSOCIATE-RQ under ARTIM, checks it, takes a slot and answers. None when the
+/// connection ends here (rejected, aborted, silent, malformed).
+async fn negotiate(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    config: &ScpConfig,
+    slots: &Arc<Semaphore>,
+) -> Option<Established> {
+    let deadline = Instant::now() + config.artim_timeout;
+    let mut buf = Vec::new();
+    let rq = match pdu::read_bounded(&mut socket, &mut buf, |_| MAX_NEGOTIATION_PDU, deadline).await {
+        Ok(Pdu::AssociationRQ(rq)) => rq,
+        Ok(other) => {
+            warn!(%peer, pdu = %other.short_description(), "expected an A-ASSOCIATE-RQ; aborting");
+            send_and_close(
+                &mut socket,
+                &abort_pdu(AbortRQServiceProviderReason::UnexpectedPdu),
+            )
+            .await;
+            return None;
+        }
+        Err(PduError::Timeout) => {
+            warn!(%peer, "association request timed out (ARTIM)");
+            return None;
+        }
+        Err(PduError::Closed) => return None,
+        Err(e) => {
+            warn!(%peer, error = %e, "association request refused");
+            send_and_close(
+                &mut socket,
+                &abort_pdu(AbortRQServiceProviderReason::UnrecognizedPduParameter),
+            )
+            .await;
+            return None;
+        }
+    };
+    let permanent = |reason| {
+        rejection(
+            AssociationRJResult::Permanent,
+            AssociationRJSource::ServiceUser(reason),
+        )
+    };
+    if rq.protocol_version & 1 == 0 {
+        send_and_close(
+            &mut socket,
+            &permanent(AssociationRJServiceUserReason::NoReasonGiven),
+        )
+        .await;
+        return None;
+    }
+    if trim_value(&rq.application_context_name) != APPLICATION_CONTEXT {
+        send_and_close(
+            &mut socket,
+            &permanent(AssociationRJServiceUserReason::ApplicationContextNameNotSupported),
+        )
+        .await;
+        return None;
+    }
+    if let Err(reason) = check_access(config, peer.ip(), &rq.calling_ae_title, &rq.called_ae_title) {
+        warn!(%peer, calling_ae = %trim_value(&rq.calling_ae_title), ?reason, "association rejected");
+        send_and_close(&mut socket, &permanent(reason)).await;
+        return None;
+    }
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        warn!(%peer, limit = config.max_associations, "association limit reached, rejecting (transient)");
+        let busy = rejection(
+            AssociationRJResult::Transient,
+            AssociationRJSource::ServiceProviderPresentation(
+                AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+            ),
+        );
+        send_and_close(&mut socket, &busy).await;
+        return None;
+    };
+    let mut accepted = Vec::new();
+    let results = rq
+        .presentation_contexts
+        .iter()
+        .map(|pc| {
+            let abstract_syntax = trim_value(&pc.abstract_syntax);
+            let supported = abstract_syntax == crate::VERIFICATION
+                || config.storage_sop_classes.iter().any(|c| c == abstract_syntax);
+            let chosen = pc
+                .transfer_syntaxes
+                .iter()
+                .map(|ts| trim_value(ts))
+                .find(|ts| config.transfer_syntaxes.iter().any(|ours| ours == ts));
+            let (reason, ts) = match (supported, chosen) {
+                (false, _) => (
+                    PresentationContextResultReason::AbstractSyntaxNotSupported,
+                    crate::IMPLICIT_VR_LE,
+                ),
+                (true, None) => (
+                    PresentationContextResultReason::TransferSyntaxesNotSupported,
+                    crate::IMPLICIT_VR_LE,
+                ),
+                (true, Some(ts)) => {
+                    accepted.push((pc.id, abstract_syntax.to_string(), ts.to_string()));
+                    (PresentationContextResultReason::Acceptance, ts)
+                }
+            };
+            PresentationContextResult {
+                id: pc.id,
+                reason,
+                transfer_syntax: ts.to_string(),
+            }
+        })
+        .collect();
+    let ac = Pdu::AssociationAC(AssociationAC {
+        protocol_version: 1,
+        calling_ae_title: rq.calling_ae_title.clone(),
+        called_ae_title: rq.called_ae_title.clone(),
+        application_context_name: APPLICATION_CONTEXT.to_string(),
+        presentation_contexts: results,
+        user_variables: vec![
+            UserVariableItem::MaxLength(config.max_pdu_length),
+            UserVariableItem::ImplementationClassUID(config.implementation_class_uid.clone()),
+            UserVariableItem::ImplementationVersionName(config.implementation_version_name.clone()),
+        ],
     });
-    let mut out = Vec::with_capacity(16);
-    if dicom_ul::pdu::write_pdu(&mut out, &rj).is_ok() {
-        let _ = socket.write_all(&out).await;
-        let _ = socket.shutdown().await;
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(COURTESY_TIMEOUT);
+    if let Err(e) = pdu::write(&mut socket, &ac, remaining).await {
+        warn!(%peer, error = %e, "could not send the A-ASSOCIATE-AC");
+        return None;
     }
+    let calling = trim_value(&rq.calling_ae_title).to_string();
+    info!(
+        %peer, calling_ae = %calling,
+        accepted = accepted.len(),
+        rejected = rq.presentation_contexts.len() - accepted.len(),
+        "association accepted"
+    );
+    debug!(contexts = ?accepted, "accepted presentation contexts");
+    Some(Established {
+        socket,
+        peer,
+        calling,
+        accepted,
+        _slot: slot,
+    })
 }
 
 /// Tallies for the per-association log line.
@@ -225,159 +453,203 @@ struct Tally {
     bytes: u64,
 }
 
-async fn serve_association<H: StoreHandler>(
-    socket: TcpStream,
-    peer: SocketAddr,
-    config: &ScpConfig,
-    handler: &H,
-) {
-    let started = Instant::now();
-    let mut options = ServerAssociationOptions::new()
-        .ae_access_control(PeerAccess {
-            peers: &config.peers,
-            from: peer.ip().to_canonical(),
-        })
-        .ae_title(config.ae_title.as_str())
-        .max_pdu_length(config.max_pdu_length)
-        .read_timeout(config.idle_timeout)
-        .write_timeout(config.idle_timeout)
-        .with_abstract_syntax(crate::VERIFICATION);
-    for uid in &config.storage_sop_classes {
-        options = options.with_abstract_syntax(uid.as_str());
-    }
-    for uid in &config.transfer_syntaxes {
-        options = options.with_transfer_syntax(uid.as_str());
-    }
-    let mut assoc = match tokio::time::timeout(config.artim_timeout, options.establish_async(socket)).await {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
-            warn!(%peer, error = %e, "association not established");
-            return;
-        }
-        Err(_) => {
-            warn!(%peer, "association request timed out (ARTIM)");
-            return;
-        }
-    };
-    let calling = trim_value(assoc.peer_ae_title()).to_string();
-    let accepted: Vec<_> = assoc
-        .presentation_contexts()
-        .iter()
-        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-        .map(|pc| format!("{}@{}", pc.abstract_syntax, pc.transfer_syntax))
-        .collect();
-    info!(
-        %peer, calling_ae = %calling,
-        max_pdu = assoc.requestor_max_pdu_length(),
-        accepted = accepted.len(),
-        rejected = assoc.presentation_contexts().len() - accepted.len(),
-        "association accepted"
-    );
-    debug!(contexts = ?accepted, "accepted presentation contexts");
+/// The data set being received: its C-STORE-RQ, and the spool file unless it is discarded.
+struct Incoming {
+    cmd: Command,
+    pc_id: u8,
+    file: Option<tokio::fs::File>,
+    spooled: Option<SpooledDataSet>,
+    /// A write to the spool failed: the data set is drained and refused.
+    write_error: Option<std::io::Error>,
+}
 
+async fn open_spool(dir: &Path) -> std::io::Result<(tokio::fs::File, SpooledDataSet)> {
+    let path = dir.join(format!("{}.{SPOOL_SUFFIX}", uuid::Uuid::new_v4().simple()));
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .await?;
+    Ok((file, SpooledDataSet { path, len: 0 }))
+}
+
+/// Why an association ended.
+enum Ending {
+    Released,
+    AbortedByPeer,
+    Closed(String),
+    /// The node aborts: the reason, and the A-ABORT reason to send.
+    Abort(String, AbortRQServiceProviderReason),
+}
+
+async fn serve_association<H: StoreHandler>(assoc: Established, config: &ScpConfig, handler: &H) {
+    let Established {
+        mut socket,
+        peer,
+        calling,
+        accepted,
+        _slot,
+    } = assoc;
+    let started = Instant::now();
+    let end_of_life = started + config.association_lifetime;
     let mut tally = Tally::default();
-    let mut command_buf: Vec<u8> = Vec::new();
-    let mut data_buf: Vec<u8> = Vec::new();
-    // The C-STORE-RQ whose data set is being received, with its presentation context id.
-    let mut pending: Option<(Command, u8)> = None;
+    let mut buf = Vec::new();
+    let mut reassembly = Reassembly::new(config.max_data_set_bytes);
+    let mut incoming: Option<Incoming> = None;
+    let max_pdu = config.max_pdu_length;
     let ending = 'assoc: loop {
-        let pdu = match assoc.receive().await {
-            Ok(pdu) => pdu,
-            Err(e) => break format!("connection ended: {e}"),
+        let deadline = (Instant::now() + config.idle_timeout).min(end_of_life);
+        let pdu =
+            match pdu::read_bounded(&mut socket, &mut buf, |t| pdu::limit_for(t, max_pdu), deadline).await {
+                Ok(pdu) => pdu,
+                Err(PduError::Timeout) if Instant::now() >= end_of_life => {
+                    break Ending::Abort(
+                        "association lifetime exceeded".into(),
+                        AbortRQServiceProviderReason::ReasonNotSpecified,
+                    )
+                }
+                Err(PduError::Timeout) => {
+                    break Ending::Abort(
+                        "idle: no complete PDU in time".into(),
+                        AbortRQServiceProviderReason::ReasonNotSpecified,
+                    )
+                }
+                Err(e @ PduError::TooLarge { .. }) => {
+                    break Ending::Abort(
+                        e.to_string(),
+                        AbortRQServiceProviderReason::UnrecognizedPduParameter,
+                    )
+                }
+                Err(e @ PduError::Malformed(_)) => {
+                    break Ending::Abort(e.to_string(), AbortRQServiceProviderReason::UnrecognizedPdu)
+                }
+                Err(e) => break Ending::Closed(e.to_string()),
+            };
+        let data = match pdu {
+            Pdu::PData { data } => data,
+            Pdu::ReleaseRQ => {
+                let _ = pdu::write(&mut socket, &Pdu::ReleaseRP, config.idle_timeout).await;
+                break Ending::Released;
+            }
+            Pdu::AbortRQ { .. } => break Ending::AbortedByPeer,
+            other => {
+                break Ending::Abort(
+                    format!("unexpected PDU {}", other.short_description()),
+                    AbortRQServiceProviderReason::UnexpectedPdu,
+                )
+            }
         };
-        match pdu {
-            Pdu::PData { data } => {
-                for pdv in data {
-                    let pc_id = pdv.presentation_context_id;
-                    match pdv.value_type {
-                        PDataValueType::Command => {
-                            append(&mut command_buf, pdv.data);
-                            if !pdv.is_last {
-                                continue;
+        for pdv in data {
+            let events = match reassembly.push(pdv) {
+                Ok(events) => events,
+                Err(e) => {
+                    break 'assoc Ending::Abort(
+                        e.to_string(),
+                        AbortRQServiceProviderReason::UnexpectedPduParameter,
+                    )
+                }
+            };
+            for event in events {
+                match event {
+                    Event::Command { pc_id, bytes } => {
+                        let cmd = match Command::parse(&bytes) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                break 'assoc Ending::Abort(
+                                    format!("unreadable command set: {e}"),
+                                    AbortRQServiceProviderReason::UnexpectedPduParameter,
+                                )
                             }
-                            let parsed = Command::parse(&command_buf);
-                            command_buf.clear();
-                            let cmd = match parsed {
-                                Ok(c) => c,
-                                Err(e) => {
-                                    warn!(%peer, error = %e, "unreadable command set; aborting association");
-                                    let _ = assoc.abort().await;
-                                    return;
-                                }
-                            };
-                            let reply = match cmd.field {
-                                command::C_ECHO_RQ => {
-                                    tally.echoes += 1;
-                                    Some(command::c_echo_rsp(cmd.message_id, status::SUCCESS))
-                                }
-                                command::C_STORE_RQ if cmd.has_dataset => {
-                                    data_buf.clear();
-                                    pending = Some((cmd, pc_id));
-                                    None
-                                }
-                                other => {
-                                    warn!(%peer, command = format!("{other:#06x}"), "unsupported DIMSE command");
-                                    Some(command::response(
-                                        other,
-                                        cmd.message_id,
-                                        cmd.affected_sop_class_uid.as_deref(),
-                                        cmd.affected_sop_instance_uid.as_deref(),
-                                        status::UNRECOGNIZED_OPERATION,
-                                        Some("vcnode accepts C-ECHO and C-STORE only"),
-                                    ))
-                                }
-                            };
-                            if let Some(reply) = reply {
-                                if send_command(&mut assoc, pc_id, reply).await.is_err() {
-                                    break 'assoc "could not send a response".to_string();
+                        };
+                        let reply = match cmd.field {
+                            command::C_ECHO_RQ => {
+                                tally.echoes += 1;
+                                Some(command::c_echo_rsp(cmd.message_id, status::SUCCESS))
+                            }
+                            command::C_STORE_RQ if cmd.has_dataset => {
+                                let (file, spooled, write_error) = match open_spool(&config.spool_dir).await {
+                                    Ok((f, s)) => (Some(f), Some(s), None),
+                                    Err(e) => (None, None, Some(e)),
+                                };
+                                incoming = Some(Incoming {
+                                    cmd,
+                                    pc_id,
+                                    file,
+                                    spooled,
+                                    write_error,
+                                });
+                                None
+                            }
+                            other => {
+                                warn!(%peer, command = format!("{other:#06x}"), "unsupported DIMSE command");
+                                Some(command::response(
+                                    other,
+                                    cmd.message_id,
+                                    cmd.affected_sop_class_uid.as_deref(),
+                                    cmd.affected_sop_instance_uid.as_deref(),
+                                    status::UNRECOGNIZED_OPERATION,
+                                    Some("vcnode accepts C-ECHO and C-STORE only"),
+                                ))
+                            }
+                        };
+                        if let Some(reply) = reply {
+                            if let Err(e) = send_command(&mut socket, pc_id, reply, config.idle_timeout).await
+                            {
+                                break 'assoc Ending::Closed(format!("could not send a response: {e}"));
+                            }
+                        }
+                    }
+                    Event::DataChunk { bytes, .. } => {
+                        // A data set nobody asked to store (no C-STORE-RQ) is drained unread.
+                        if let Some(inc) = incoming.as_mut() {
+                            if let (Some(file), None) = (inc.file.as_mut(), &inc.write_error) {
+                                if let Err(e) = file.write_all(&bytes).await {
+                                    inc.write_error = Some(e);
                                 }
                             }
                         }
-                        PDataValueType::Data => {
-                            append(&mut data_buf, pdv.data);
-                            if !pdv.is_last {
-                                continue;
-                            }
-                            let Some((cmd, cmd_pc)) = pending.take() else {
-                                warn!(%peer, "data set without a C-STORE-RQ; ignored");
-                                data_buf.clear();
-                                continue;
-                            };
-                            let dataset = std::mem::take(&mut data_buf);
-                            tally.bytes += dataset.len() as u64;
-                            let outcome = store(&assoc, handler, &cmd, cmd_pc, peer, &calling, dataset).await;
-                            if outcome.status == status::SUCCESS
-                                || status::kind(outcome.status) == status::StatusKind::Warning
-                            {
-                                tally.stored += 1;
-                            } else {
-                                tally.failed += 1;
-                            }
-                            let reply = command::response(
-                                command::C_STORE_RQ,
-                                cmd.message_id,
-                                cmd.affected_sop_class_uid.as_deref(),
-                                cmd.affected_sop_instance_uid.as_deref(),
-                                outcome.status,
-                                outcome.comment.as_deref(),
-                            );
-                            if send_command(&mut assoc, pc_id, reply).await.is_err() {
-                                break 'assoc "could not send the C-STORE response".to_string();
-                            }
+                    }
+                    Event::DataEnd { pc_id, total } => {
+                        let Some(inc) = incoming.take() else {
+                            warn!(%peer, "data set without a C-STORE-RQ; ignored");
+                            continue;
+                        };
+                        tally.bytes += total;
+                        let outcome = finish_store(inc, total, &accepted, peer, &calling, handler).await;
+                        if outcome.status == status::SUCCESS
+                            || status::kind(outcome.status) == status::StatusKind::Warning
+                        {
+                            tally.stored += 1;
+                        } else {
+                            tally.failed += 1;
+                        }
+                        let reply = command::response(
+                            command::C_STORE_RQ,
+                            outcome.message_id,
+                            outcome.sop_class.as_deref(),
+                            outcome.sop_instance.as_deref(),
+                            outcome.status,
+                            outcome.comment.as_deref(),
+                        );
+                        if let Err(e) = send_command(&mut socket, pc_id, reply, config.idle_timeout).await {
+                            break 'assoc Ending::Closed(format!("could not send the C-STORE response: {e}"));
                         }
                     }
                 }
             }
-            Pdu::ReleaseRQ => {
-                let _ = assoc.send(&Pdu::ReleaseRP).await;
-                break "released".to_string();
-            }
-            Pdu::AbortRQ { source } => break format!("aborted by peer ({source:?})"),
-            other => {
-                warn!(%peer, pdu = %other.short_description(), "unexpected PDU; aborting association");
-                let _ = assoc.abort().await;
-                break "aborted (unexpected PDU)".to_string();
-            }
+        }
+    };
+    // An unfinished data set's spool file goes with `incoming`.
+    drop(incoming);
+    let ending = match ending {
+        Ending::Released => "released".to_string(),
+        Ending::AbortedByPeer => "aborted by peer".to_string(),
+        Ending::Closed(why) => format!("ended: {why}"),
+        Ending::Abort(why, reason) => {
+            warn!(%peer, calling_ae = %calling, reason = %why, "aborting association");
+            send_and_close(&mut socket, &abort_pdu(reason)).await;
+            format!("aborted: {why}")
         }
     };
     info!(
@@ -388,64 +660,104 @@ async fn serve_association<H: StoreHandler>(
     );
 }
 
-fn append(buf: &mut Vec<u8>, mut data: Vec<u8>) {
-    // The first fragment is usually the whole value: take it without a copy.
-    if buf.is_empty() {
-        std::mem::swap(buf, &mut data);
-    } else {
-        buf.extend_from_slice(&data);
-    }
+/// A C-STORE's response fields.
+struct StoreReply {
+    message_id: u16,
+    sop_class: Option<String>,
+    sop_instance: Option<String>,
+    status: u16,
+    comment: Option<String>,
 }
 
-async fn store<H: StoreHandler, S>(
-    assoc: &dicom_ul::association::AsyncServerAssociation<S>,
-    handler: &H,
-    cmd: &Command,
-    pc_id: u8,
+/// Closes the spool and hands the data set to the handler (unless the context or the spool
+/// says no).
+async fn finish_store<H: StoreHandler>(
+    inc: Incoming,
+    total: u64,
+    accepted: &[(u8, String, String)],
     peer: SocketAddr,
     calling: &str,
-    dataset: Vec<u8>,
-) -> StoreOutcome {
-    let Some(pc) = assoc.presentation_contexts().iter().find(|pc| pc.id == pc_id) else {
-        return StoreOutcome::failure(status::PROCESSING_FAILURE, "unknown presentation context");
+    handler: &H,
+) -> StoreReply {
+    let Incoming {
+        cmd,
+        pc_id,
+        file,
+        spooled,
+        write_error,
+    } = inc;
+    let reply = |outcome: StoreOutcome| StoreReply {
+        message_id: cmd.message_id,
+        sop_class: cmd.affected_sop_class_uid.clone(),
+        sop_instance: cmd.affected_sop_instance_uid.clone(),
+        status: outcome.status,
+        comment: outcome.comment,
+    };
+    let mut write_error = write_error;
+    if let (Some(mut f), None) = (file, &write_error) {
+        if let Err(e) = f.flush().await {
+            write_error = Some(e);
+        }
+    }
+    if let Some(e) = write_error {
+        warn!(%peer, error = %e, "could not spool a data set");
+        let full = matches!(e.raw_os_error(), Some(28) | Some(122)); // ENOSPC, EDQUOT
+        return reply(if full {
+            StoreOutcome::failure(status::OUT_OF_RESOURCES, "vcnode disk full")
+        } else {
+            StoreOutcome::failure(
+                status::PROCESSING_FAILURE,
+                "vcnode could not receive the data set",
+            )
+        });
+    }
+    let Some(mut dataset) = spooled else {
+        return reply(StoreOutcome::failure(
+            status::PROCESSING_FAILURE,
+            "vcnode could not receive the data set",
+        ));
+    };
+    dataset.len = total;
+    let Some((_, abstract_syntax, transfer_syntax)) = accepted.iter().find(|(id, _, _)| *id == pc_id) else {
+        return reply(StoreOutcome::failure(
+            status::SOP_CLASS_NOT_SUPPORTED,
+            "presentation context not accepted",
+        ));
     };
     let sop_class = cmd.affected_sop_class_uid.clone().unwrap_or_default();
-    if pc.reason != PresentationContextResultReason::Acceptance || pc.abstract_syntax != sop_class {
-        return StoreOutcome::failure(
+    if *abstract_syntax != sop_class {
+        return reply(StoreOutcome::failure(
             status::SOP_CLASS_NOT_SUPPORTED,
             "SOP class does not match the presentation context",
-        );
+        ));
     }
-    handler
+    let outcome = handler
         .store(ReceivedInstance {
             calling_ae_title: calling.to_string(),
             peer_addr: peer,
             sop_class_uid: sop_class,
             sop_instance_uid: cmd.affected_sop_instance_uid.clone().unwrap_or_default(),
-            transfer_syntax: pc.transfer_syntax.clone(),
+            transfer_syntax: transfer_syntax.clone(),
             dataset,
         })
-        .await
+        .await;
+    reply(outcome)
 }
 
-async fn send_command<S>(
-    assoc: &mut dicom_ul::association::AsyncServerAssociation<S>,
+async fn send_command(
+    socket: &mut TcpStream,
     pc_id: u8,
     reply: Result<Vec<u8>, command::CommandError>,
-) -> Result<(), String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
-{
+    timeout: Duration,
+) -> Result<(), String> {
     let data = reply.map_err(|e| e.to_string())?;
-    assoc
-        .send(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: pc_id,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data,
-            }],
-        })
-        .await
-        .map_err(|e| e.to_string())
+    let pdu = Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data,
+        }],
+    };
+    pdu::write(socket, &pdu, timeout).await.map_err(|e| e.to_string())
 }

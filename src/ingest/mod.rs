@@ -4,25 +4,34 @@
 //! file durably, commit its rows (instance, and a job for a low-energy image) in one SQLite
 //! transaction, and only then answer success.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Seek};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::meta::FileMetaTableBuilder;
-use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tracing::{debug, info, warn};
-use vcnode_scp::{status, trim_value, ReceivedInstance, StoreHandler, StoreOutcome};
+use vcnode_scp::{status, ReceivedInstance, StoreHandler, StoreOutcome};
 
 use crate::config::JobSelect;
 use crate::queue::{NewInstance, Queue};
 use crate::store::{InstanceStore, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 mod image_type;
+pub mod scan;
 pub use image_type::{becomes_job, ImageType};
+pub use scan::Limits;
 
-/// The node's C-STORE handler.
+/// Deflated Explicit VR Little Endian.
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+/// The node's C-STORE handler (the one ingest: DIMSE C-STORE and, later, STOW-RS go through
+/// [`Ingest::ingest`]).
 pub struct Ingest {
     pub store: InstanceStore,
     pub queue: Queue,
@@ -30,8 +39,40 @@ pub struct Ingest {
     pub max_attempts: u32,
     /// Refuse new instances below this much free space on data_dir's file system.
     pub min_free_bytes: u64,
+    pub limits: Limits,
+    /// Where a deflated data set is inflated for checking (the spool's file system).
+    pub scratch_dir: PathBuf,
     /// Woken when a job is queued, so an idle worker starts at once.
     pub wake: Arc<tokio::sync::Notify>,
+    /// SOP Instance UIDs being stored, so that two concurrent stores of one instance give one
+    /// file, one row and one job: the second waits and is acknowledged as a duplicate.
+    pub in_flight: UidLocks,
+}
+
+/// One async lock per SOP Instance UID in flight; entries go when their last holder does.
+#[derive(Default)]
+pub struct UidLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl UidLocks {
+    async fn hold<T>(&self, uid: &str, work: impl std::future::Future<Output = T>) -> T {
+        let lock = self
+            .0
+            .lock()
+            .expect("uid lock table")
+            .entry(uid.to_string())
+            .or_default()
+            .clone();
+        let result = {
+            let _held = lock.lock().await;
+            work.await
+        };
+        let mut table = self.0.lock().expect("uid lock table");
+        // Ours and the table's: nobody else waits for this UID.
+        if Arc::strong_count(&lock) == 2 {
+            table.remove(uid);
+        }
+        result
+    }
 }
 
 /// A data set that passed the checks, with what the rows need.
@@ -41,109 +82,133 @@ struct Checked {
     image_type: ImageType,
 }
 
-/// Why a data set is refused, already mapped to its C-STORE status.
+/// Why a data set is refused, already mapped to its C-STORE status. Comments name what is
+/// wrong, never an element's value or a path of the node's.
 struct Refusal(StoreOutcome);
 
 fn refuse(status: u16, comment: impl Into<String>) -> Refusal {
     Refusal(StoreOutcome::failure(status, comment))
 }
 
-/// Parses the data set in its transfer syntax and checks what the node relies on.
-fn check(inst: &ReceivedInstance) -> Result<Checked, Refusal> {
+/// Walks the spooled data set (inflating a deflated one under the limit) and checks what the
+/// node relies on, without loading it. Blocking.
+fn check(
+    inst: &ReceivedInstance,
+    limits: &Limits,
+    scratch_dir: &std::path::Path,
+) -> Result<Checked, Refusal> {
     let ts = TransferSyntaxRegistry
         .get(&inst.transfer_syntax)
         .ok_or_else(|| refuse(status::CANNOT_UNDERSTAND, "unknown transfer syntax"))?;
-    let obj = InMemDicomObject::read_dataset_with_ts(&inst.dataset[..], ts)
-        .map_err(|e| refuse(status::CANNOT_UNDERSTAND, format!("cannot parse data set: {e}")))?;
-    let text = |tag| {
-        obj.element(tag)
-            .ok()
-            .and_then(|e| e.to_str().ok())
-            .map(|s| trim_value(&s).to_string())
-            .filter(|s| !s.is_empty())
+    let internal = |e: std::io::Error| {
+        warn!(error = %e, "cannot read a spooled data set");
+        refuse(status::PROCESSING_FAILURE, "vcnode could not read the data set")
     };
-    let mismatch = |what: String| refuse(status::DATASET_DOES_NOT_MATCH_SOP_CLASS, what);
-    let sop_class = text(tags::SOP_CLASS_UID).ok_or_else(|| mismatch("SOP Class UID missing".into()))?;
+    let unreadable =
+        |e: scan::ScanError| refuse(status::CANNOT_UNDERSTAND, format!("cannot parse data set: {e}"));
+    let file = File::open(inst.dataset.path()).map_err(internal)?;
+    let scanned = if inst.transfer_syntax == DEFLATED {
+        let mut inflated = tempfile::tempfile_in(scratch_dir).map_err(internal)?;
+        let len = scan::inflate_limited(
+            BufReader::new(file),
+            &mut BufWriter::new(&mut inflated),
+            limits.max_inflated_bytes,
+        )
+        .map_err(unreadable)?;
+        inflated.rewind().map_err(internal)?;
+        scan::scan(
+            BufReader::new(inflated),
+            len,
+            &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            limits,
+        )
+    } else {
+        scan::scan(BufReader::new(file), inst.dataset.len(), ts, limits)
+    }
+    .map_err(|e| match e {
+        scan::ScanError::ImageTooLarge { .. } => {
+            refuse(status::CANNOT_UNDERSTAND, "image larger than this node accepts")
+        }
+        e => unreadable(e),
+    })?;
+    let mismatch = |what: &str| refuse(status::DATASET_DOES_NOT_MATCH_SOP_CLASS, what);
+    let present = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let sop_class = present(&scanned.sop_class_uid).ok_or_else(|| mismatch("SOP Class UID missing"))?;
     if sop_class != inst.sop_class_uid {
-        return Err(mismatch(format!(
-            "SOP Class UID {sop_class} differs from the request's"
-        )));
+        return Err(mismatch("SOP Class UID differs from the request's"));
     }
     let sop_instance =
-        text(tags::SOP_INSTANCE_UID).ok_or_else(|| mismatch("SOP Instance UID missing".into()))?;
+        present(&scanned.sop_instance_uid).ok_or_else(|| mismatch("SOP Instance UID missing"))?;
     if sop_instance != inst.sop_instance_uid {
-        return Err(mismatch("SOP Instance UID differs from the request's".into()));
+        return Err(mismatch("SOP Instance UID differs from the request's"));
     }
-    let study_uid =
-        text(tags::STUDY_INSTANCE_UID).ok_or_else(|| mismatch("Study Instance UID missing".into()))?;
-    let series_uid =
-        text(tags::SERIES_INSTANCE_UID).ok_or_else(|| mismatch("Series Instance UID missing".into()))?;
-    for (name, uid) in [("Study", &study_uid), ("Series", &series_uid)] {
+    let study_uid = present(&scanned.study_uid).ok_or_else(|| mismatch("Study Instance UID missing"))?;
+    let series_uid = present(&scanned.series_uid).ok_or_else(|| mismatch("Series Instance UID missing"))?;
+    for (what, uid) in [
+        ("Study Instance UID is not a valid UID", &study_uid),
+        ("Series Instance UID is not a valid UID", &series_uid),
+    ] {
         if !vcnode_scp::is_valid_uid(uid) {
-            return Err(mismatch(format!("{name} Instance UID is not a valid UID")));
+            return Err(mismatch(what));
         }
     }
     // Image Pixel module (PS3.3 C.7.6.3): every image class the node accepts needs it.
-    let uint = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok());
     let (Some(rows), Some(cols), Some(bits_allocated), Some(samples)) = (
-        uint(tags::ROWS),
-        uint(tags::COLUMNS),
-        uint(tags::BITS_ALLOCATED),
-        uint(tags::SAMPLES_PER_PIXEL),
+        scanned.rows,
+        scanned.columns,
+        scanned.bits_allocated,
+        scanned.samples_per_pixel,
     ) else {
         return Err(mismatch(
-            "Image Pixel module incomplete (Rows, Columns, Bits Allocated, Samples per Pixel)".into(),
+            "Image Pixel module incomplete (Rows, Columns, Bits Allocated, Samples per Pixel)",
         ));
     };
-    if text(tags::PHOTOMETRIC_INTERPRETATION).is_none() {
-        return Err(mismatch("Photometric Interpretation missing".into()));
+    if present(&scanned.photometric).is_none() {
+        return Err(mismatch("Photometric Interpretation missing"));
     }
-    let pixels = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|_| mismatch("Pixel Data missing".into()))?;
+    let Some(pixel_len) = scanned.pixel_data_len else {
+        return Err(mismatch("Pixel Data missing"));
+    };
     if rows == 0 || cols == 0 || !matches!(bits_allocated, 1 | 8 | 16 | 32) {
-        return Err(mismatch(format!(
-            "implausible image geometry {rows}x{cols}, {bits_allocated} bits allocated"
-        )));
+        return Err(mismatch("implausible image geometry or Bits Allocated"));
     }
     if !ts.is_encapsulated_pixel_data() {
-        let frames = text(tags::NUMBER_OF_FRAMES)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(1);
+        let frames = scanned.number_of_frames.unwrap_or(1);
         let expected =
             (rows as u64 * cols as u64 * samples as u64 * frames * bits_allocated as u64).div_ceil(8);
-        let got = pixels.value().to_bytes().map(|b| b.len() as u64).unwrap_or(0);
-        if got < expected {
+        if pixel_len.unwrap_or(0) < expected {
             return Err(refuse(
                 status::CANNOT_UNDERSTAND,
-                format!("Pixel Data holds {got} bytes, {expected} expected"),
+                "Pixel Data shorter than its Rows, Columns and frames declare",
             ));
         }
     }
     Ok(Checked {
         study_uid,
         series_uid,
-        image_type: ImageType::from_values(
-            obj.element(tags::IMAGE_TYPE)
-                .ok()
-                .and_then(|e| e.to_multi_str().ok())
-                .as_deref(),
-        ),
+        image_type: ImageType::from_values(scanned.image_type.as_deref()),
     })
 }
 
 impl Ingest {
     async fn ingest(&self, inst: ReceivedInstance) -> Result<StoreOutcome, Refusal> {
-        let started = Instant::now();
         if !vcnode_scp::is_valid_uid(&inst.sop_instance_uid) {
             return Err(refuse(
                 status::CANNOT_UNDERSTAND,
                 "Affected SOP Instance UID is not a valid UID",
             ));
         }
+        let uid = inst.sop_instance_uid.clone();
+        self.in_flight.hold(&uid, self.ingest_held(inst)).await
+    }
+
+    /// [`Ingest::ingest`] while holding the instance's UID lock.
+    async fn ingest_held(&self, inst: ReceivedInstance) -> Result<StoreOutcome, Refusal> {
+        let started = Instant::now();
+        // The reason goes to the log; the peer only learns that the node failed.
         let internal = |e: &dyn std::fmt::Display| {
             warn!(error = %e, "ingest failed");
-            refuse(status::PROCESSING_FAILURE, format!("vcnode: {e}"))
+            refuse(status::PROCESSING_FAILURE, "vcnode internal error")
         };
         if self
             .queue
@@ -169,14 +234,15 @@ impl Ingest {
 
         // Parsing and the durable write are CPU and fsync work: keep them off the runtime.
         let store = self.store.clone();
+        let (limits, scratch) = (self.limits, self.scratch_dir.clone());
         let inst = Arc::new(inst);
         let job_inst = inst.clone();
         let (checked, relative, bytes) = tokio::task::spawn_blocking(move || {
             let inst = job_inst;
-            let checked = check(&inst)?;
+            let checked = check(&inst, &limits, &scratch)?;
             let relative =
                 InstanceStore::relative_path(&checked.study_uid, &checked.series_uid, &inst.sop_instance_uid)
-                    .map_err(|e| refuse(status::DATASET_DOES_NOT_MATCH_SOP_CLASS, e.to_string()))?;
+                    .map_err(|_| refuse(status::DATASET_DOES_NOT_MATCH_SOP_CLASS, "a UID is not valid"))?;
             let meta = FileMetaTableBuilder::new()
                 .media_storage_sop_class_uid(inst.sop_class_uid.as_str())
                 .media_storage_sop_instance_uid(inst.sop_instance_uid.as_str())
@@ -186,14 +252,20 @@ impl Ingest {
                 .source_application_entity_title(inst.calling_ae_title.as_str())
                 .build()
                 .map_err(|e| refuse(status::PROCESSING_FAILURE, e.to_string()))?;
-            let bytes = store.write_part10(&relative, &meta, &inst.dataset).map_err(|e| {
-                warn!(error = %e, "could not store instance");
-                if e.is_out_of_space() {
-                    refuse(status::OUT_OF_RESOURCES, "vcnode disk full")
-                } else {
-                    refuse(status::PROCESSING_FAILURE, format!("vcnode could not store: {e}"))
-                }
+            let mut spooled = File::open(inst.dataset.path()).map_err(|e| {
+                warn!(error = %e, "cannot read a spooled data set");
+                refuse(status::PROCESSING_FAILURE, "vcnode could not read the data set")
             })?;
+            let bytes = store
+                .write_part10_from(&relative, &meta, &mut spooled)
+                .map_err(|e| {
+                    warn!(error = %e, "could not store instance");
+                    if e.is_out_of_space() {
+                        refuse(status::OUT_OF_RESOURCES, "vcnode disk full")
+                    } else {
+                        refuse(status::PROCESSING_FAILURE, "vcnode could not store the instance")
+                    }
+                })?;
             Ok::<_, Refusal>((checked, relative, bytes))
         })
         .await

@@ -1,18 +1,23 @@
 //! Durable instance files under `data_dir`.
 //!
 //! Layout: `instances/<Study UID>/<Series UID>/<SOP Instance UID>.dcm`, every component a
-//! validated UID. A file is written to `tmp/`, fsynced, renamed into place, and the directory
-//! fsynced, so a crash leaves either the whole file or none (and a stray temp file, swept at
-//! start-up).
+//! validated UID. A file is written to `tmp/`, fsynced, renamed into place, and its directory
+//! fsynced; every directory created on the way (a new study, a new series) is fsynced into its
+//! parent too. A crash leaves either the whole file or none (and a stray temp file of the
+//! node's own naming, swept at start-up). Everything is created owner-only (0700/0600): it is
+//! patient data.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use dicom_object::FileMetaTable;
 
 pub const INSTANCES_DIR: &str = "instances";
-const TMP_DIR: &str = "tmp";
+/// Temporary files: the store's `<uuid>.part` and the SCP's spooled data sets.
+pub const TMP_DIR: &str = "tmp";
+const PART_SUFFIX: &str = "part";
 
 /// The node's Implementation Class UID (2.25 + a UUIDv5 of "vcnode"), written in file meta.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.130890670624383776139979181715606844580";
@@ -61,15 +66,44 @@ impl InstanceStore {
     /// Opens the store under `data_dir`, creating its folders and sweeping temp files left by
     /// a crash (their C-STORE was never acknowledged).
     pub fn open(data_dir: &Path) -> io::Result<InstanceStore> {
-        fs::create_dir_all(data_dir.join(INSTANCES_DIR))?;
-        let tmp = data_dir.join(TMP_DIR);
-        fs::create_dir_all(&tmp)?;
-        for entry in fs::read_dir(&tmp)? {
-            let _ = fs::remove_file(entry?.path());
-        }
-        Ok(InstanceStore {
+        DirBuilder::new().recursive(true).mode(0o700).create(data_dir)?;
+        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))?;
+        let store = InstanceStore {
             root: data_dir.to_path_buf(),
-        })
+        };
+        store.create_dirs_durably(&data_dir.join(INSTANCES_DIR))?;
+        let tmp = data_dir.join(TMP_DIR);
+        store.create_dirs_durably(&tmp)?;
+        for entry in fs::read_dir(&tmp)? {
+            let path = entry?.path();
+            if is_own_temp_file(&path) {
+                let _ = fs::remove_file(path);
+            }
+        }
+        Ok(store)
+    }
+
+    /// Where the SCP spools data sets as they arrive: on the store's file system, so that the
+    /// copy into place stays local.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.root.join(TMP_DIR)
+    }
+
+    /// Creates `dir` (under the root) and its missing parents, owner-only, fsyncing each new
+    /// directory's parent so the new entry survives a power cut.
+    fn create_dirs_durably(&self, dir: &Path) -> io::Result<()> {
+        let relative = dir.strip_prefix(&self.root).unwrap_or(dir);
+        let mut current = self.root.clone();
+        for part in relative.components() {
+            let next = current.join(part);
+            match DirBuilder::new().mode(0o700).create(&next) {
+                Ok(()) => File::open(&current)?.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            current = next;
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -108,25 +142,43 @@ impl InstanceStore {
         meta: &FileMetaTable,
         dataset: &[u8],
     ) -> Result<u64, StoreError> {
+        self.write_part10_from(relative, meta, &mut &dataset[..])
+    }
+
+    /// As [`InstanceStore::write_part10`], with the data set read from `dataset` (a spooled
+    /// file: copied by the kernel, never held in memory).
+    /// (Generic, not `dyn`, so that a `File` source gets std's `copy_file_range` path.)
+    pub fn write_part10_from<R: Read>(
+        &self,
+        relative: &Path,
+        meta: &FileMetaTable,
+        dataset: &mut R,
+    ) -> Result<u64, StoreError> {
         let dest = self.root.join(relative);
         let dir = dest.parent().expect("instance paths have a parent");
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
         };
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        self.create_dirs_durably(dir).map_err(io_err(dir))?;
         let tmp = self
             .root
             .join(TMP_DIR)
-            .join(format!("{}.part", uuid::Uuid::new_v4()));
+            .join(format!("{}.{PART_SUFFIX}", uuid::Uuid::new_v4().simple()));
         let result = (|| {
-            let file = File::create(&tmp).map_err(io_err(&tmp))?;
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
             let mut w = BufWriter::with_capacity(1 << 20, file);
             w.write_all(&[0u8; 128]).map_err(io_err(&tmp))?;
             w.write_all(b"DICM").map_err(io_err(&tmp))?;
             meta.write(&mut w)?;
-            w.write_all(dataset).map_err(io_err(&tmp))?;
-            let file = w.into_inner().map_err(|e| e.into_error()).map_err(io_err(&tmp))?;
+            w.flush().map_err(io_err(&tmp))?;
+            let mut file = w.into_inner().map_err(|e| e.into_error()).map_err(io_err(&tmp))?;
+            io::copy(dataset, &mut file).map_err(io_err(&tmp))?;
             file.sync_all().map_err(io_err(&tmp))?;
             let size = file.metadata().map_err(io_err(&tmp))?.len();
             fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
@@ -147,6 +199,17 @@ impl InstanceStore {
     }
 }
 
+/// `<32 hex digits>.part` (the store's) or `.rx` (the SCP's spool): the node's own temporary
+/// files, the only ones a start-up sweep may remove.
+fn is_own_temp_file(path: &Path) -> bool {
+    let (Some(stem), Some(ext)) = (path.file_stem().and_then(|s| s.to_str()), path.extension()) else {
+        return false;
+    };
+    (ext == PART_SUFFIX || ext == vcnode_scp::SPOOL_SUFFIX)
+        && stem.len() == 32
+        && stem.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,9 +227,20 @@ mod tests {
     fn writes_a_readable_part10_file_and_sweeps_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join(TMP_DIR)).unwrap();
-        fs::write(dir.path().join(TMP_DIR).join("stale.part"), b"half").unwrap();
+        let stale = format!("{}.part", uuid::Uuid::new_v4().simple());
+        fs::write(dir.path().join(TMP_DIR).join(&stale), b"half").unwrap();
+        let spool = format!("{}.rx", uuid::Uuid::new_v4().simple());
+        fs::write(dir.path().join(TMP_DIR).join(&spool), b"half").unwrap();
+        // Someone else's file in tmp/ is not the node's to delete.
+        fs::write(dir.path().join(TMP_DIR).join("notes.part"), b"keep").unwrap();
         let store = InstanceStore::open(dir.path()).unwrap();
-        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        let left: Vec<_> = fs::read_dir(dir.path().join(TMP_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec!["notes.part".to_string()]);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700);
 
         let mut obj = dicom_object::InMemDicomObject::new_empty();
         obj.put_str(
@@ -185,6 +259,8 @@ mod tests {
             .unwrap();
         let rel = InstanceStore::relative_path("1.2", "1.2.3", "1.2.3.4").unwrap();
         store.write_part10(&rel, &meta, &bytes).unwrap();
+        assert_eq!(mode(&dir.path().join(&rel)), 0o600);
+        assert_eq!(mode(dir.path().join(&rel).parent().unwrap()), 0o700);
         let back = dicom_object::open_file(dir.path().join(&rel)).unwrap();
         assert_eq!(
             back.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)

@@ -388,8 +388,8 @@ impl Drop for MemoryGuard {
 /// What the node did with a hostile request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Answer {
-    /// A DIMSE response with this status.
-    Status(u16),
+    /// A DIMSE response: its status and error comment.
+    Status(u16, String),
     Abort,
     Rejected,
     Accepted,
@@ -413,7 +413,7 @@ impl Answer {
     /// The node refused: a failure status (not success, not a warning), an abort or a close.
     fn is_refusal(&self) -> bool {
         match self {
-            Answer::Status(s) => *s != 0 && !matches!(s >> 12, 0xB) && *s != 0x0107 && *s != 0x0116,
+            Answer::Status(s, _) => *s != 0 && !matches!(s >> 12, 0xB) && *s != 0x0107 && *s != 0x0116,
             Answer::Abort | Answer::Rejected | Answer::Closed(_) => true,
             _ => false,
         }
@@ -523,7 +523,11 @@ impl Assoc {
                                     let cmd = Command::parse(&command_set);
                                     command_set.clear();
                                     answer = Some(match cmd {
-                                        Ok(Command { status: Some(s), .. }) => Answer::Status(s),
+                                        Ok(Command {
+                                            status: Some(s),
+                                            error_comment,
+                                            ..
+                                        }) => Answer::Status(s, error_comment.unwrap_or_default()),
                                         other => Answer::Other(format!("{other:?}")),
                                     });
                                 }
@@ -576,6 +580,16 @@ impl Assoc {
     /// Streams data fragments from `source`, none marked last, until `limit` bytes are sent,
     /// the node answers, or a write fails. Returns the bytes sent and the answer, if any.
     fn stream_endless(&mut self, source: &mut impl FnMut(&mut [u8]), limit: u64) -> (u64, Option<Answer>) {
+        self.stream_fragments(false, source, limit)
+    }
+
+    /// As [`Assoc::stream_endless`], for command fragments when `command`.
+    fn stream_fragments(
+        &mut self,
+        command: bool,
+        source: &mut impl FnMut(&mut [u8]),
+        limit: u64,
+    ) -> (u64, Option<Answer>) {
         let mut pdu = vec![0u8; 12 + self.max_fragment()];
         let mut sent = 0u64;
         while sent < limit {
@@ -583,7 +597,7 @@ impl Assoc {
                 return (sent, Some(a));
             }
             let n = self.max_fragment();
-            pdu[..12].copy_from_slice(&pdata_header(PC_MG, n, false, false));
+            pdu[..12].copy_from_slice(&pdata_header(PC_MG, n, command, false));
             source(&mut pdu[12..]);
             if let Err(e) = self.stream.write_all(&pdu) {
                 return (sent, Some(self.wait_answer().unwrap_or_else(|| closed(e))));
@@ -1110,26 +1124,11 @@ fn deflate_bomb_is_refused_with_bounded_memory() {
     t.assert_healthy("deflate bomb");
 }
 
-/// Case 6: an RLE Lossless image declaring 65535 x 65535 with a tiny fragment: refused before
-/// any decode, no job.
-#[test]
-fn huge_declared_rle_image_is_refused_before_decode() {
-    let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
-    let spec = MammogramSpec::low_energy(1003);
-    let uid = fixture_uid(&spec);
-    let mut obj = mammogram(&spec).into_inner();
-    obj.put(DataElement::new(
-        tags::ROWS,
-        VR::US,
-        PrimitiveValue::from(65_535u16),
-    ));
-    obj.put(DataElement::new(
-        tags::COLUMNS,
-        VR::US,
-        PrimitiveValue::from(65_535u16),
-    ));
-    // PS3.5 G.3: RLE header (2 segments for 16-bit samples, offsets 64 and 66), then two
-    // segments that each decode to one byte.
+/// An RLE Lossless fixture (PS3.5 G.3) with its declared geometry changed by `declare`, and one
+/// tiny fragment: a header for 2 segments (16-bit samples) that each decode to one byte.
+fn rle_image(spec: &MammogramSpec, declare: impl FnOnce(&mut InMemDicomObject)) -> Vec<u8> {
+    let mut obj = mammogram(spec).into_inner();
+    declare(&mut obj);
     let mut frame = vec![0u8; 64];
     frame[0..4].copy_from_slice(&2u32.to_le_bytes());
     frame[4..8].copy_from_slice(&64u32.to_le_bytes());
@@ -1140,30 +1139,101 @@ fn huge_declared_rle_image_is_refused_before_decode() {
         VR::OB,
         PixelFragmentSequence::new_fragments(vec![frame]),
     ));
-    let data = explicit_le(&obj);
-    let before = t.memory_before();
-    let mut assoc = t.associate("MODALITY", RLE_LOSSLESS).expect("association");
-    assoc.send_store_rq(&uid);
-    let write = assoc.send_message(PC_MG, false, &data);
-    let answer = assoc
-        .wait_answer()
-        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
-    let after = memory(t.node.pid());
-    let rows = t.rows_for(&uid);
-    report(
-        "rle-65535",
-        &format!("{answer:?}"),
-        before,
-        after,
-        &format!("rows(instance,job)={rows:?}"),
-    );
+    explicit_le(&obj)
+}
+
+fn put_us(obj: &mut InMemDicomObject, tag: Tag, v: u16) {
+    obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+}
+
+/// Case 6: RLE Lossless images whose declared geometry is far beyond max_pixel_mb, each with a
+/// tiny fragment: refused with a failure status before any decode, no instance, no job.
+/// Besides 65535 x 65535: a frame count that overflows 64 bits with the rest, and a plausible
+/// 4096 x 4096 with Number of Frames 100000 written with 1100 leading zeros (a valid IS value
+/// to any integer parser, but longer than a checker might care to read).
+#[test]
+fn huge_declared_rle_image_is_refused_before_decode() {
+    let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
+    type Declare = Box<dyn FnOnce(&mut InMemDicomObject)>;
+    let variants: Vec<(&str, Declare)> = vec![
+        (
+            "65535x65535",
+            Box::new(|o| {
+                put_us(o, tags::ROWS, 65_535);
+                put_us(o, tags::COLUMNS, 65_535);
+            }),
+        ),
+        (
+            "65535x65535x3 samples x 4294967295 frames",
+            Box::new(|o| {
+                put_us(o, tags::ROWS, 65_535);
+                put_us(o, tags::COLUMNS, 65_535);
+                put_us(o, tags::SAMPLES_PER_PIXEL, 3);
+                o.put(DataElement::new(
+                    tags::NUMBER_OF_FRAMES,
+                    VR::IS,
+                    PrimitiveValue::from("4294967295"),
+                ));
+            }),
+        ),
+        (
+            "4096x4096 x 100000 frames (zero-padded)",
+            Box::new(|o| {
+                put_us(o, tags::ROWS, 4096);
+                put_us(o, tags::COLUMNS, 4096);
+                let frames = format!("{}100000", "0".repeat(1100));
+                o.put(DataElement::new(
+                    tags::NUMBER_OF_FRAMES,
+                    VR::IS,
+                    PrimitiveValue::from(frames),
+                ));
+            }),
+        ),
+        (
+            "4096x4096 x 100000 frames (a second, empty value)",
+            Box::new(|o| {
+                put_us(o, tags::ROWS, 4096);
+                put_us(o, tags::COLUMNS, 4096);
+                o.put(DataElement::new(
+                    tags::NUMBER_OF_FRAMES,
+                    VR::IS,
+                    PrimitiveValue::from("100000\\"),
+                ));
+            }),
+        ),
+    ];
+    let mut accepted = Vec::new();
+    for (i, (what, declare)) in variants.into_iter().enumerate() {
+        let spec = MammogramSpec::low_energy(1003 + 100 * i as u64);
+        let uid = fixture_uid(&spec);
+        let data = rle_image(&spec, declare);
+        let before = t.memory_before();
+        let mut assoc = t.associate("MODALITY", RLE_LOSSLESS).expect("association");
+        assoc.send_store_rq(&uid);
+        let write = assoc.send_message(PC_MG, false, &data);
+        let answer = assoc
+            .wait_answer()
+            .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
+        let after = memory(t.node.pid());
+        let rows = t.rows_for(&uid);
+        report(
+            &format!("rle {what}"),
+            &format!("{answer:?}"),
+            before,
+            after,
+            &format!("rows(instance,job)={rows:?}"),
+        );
+        assoc.release();
+        t.assert_healthy(&format!("RLE image {what}"));
+        if !(matches!(answer, Answer::Status(..)) && answer.is_refusal()) || rows != (0, 0) {
+            accepted.push(format!("{what}: {answer:?}, rows (instance, job) {rows:?}"));
+        }
+    }
     assert!(
-        matches!(answer, Answer::Status(s) if answer.is_refusal() && s != 0),
-        "an RLE image declaring 65535x65535: the node answered {answer:?}"
+        accepted.is_empty(),
+        "RLE images beyond max_pixel_mb not refused:\n{}",
+        accepted.join("\n")
     );
-    assert_eq!(rows, (0, 0), "rows (instance, job) for a refused image");
-    assoc.release();
-    t.assert_healthy("65535 x 65535 RLE image");
 }
 
 /// Case 7: A-ABORT in the middle of a data set: nothing stored, no temp file.
@@ -1299,4 +1369,299 @@ fn data_set_beyond_max_instance_size_is_refused() {
     );
     assert_eq!(t.rows_for(&uid), (0, 0), "rows for a refused data set");
     t.assert_healthy("data set beyond max_instance_mb");
+}
+
+/// Explicit VR LE sequences (0008,1115) nested `depth` deep with defined lengths throughout
+/// (no delimiters): the same depth, but a parser must track lengths instead of delimiters.
+fn nested_sequences_defined(depth: usize) -> Vec<u8> {
+    // Innermost first: an empty item in a sequence; each level wraps the previous one.
+    let mut inner: Vec<u8> = Vec::new();
+    for _ in 0..depth {
+        let mut item = Vec::with_capacity(inner.len() + 20);
+        item.extend_from_slice(&ITEM);
+        item.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+        item.extend_from_slice(&inner);
+        let mut seq = Vec::with_capacity(item.len() + 12);
+        seq.extend_from_slice(&SQ_TAG);
+        seq.extend_from_slice(b"SQ\0\0");
+        seq.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        seq.extend_from_slice(&item);
+        inner = seq;
+    }
+    inner
+}
+
+/// Case 4, more shapes: 100,000 levels with defined lengths; 100,000 levels inside a deflated
+/// data set (inflated before any check); command fragments that never end; data fragments
+/// with no C-STORE-RQ before them. Each is refused or drained, memory flat, node alive.
+#[test]
+fn nesting_and_fragment_variants_are_refused_or_drained() {
+    let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
+    let split = Tag(0x0008, 0x1115);
+    let with_nesting = |spec: &MammogramSpec, nested: Vec<u8>| {
+        let mut data = fixture_part(spec, |t| t < split);
+        data.extend(nested);
+        data.extend(fixture_part(spec, |t| t > split));
+        data
+    };
+
+    // Defined lengths: 100,000 levels (each level's length field holds the rest).
+    let spec = MammogramSpec::low_energy(2001);
+    let uid = fixture_uid(&spec);
+    let data = with_nesting(&spec, nested_sequences_defined(100_000));
+    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    assoc.send_store_rq(&uid);
+    let write = assoc.send_message(PC_MG, false, &data);
+    let answer = assoc
+        .wait_answer()
+        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
+    report(
+        "nested-defined-length",
+        &format!("{answer:?}"),
+        0,
+        memory(t.node.pid()),
+        &format!("bytes={}", data.len()),
+    );
+    t.assert_healthy("100,000 nested sequences of defined length");
+    assert!(
+        answer.is_refusal(),
+        "100,000 nested sequences of defined length: {answer:?}"
+    );
+    assert_eq!(t.rows_for(&uid), (0, 0));
+
+    // Deflated: the nesting only appears after inflating.
+    let spec = MammogramSpec::low_energy(2002);
+    let uid = fixture_uid(&spec);
+    let plain = with_nesting(&spec, nested_sequences(100_000, true));
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&plain).unwrap();
+    let deflated = enc.finish().unwrap();
+    let mut assoc = t
+        .associate("MODALITY", DEFLATED_EXPLICIT_LE)
+        .expect("association");
+    assoc.send_store_rq(&uid);
+    let write = assoc.send_message(PC_MG, false, &deflated);
+    let answer = assoc
+        .wait_answer()
+        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
+    report(
+        "nested-deflated",
+        &format!("{answer:?}"),
+        0,
+        memory(t.node.pid()),
+        &format!("deflated={} inflated={}", deflated.len(), plain.len()),
+    );
+    t.assert_healthy("100,000 nested sequences, deflated");
+    assert!(
+        answer.is_refusal(),
+        "100,000 nested sequences, deflated: {answer:?}"
+    );
+    assert_eq!(t.rows_for(&uid), (0, 0));
+
+    // Command fragments that never end (a command set is a few hundred bytes).
+    let before = t.memory_before();
+    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    let (sent, answer) = assoc.stream_fragments(true, &mut |b: &mut [u8]| b.fill(0), 64 * MIB);
+    let after = t.assert_memory_bounded("endless command fragments", before);
+    report(
+        "endless-command-fragments",
+        &format!("{answer:?}"),
+        before,
+        Some(after),
+        &format!("sent={}KiB", sent / 1024),
+    );
+    assert!(
+        answer.as_ref().is_some_and(Answer::ends_connection),
+        "{} KiB of command fragments: the node answered {answer:?}",
+        sent / 1024
+    );
+    t.assert_healthy("endless command fragments");
+
+    // Data fragments with no C-STORE-RQ: 256 MiB that nobody asked to store.
+    let before = t.memory_before();
+    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    let (sent, answer) = assoc.stream_fragments(false, &mut |b: &mut [u8]| b.fill(0), 256 * MIB);
+    let after = t.assert_memory_bounded("data fragments without a C-STORE-RQ", before);
+    report(
+        "data-without-command",
+        &format!("{answer:?}"),
+        before,
+        Some(after),
+        &format!("sent={}MiB spooled={}MiB", sent / MIB, t.temp_bytes() / MIB),
+    );
+    if answer.is_none() {
+        assoc.abort();
+    }
+    let left = t.temp_files_after_wait();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+    t.assert_healthy("data fragments without a C-STORE-RQ");
+}
+
+/// Case 7, more endings: A-RELEASE-RQ and a plain TCP close in the middle of a data set leave
+/// nothing stored and no temp file, like the A-ABORT.
+#[test]
+fn release_or_close_in_the_middle_of_a_data_set_leaves_nothing() {
+    let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
+    for (i, ending) in ["A-RELEASE-RQ", "TCP close"].into_iter().enumerate() {
+        let spec = MammogramSpec::low_energy(3000 + i as u64);
+        let uid = fixture_uid(&spec);
+        let data = explicit_le(&mammogram(&spec).into_inner());
+        let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+        assoc.send_store_rq(&uid);
+        let part = &data[..data.len() / 2];
+        for chunk in part.chunks(assoc.max_fragment()) {
+            assoc
+                .stream
+                .write_all(&pdata_header(PC_MG, chunk.len(), false, false))
+                .unwrap();
+            assoc.stream.write_all(chunk).unwrap();
+        }
+        let answer = if ending == "A-RELEASE-RQ" {
+            send_pdu(&mut assoc.stream, &Pdu::ReleaseRQ).unwrap();
+            assoc.wait_answer().unwrap_or(Answer::Silent)
+        } else {
+            assoc.stream.shutdown(std::net::Shutdown::Both).unwrap();
+            Answer::Closed("by the peer".into())
+        };
+        let left = t.temp_files_after_wait();
+        let rows = t.rows_for(&uid);
+        report(
+            &format!("{ending}-mid-data-set"),
+            &format!("{answer:?}"),
+            0,
+            memory(t.node.pid()),
+            "",
+        );
+        assert!(
+            left.is_empty(),
+            "{ending} mid data set: temp files left: {left:?}"
+        );
+        assert_eq!(rows, (0, 0), "{ending} mid data set: rows");
+        t.assert_healthy(&format!("{ending} mid data set"));
+    }
+}
+
+/// A peer stalled in the middle of a data set does not hold up a legitimate store of the same
+/// SOP Instance UID; when the stalled one completes later, there is still one row and one job.
+#[test]
+fn stalled_store_does_not_block_the_same_instance_from_another_peer() {
+    let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
+    let (path, uid) = t.fixture();
+    let data = explicit_le(&dicom_object::open_file(&path).unwrap().into_inner());
+    let mut stalled = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    stalled.send_store_rq(&uid);
+    let half = data.len() / 2;
+    stalled
+        .stream
+        .write_all(&pdata_header(PC_MG, half, false, false))
+        .unwrap();
+    stalled.stream.write_all(&data[..half]).unwrap();
+    let out = storescu(&t.node, "MODALITY", DCMTK_PROMPT, &[path]);
+    assert!(
+        out.status.success() && successes(&out) == 1,
+        "storescu of an instance another peer is stalled on: {}",
+        text(&out)
+    );
+    t.acknowledged.push(uid.clone());
+    // The stalled peer completes: a duplicate, acknowledged without a second row or job.
+    stalled
+        .stream
+        .write_all(&pdata_header(PC_MG, data.len() - half, false, true))
+        .unwrap();
+    stalled.stream.write_all(&data[half..]).unwrap();
+    let answer = stalled.wait_answer().unwrap_or(Answer::Silent);
+    report(
+        "same-uid-stalled",
+        &format!("{answer:?}"),
+        0,
+        memory(t.node.pid()),
+        &format!("rows={:?}", t.rows_for(&uid)),
+    );
+    assert!(
+        matches!(answer, Answer::Status(0, _)),
+        "the late duplicate: {answer:?}"
+    );
+    assert_eq!(t.rows_for(&uid), (1, 1), "rows (instance, job) after a duplicate");
+    stalled.release();
+    t.assert_healthy("stalled store of the same instance");
+}
+
+/// Per-PDU idle limit and association lifetime: a PDU dribbled one byte per 50 ms is dropped
+/// once idle_timeout_s (2 s) passes without a whole PDU; a peer that sends a C-ECHO every
+/// 200 ms is served until association_lifetime_s (4 s), then aborted.
+#[test]
+fn idle_and_lifetime_limits_end_associations() {
+    let mut t = Target::start(
+        "artim_timeout_s = 60\nidle_timeout_s = 2\nassociation_lifetime_s = 4",
+        "",
+    );
+    // Dribbler: a C-ECHO-RQ PDU, one byte per 50 ms (about 4 s for the whole PDU).
+    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    let echo_rq = command::c_echo_rq(1).unwrap();
+    let mut pdu = pdata_header(PC_ECHO, echo_rq.len(), true, true).to_vec();
+    pdu.extend_from_slice(&echo_rq);
+    let started = Instant::now();
+    let mut answer = None;
+    for b in pdu {
+        if let Ok(a) = assoc.answers.try_recv() {
+            answer = Some(a);
+            break;
+        }
+        if let Err(e) = assoc.stream.write_all(&[b]) {
+            answer = Some(assoc.wait_answer().unwrap_or_else(|| closed(e)));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answer = answer.or_else(|| assoc.wait_answer()).unwrap_or(Answer::Silent);
+    let dribble_s = started.elapsed().as_secs_f32();
+    report(
+        "dribbled-pdu",
+        &format!("{answer:?}"),
+        0,
+        memory(t.node.pid()),
+        &format!("after={dribble_s:.1}s idle_timeout_s=2"),
+    );
+    assert!(
+        answer.ends_connection(),
+        "a PDU dribbled past idle_timeout_s: {answer:?}"
+    );
+
+    // Chatty: C-ECHO every 200 ms, each answered, until the lifetime ends the association.
+    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    let started = Instant::now();
+    let mut echoes = 0;
+    let ending = loop {
+        if started.elapsed() > Duration::from_secs(30) {
+            break Answer::Silent;
+        }
+        if assoc
+            .send_message(PC_ECHO, true, &command::c_echo_rq(1).unwrap())
+            .is_err()
+        {
+            break assoc
+                .wait_answer()
+                .unwrap_or(Answer::Closed("write failed".into()));
+        }
+        match assoc.wait_answer() {
+            Some(Answer::Status(0, _)) => echoes += 1,
+            Some(other) => break other,
+            None => break Answer::Silent,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let lived_s = started.elapsed().as_secs_f32();
+    report(
+        "lifetime",
+        &format!("{ending:?}"),
+        0,
+        memory(t.node.pid()),
+        &format!("echoes={echoes} lived={lived_s:.1}s association_lifetime_s=4"),
+    );
+    assert!(echoes > 0, "no C-ECHO answered before the lifetime ended");
+    assert!(
+        ending.ends_connection(),
+        "an association past its lifetime: {ending:?}"
+    );
+    t.assert_healthy("idle and lifetime limits");
 }

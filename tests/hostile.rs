@@ -1665,3 +1665,119 @@ fn idle_and_lifetime_limits_end_associations() {
     );
     t.assert_healthy("idle and lifetime limits");
 }
+
+/// Node CPU time (user + system) in seconds, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after_comm
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
+}
+
+/// Write system calls the node has made, from /proc/<pid>/io.
+fn write_syscalls(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("syscw: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A data set sent as one-byte PDVs (37,449 in each 256 KiB PDU, all valid PS3.8). Streams
+/// `total` bytes of the endless data set in them, then aborts. Returns the bytes sent.
+fn send_one_byte_pdvs(assoc: &mut Assoc, spec: &MammogramSpec, total: usize) -> usize {
+    let mut source = endless_dataset(spec);
+    let per_pdu = assoc.max_pdu as usize / 7;
+    let mut sent = 0usize;
+    let mut byte = [0u8; 1];
+    while sent < total {
+        let n = per_pdu.min(total - sent);
+        let mut pdu = Vec::with_capacity(6 + n * 7);
+        pdu.push(0x04);
+        pdu.push(0);
+        pdu.extend_from_slice(&((n * 7) as u32).to_be_bytes());
+        for _ in 0..n {
+            source(&mut byte);
+            pdu.extend_from_slice(&3u32.to_be_bytes());
+            pdu.extend_from_slice(&[PC_MG, 0, byte[0]]);
+        }
+        if assoc.stream.write_all(&pdu).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    sent
+}
+
+/// Case 3, third part: the same bytes cut into one-byte PDVs. A legitimate store is served
+/// meanwhile, and the node's work stays proportional to the bytes, not to the PDV count:
+/// spooling 256 KiB may not take more than one write system call per 4 KiB (plus slack).
+#[test]
+fn one_byte_pdvs_cost_no_more_than_large_ones() {
+    let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
+    const TOTAL: usize = 256 * 1024;
+
+    // A legitimate store while two peers send one-byte PDVs.
+    let attackers: Vec<_> = (0..2u64)
+        .map(|i| {
+            let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+            std::thread::spawn(move || {
+                let spec = MammogramSpec::low_energy(4000 + i);
+                assoc.send_store_rq(&fixture_uid(&spec));
+                let sent = send_one_byte_pdvs(&mut assoc, &spec, TOTAL);
+                assoc.abort();
+                sent
+            })
+        })
+        .collect();
+    t.assert_healthy("one-byte PDVs (during)");
+    for a in attackers {
+        a.join().unwrap();
+    }
+    let _ = t.temp_files_after_wait();
+
+    // The cost: write system calls while the node spools TOTAL bytes of one-byte PDVs.
+    let spec = MammogramSpec::low_energy(4100);
+    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    assoc.send_store_rq(&fixture_uid(&spec));
+    let (writes0, cpu0, started) = (
+        write_syscalls(t.node.pid()),
+        cpu_seconds(t.node.pid()),
+        Instant::now(),
+    );
+    let sent = send_one_byte_pdvs(&mut assoc, &spec, TOTAL);
+    // Wait (bounded) until the node has spooled what was sent.
+    while t.temp_bytes() < sent as u64 && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (writes, cpu) = (
+        write_syscalls(t.node.pid()) - writes0,
+        cpu_seconds(t.node.pid()) - cpu0,
+    );
+    let spooled = t.temp_bytes();
+    report(
+        "one-byte-pdvs",
+        &format!("spooled={}KiB", spooled / 1024),
+        0,
+        memory(t.node.pid()),
+        &format!(
+            "sent={}KiB pdvs={sent} write_syscalls={writes} node_cpu={cpu:.1}s wall={:.1}s",
+            sent / 1024,
+            started.elapsed().as_secs_f32()
+        ),
+    );
+    assoc.abort();
+    assert!(
+        writes <= (sent / 4096) as u64 + 200,
+        "spooling {} KiB sent as {sent} one-byte PDVs took {writes} write system calls",
+        sent / 1024
+    );
+    let left = t.temp_files_after_wait();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+    t.assert_healthy("one-byte PDVs (after)");
+}

@@ -1095,6 +1095,7 @@ fn deflate_bomb_is_refused_with_bounded_memory() {
     let uid = fixture_uid(&spec);
     let (bomb, inflated) = deflate_bomb(&spec, 2, None);
     let before = t.memory_before();
+    let (written0, started) = (io_counter(t.node.pid(), "wchar"), Instant::now());
     let mut assoc = t
         .associate("MODALITY", DEFLATED_EXPLICIT_LE)
         .expect("association");
@@ -1111,9 +1112,11 @@ fn deflate_bomb_is_refused_with_bounded_memory() {
         before,
         Some(after),
         &format!(
-            "deflated={}KiB inflates_to={}MiB",
+            "deflated={}KiB inflates_to={}MiB node_wrote={}MiB answered_after={:.1}s",
             bomb.len() / 1024,
-            inflated / MIB
+            inflated / MIB,
+            (io_counter(t.node.pid(), "wchar") - written0) / MIB,
+            started.elapsed().as_secs_f32()
         ),
     );
     assert!(
@@ -1678,14 +1681,19 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
 }
 
-/// Write system calls the node has made, from /proc/<pid>/io.
-fn write_syscalls(pid: u32) -> u64 {
+/// A counter of /proc/<pid>/io (e.g. "syscw", write system calls; "wchar", bytes written).
+fn io_counter(pid: u32, name: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("syscw: "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Write system calls the node has made.
+fn write_syscalls(pid: u32) -> u64 {
+    io_counter(pid, "syscw")
 }
 
 /// A data set sent as one-byte PDVs (37,449 in each 256 KiB PDU, all valid PS3.8). Streams
@@ -1780,4 +1788,55 @@ fn one_byte_pdvs_cost_no_more_than_large_ones() {
     let left = t.temp_files_after_wait();
     assert!(left.is_empty(), "temp files left: {left:?}");
     t.assert_healthy("one-byte PDVs (after)");
+}
+
+/// Case 1, under a flood: connections opened as fast as the test can (the newest 64 kept open,
+/// none ever sending a byte) while dcmtk stores three times: the node drops the oldest
+/// negotiating connections, never a modality that sends its request at once.
+#[test]
+fn connection_flood_does_not_evict_a_prompt_modality() {
+    let mut t = Target::start(
+        "max_associations = 4\nmax_pending_associations = 16\nartim_timeout_s = 60\nidle_timeout_s = 60",
+        "",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (addr, flag) = (t.node.addr, stop.clone());
+    let flood = std::thread::spawn(move || {
+        let mut open = std::collections::VecDeque::new();
+        let mut opened = 0u64;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(s) = TcpStream::connect(addr) {
+                open.push_back(s);
+                opened += 1;
+            }
+            if open.len() > 64 {
+                open.pop_front();
+            }
+        }
+        opened
+    });
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        let (path, uid) = t.fixture();
+        let out = storescu(&t.node, "MODALITY", DCMTK_PROMPT, &[path]);
+        let ok = out.status.success() && successes(&out) == 1;
+        if ok {
+            t.acknowledged.push(uid);
+        }
+        results.push((ok, text(&out)));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flood.join().unwrap();
+    let served = results.iter().filter(|(ok, _)| *ok).count();
+    report(
+        "connection-flood",
+        &format!("storescu served {served}/3"),
+        0,
+        memory(t.node.pid()),
+        &format!("flood_connections={opened} max_pending=16"),
+    );
+    for (ok, out) in &results {
+        assert!(ok, "storescu during a connection flood: {out}");
+    }
+    t.assert_healthy("connection flood");
 }

@@ -948,6 +948,33 @@ fn four_gib_pdus_are_refused_promptly_on_every_path() {
     );
     t.assert_healthy("4 GiB PDU after A-ASSOCIATE-RJ");
 
+    // e) Other first PDUs: a 4 GiB P-DATA-TF, a 4 GiB PDU of an unknown type, an A-RELEASE-RQ.
+    for (what, header) in [
+        (
+            "4 GiB P-DATA-TF as the first PDU",
+            vec![0x04, 0x00, 0xFF, 0xFF, 0xFF, 0xF0],
+        ),
+        (
+            "4 GiB unknown PDU type as the first PDU",
+            vec![0x99, 0x00, 0xFF, 0xFF, 0xFF, 0xF0],
+        ),
+        ("A-RELEASE-RQ as the first PDU", pdu_bytes(&Pdu::ReleaseRQ)),
+    ] {
+        let before = t.memory_before();
+        let mut s = t.connect();
+        let (sent, answer) = flood_then_answer(&mut s, &header, flood_limit);
+        let after = t.assert_memory_bounded(what, before);
+        report(
+            what,
+            &format!("{answer:?}"),
+            before,
+            Some(after),
+            &format!("flood_sent={}MiB", sent / MIB),
+        );
+        assert!(answer.ends_connection(), "{what}: the node answered {answer:?}");
+    }
+    t.assert_healthy("unexpected first PDUs");
+
     // d) Every association slot taken (max_associations = 3), then a 4 GiB A-ASSOCIATE-RQ.
     let before = t.memory_before();
     let held: Vec<Assoc> = (0..3)
@@ -1839,4 +1866,60 @@ fn connection_flood_does_not_evict_a_prompt_modality() {
         assert!(ok, "storescu during a connection flood: {out}");
     }
     t.assert_healthy("connection flood");
+}
+
+/// A data set of 4 million empty private elements (32 MiB, every one well-formed) before
+/// a whole image: the checks walk it without building it in memory.
+#[test]
+fn many_tiny_elements_keep_memory_bounded() {
+    let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
+    let spec = MammogramSpec::low_energy(6000);
+    let uid = fixture_uid(&spec);
+    const ELEMENTS: usize = 4 << 20;
+    let mut data = fixture_part(&spec, |t| t.group() <= 0x0028);
+    data.reserve(ELEMENTS * 8 + 500_000);
+    // (gggg,eeee) LO of length 0: groups 0029, 002B, …, elements 1000-FFFF in each.
+    let (mut group, mut element) = (0x0029u16, 0x1000u16);
+    for _ in 0..ELEMENTS {
+        data.extend_from_slice(&group.to_le_bytes());
+        data.extend_from_slice(&element.to_le_bytes());
+        data.extend_from_slice(b"LO\0\0");
+        if element == 0xFFFF {
+            (group, element) = (group + 2, 0x1000);
+        } else {
+            element += 1;
+        }
+    }
+    assert!(group < 0x7FE0);
+    data.extend(fixture_part(&spec, |t| t.group() > 0x0028));
+    let before = t.memory_before();
+    let started = Instant::now();
+    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    assoc.send_store_rq(&uid);
+    let write = assoc.send_message(PC_MG, false, &data);
+    // Walking 4 million elements may take a while on a loaded machine.
+    let answer = (0..6)
+        .find_map(|_| assoc.wait_answer())
+        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
+    let after = t.assert_memory_bounded("4 million tiny elements", before);
+    report(
+        "tiny-elements",
+        &format!("{answer:?}"),
+        before,
+        Some(after),
+        &format!(
+            "bytes={}MiB answered_after={:.1}s",
+            data.len() as u64 / MIB,
+            started.elapsed().as_secs_f32()
+        ),
+    );
+    assert!(
+        matches!(answer, Answer::Status(..)),
+        "4 million tiny elements: the node answered {answer:?}"
+    );
+    if matches!(answer, Answer::Status(0, _)) {
+        t.acknowledged.push(uid);
+    }
+    assoc.release();
+    t.assert_healthy("4 million tiny elements");
 }

@@ -21,8 +21,9 @@ release: libtorch
 run: release
 	./target/release/vcnode serve --config conf/vcnode.toml
 
-## Unit and integration tests (real dcmtk peers, a real SQLite file), then `make run` itself.
+## Lints, unit and integration tests (real dcmtk peers, a real SQLite file), then `make run` itself.
 test: libtorch
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace --all-targets
 	$(MAKE) release
 	tests/make_run_smoke.sh

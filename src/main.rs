@@ -270,8 +270,8 @@ async fn jobs(config: &Config, state: Option<&str>) -> anyhow::Result<()> {
     let queue = Queue::open(&config.node.data_dir).await?;
     let jobs = queue.list_jobs(state).await?;
     println!(
-        "{:>6}  {:<8}  {:>8}  {:<64}  {}",
-        "JOB", "STATE", "ATTEMPTS", "SOURCE INSTANCE", "LAST ERROR"
+        "{:>6}  {:<8}  {:>8}  {:<64}  LAST ERROR",
+        "JOB", "STATE", "ATTEMPTS", "SOURCE INSTANCE"
     );
     for j in &jobs {
         println!(
@@ -287,8 +287,8 @@ async fn jobs(config: &Config, state: Option<&str>) -> anyhow::Result<()> {
     if !exports.is_empty() {
         println!();
         println!(
-            "{:>6}  {:<8}  {:>8}  {:<12}  {:<64}  {}",
-            "EXPORT", "STATE", "ATTEMPTS", "DESTINATION", "INSTANCE", "LAST ERROR"
+            "{:>6}  {:<8}  {:>8}  {:<12}  {:<64}  LAST ERROR",
+            "EXPORT", "STATE", "ATTEMPTS", "DESTINATION", "INSTANCE"
         );
         for x in &exports {
             println!(

@@ -31,7 +31,11 @@ pub enum ModelError {
 }
 
 enum Backend {
-    Native { _vs: nn::VarStore, generator: Generator },
+    // Boxed: an enum as large as its largest variant would carry ~300 bytes for the TorchScript case.
+    Native {
+        _vs: nn::VarStore,
+        generator: Box<Generator>,
+    },
     TorchScript(tch::CModule),
 }
 
@@ -65,7 +69,10 @@ impl RcModel {
                 let mut vs = nn::VarStore::new(device);
                 let generator = Generator::new(vs.root() / GENERATOR_PREFIX, &manifest.generator);
                 load_safetensors(&mut vs, &path, manifest.model.name())?;
-                Backend::Native { _vs: vs, generator }
+                Backend::Native {
+                    _vs: vs,
+                    generator: Box::new(generator),
+                }
             }
         };
         Ok(RcModel {

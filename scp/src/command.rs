@@ -19,10 +19,11 @@ const PRIORITY_MEDIUM: u16 = 0x0000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
+    // Boxed: dicom-object's errors are large, and every command result would carry their size.
     #[error("could not parse the DIMSE command set: {0}")]
-    Parse(#[from] dicom_object::ReadError),
+    Parse(Box<dicom_object::ReadError>),
     #[error("could not write the DIMSE command set: {0}")]
-    Write(#[from] dicom_object::WriteError),
+    Write(Box<dicom_object::WriteError>),
     #[error("the DIMSE command set lacks {0}")]
     Missing(&'static str),
     #[error("not a flat command set: {0}")]
@@ -71,7 +72,8 @@ pub struct Command {
 impl Command {
     pub fn parse(bytes: &[u8]) -> Result<Self, CommandError> {
         check_flat(bytes)?;
-        let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())?;
+        let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+            .map_err(|e| CommandError::Parse(Box::new(e)))?;
         let u16_of = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
         let str_of = |tag| {
             obj.element(tag)
@@ -94,7 +96,8 @@ impl Command {
 
 fn encode(obj: InMemDicomObject) -> Result<Vec<u8>, CommandError> {
     let mut out = Vec::with_capacity(160);
-    obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())?;
+    obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| CommandError::Write(Box::new(e)))?;
     Ok(out)
 }
 

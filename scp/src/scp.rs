@@ -95,6 +95,12 @@ pub struct SpooledDataSet {
 pub const SPOOL_SUFFIX: &str = "rx";
 
 impl SpooledDataSet {
+    /// Takes over a file holding a data set (as received, in its transfer syntax): it is
+    /// removed when this is dropped.
+    pub fn adopt(path: PathBuf) -> std::io::Result<Self> {
+        let len = std::fs::metadata(&path)?.len();
+        Ok(SpooledDataSet { path, len })
+    }
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -327,3 +327,109 @@ impl StoreHandler for Ingest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use vcnode_scp::SpooledDataSet;
+
+    /// Eight C-STOREs of one SOP Instance UID at once, each naming another series (so that
+    /// without the UID lock each would write its own file): one file, one row, one job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_stores_of_one_instance_give_one_file_row_and_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("var");
+        let store = InstanceStore::open(&data_dir).unwrap();
+        let queue = Queue::open(&data_dir).await.unwrap();
+        let ingest = Arc::new(Ingest {
+            store: store.clone(),
+            queue: queue.clone(),
+            select: JobSelect::LowEnergy,
+            max_attempts: 3,
+            min_free_bytes: 0,
+            limits: Limits {
+                max_sequence_depth: 16,
+                max_pixel_bytes: 64 << 20,
+                max_inflated_bytes: 64 << 20,
+            },
+            scratch_dir: store.spool_dir(),
+            wake: Default::default(),
+            in_flight: Default::default(),
+        });
+        let spec = crate::fixture::MammogramSpec::low_energy(7);
+        let mut stores = Vec::new();
+        for n in 0..8 {
+            let mut obj = crate::fixture::mammogram(&spec);
+            let sop = obj
+                .meta()
+                .media_storage_sop_instance_uid()
+                .trim_end_matches('\0')
+                .to_string();
+            obj.put(DataElement::new(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(format!("1.2.826.0.1.3680043.10.1.{n}")),
+            ));
+            let path = store
+                .spool_dir()
+                .join(format!("{}.rx", uuid::Uuid::new_v4().simple()));
+            let mut bytes = Vec::new();
+            obj.write_dataset_with_ts(&mut bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+            stores.push(ReceivedInstance {
+                calling_ae_title: "MODALITY".into(),
+                peer_addr: "127.0.0.1:1".parse().unwrap(),
+                sop_class_uid: spec.sop_class_uid.clone(),
+                sop_instance_uid: sop,
+                transfer_syntax: vcnode_scp::EXPLICIT_VR_LE.into(),
+                dataset: SpooledDataSet::adopt(path).unwrap(),
+            });
+        }
+        // All eight are past their duplicate check before any is recorded, as when eight
+        // associations deliver the same instance at once.
+        let outcomes = futures_join_all(stores.into_iter().map(|inst| {
+            let ingest = ingest.clone();
+            async move { ingest.store(inst).await }
+        }))
+        .await;
+        for outcome in outcomes {
+            assert_eq!(outcome.status, status::SUCCESS);
+        }
+        let files = walk(&data_dir.join(crate::store::INSTANCES_DIR));
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(queue.list_jobs(None).await.unwrap().len(), 1);
+        let spooled = std::fs::read_dir(store.spool_dir()).unwrap().count();
+        assert_eq!(spooled, 0, "spool files are removed once stored");
+        assert!(ingest.in_flight.0.lock().unwrap().is_empty());
+    }
+
+    async fn futures_join_all<F: std::future::Future + Send + 'static>(
+        futures: impl Iterator<Item = F>,
+    ) -> Vec<F::Output>
+    where
+        F::Output: Send,
+    {
+        let handles: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+}

@@ -112,6 +112,9 @@ pub fn derive_instance(
     )
 }
 
+/// The destinations for results of images from a calling AE title.
+pub type Routes = Arc<dyn Fn(Option<&str>) -> Vec<String> + Send + Sync>;
+
 /// Shared state of the workers.
 pub struct Pipeline {
     pub queue: Queue,
@@ -123,7 +126,7 @@ pub struct Pipeline {
     /// Also make the attention-map series.
     pub attention_map: bool,
     /// Routes: the destinations for results of images from a calling AE title.
-    pub routes: Arc<dyn Fn(Option<&str>) -> Vec<String> + Send + Sync>,
+    pub routes: Routes,
     pub export_max_attempts: u32,
     /// Woken by ingest when a job is queued.
     pub wake: Arc<Notify>,

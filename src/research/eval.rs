@@ -387,8 +387,7 @@ mod tests {
         let t = Tensor::full([1, 1, 64, 48], 0.2, (Kind::Float, tch::Device::Cpu));
         for (k, (r0, c0)) in [(8i64, 8i64), (40, 24)].into_iter().enumerate() {
             let texture = Tensor::arange(196, (Kind::Float, tch::Device::Cpu)).view([14, 14]) / 2000.0;
-            let _ = t
-                .narrow(2, r0, 14)
+            t.narrow(2, r0, 14)
                 .narrow(3, c0, 14)
                 .copy_(&(texture + 0.2 + amplitude[k]).view([1, 1, 14, 14]));
         }

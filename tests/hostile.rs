@@ -309,6 +309,31 @@ model = ""
         }
     }
 
+    /// The node's log lines that mention `needle`, without colour codes.
+    fn log_lines_with(&self, needle: &str) -> String {
+        let log = self.node.log();
+        let mut out = String::new();
+        for line in log.lines().filter(|l| l.contains(needle)) {
+            let mut plain = String::with_capacity(line.len());
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    // Skip an ANSI escape: ESC [ ... letter.
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                } else {
+                    plain.push(c);
+                }
+            }
+            out.push_str(&plain);
+            out.push('\n');
+        }
+        out
+    }
+
     fn log_tail(&self) -> String {
         let log = self.node.log();
         let lines: Vec<&str> = log.lines().collect();
@@ -1256,7 +1281,10 @@ fn huge_declared_rle_image_is_refused_before_decode() {
         assoc.release();
         t.assert_healthy(&format!("RLE image {what}"));
         if !(matches!(answer, Answer::Status(..)) && answer.is_refusal()) || rows != (0, 0) {
-            accepted.push(format!("{what}: {answer:?}, rows (instance, job) {rows:?}"));
+            accepted.push(format!(
+                "{what}: {answer:?}, rows (instance, job) {rows:?}; node.log:\n{}",
+                t.log_lines_with(&uid)
+            ));
         }
     }
     assert!(

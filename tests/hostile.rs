@@ -1516,6 +1516,32 @@ fn nesting_and_fragment_variants_are_refused_or_drained() {
     );
     assert_eq!(t.rows_for(&uid), (0, 0));
 
+    // A stray item delimiter, then an item header, where no sequence is open (this made
+    // dicom-parser's lazy reader panic; `make fuzz` found it in the scan).
+    let spec = MammogramSpec::low_energy(2003);
+    let uid = fixture_uid(&spec);
+    let mut stray = ITEM_END.to_vec();
+    stray.extend_from_slice(&[0; 4]);
+    stray.extend_from_slice(&ITEM);
+    stray.extend_from_slice(&UNDEFINED);
+    let data = with_nesting(&spec, stray);
+    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+    assoc.send_store_rq(&uid);
+    let write = assoc.send_message(PC_MG, false, &data);
+    let answer = assoc
+        .wait_answer()
+        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
+    report(
+        "stray-delimiter",
+        &format!("{answer:?}"),
+        0,
+        memory(t.node.pid()),
+        "",
+    );
+    t.assert_healthy("a stray item delimiter");
+    assert!(answer.is_refusal(), "a stray item delimiter: {answer:?}");
+    assert_eq!(t.rows_for(&uid), (0, 0));
+
     // Command fragments that never end (a command set is a few hundred bytes).
     let before = t.memory_before();
     let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");

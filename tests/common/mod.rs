@@ -418,3 +418,17 @@ impl Node {
         }
     }
 }
+
+// --- Hostile-peer suite (tests/hostile.rs): the node's process, for liveness and /proc reads.
+
+impl Node {
+    /// The node's process id (for /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status when the node has died, None while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}

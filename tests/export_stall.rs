@@ -13,6 +13,8 @@ use common::*;
 
 /// Generous: CPU inference of real-size images on a shared 2-core machine.
 const LIMIT: Duration = Duration::from_secs(600);
+/// Two small images: processing takes seconds.
+const HTTPS_LIMIT: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_pacs_times_out_alone_and_a_healthy_destination_gets_every_result() {
@@ -123,7 +125,7 @@ async fn stow_rs_over_https_reaches_orthanc_and_an_untrusted_certificate_is_refu
          [[routes]]\nfrom_ae = \"*\"\nto = [\"trusted\", \"untrusted\"]\n\
          [export]\ntimeout_s = 10\nretry_base_ms = 500\nmax_attempts = 100\nmax_age_s = 3600\n",
         port = proxy.port,
-        ca = proxy.cert.display()
+        ca = proxy.ca.display()
     );
     let node = Node::start_processing(dir.path(), &config, "");
     let le: Vec<_> = phantom_pairs(dir.path(), 602, 416, 320)
@@ -136,7 +138,7 @@ async fn stow_rs_over_https_reaches_orthanc_and_an_untrusted_certificate_is_refu
         &node,
         "SELECT COUNT(*) FROM exports WHERE destination = 'trusted' AND state = 'done'",
         2,
-        LIMIT,
+        HTTPS_LIMIT,
     )
     .await;
     assert_eq!(done, 2, "{}\n{}", node.jobs_cli(), node.log());
@@ -157,7 +159,7 @@ async fn stow_rs_over_https_reaches_orthanc_and_an_untrusted_certificate_is_refu
         &node,
         "SELECT COUNT(*) FROM exports WHERE destination = 'untrusted' AND attempts >= 1 AND last_error LIKE '%certificate%'",
         2,
-        LIMIT,
+        HTTPS_LIMIT,
     )
     .await;
     assert_eq!(refused, 2, "{}", node.jobs_cli());

@@ -11,11 +11,13 @@ use tokio::net::TcpStream;
 use crate::command::{self, Command};
 
 #[derive(Debug, thiserror::Error)]
+/// The sources are boxed: dicom-ul's and dicom-object's errors are large, and every
+/// `Result` of the SCU would carry their size.
 pub enum ScuError {
     #[error("could not associate with {addr}: {source}")]
     Associate {
         addr: String,
-        source: dicom_ul::association::Error,
+        source: Box<dicom_ul::association::Error>,
     },
     #[error("{what} with {addr} timed out after {:.1} s", limit.as_secs_f64())]
     Timeout {
@@ -37,7 +39,13 @@ pub enum ScuError {
     #[error("unexpected reply from the peer: {0}")]
     Protocol(String),
     #[error(transparent)]
-    Command(#[from] command::CommandError),
+    Command(Box<command::CommandError>),
+}
+
+impl From<command::CommandError> for ScuError {
+    fn from(e: command::CommandError) -> Self {
+        ScuError::Command(Box::new(e))
+    }
 }
 
 /// Where to send and what to propose.
@@ -151,7 +159,7 @@ impl StoreScu {
             })?
             .map_err(|source| ScuError::Associate {
                 addr: address.clone(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(StoreScu {
             assoc,

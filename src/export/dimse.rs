@@ -51,8 +51,9 @@ fn options(dest: &DestinationConfig, calling: &str, classes: &[String], limits: 
 /// A rejected association is permanent unless the rejection says transient.
 fn connect_failure(e: &ScuError) -> Outcome {
     let reason = e.to_string();
-    let permanent = matches!(e, ScuError::Associate { source: dicom_ul::association::Error::Rejected { association_rj, .. }, .. }
-        if association_rj.result == dicom_ul::pdu::AssociationRJResult::Permanent);
+    let permanent = matches!(e, ScuError::Associate { source, .. }
+        if matches!(source.as_ref(), dicom_ul::association::Error::Rejected { association_rj, .. }
+            if association_rj.result == dicom_ul::pdu::AssociationRJResult::Permanent));
     Outcome::Failed { reason, permanent }
 }
 

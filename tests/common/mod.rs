@@ -514,11 +514,12 @@ impl Drop for Storescp {
 }
 
 /// A TLS-terminating proxy (rustls) in front of a plain-HTTP server, as a hospital's reverse
-/// proxy would stand in front of its PACS. Its certificate is self-signed for localhost and
-/// 127.0.0.1; `cert` is the PEM a client must trust. Serves until the runtime ends.
+/// proxy would stand in front of its PACS. Its certificate names localhost and
+/// 127.0.0.1, signed by a test CA; `ca` is the PEM a client must trust. Serves until the
+/// runtime ends.
 pub struct TlsProxy {
     pub port: u16,
-    pub cert: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl TlsProxy {
@@ -529,26 +530,74 @@ impl TlsProxy {
         use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
         std::fs::create_dir_all(dir).unwrap();
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl must be installed");
-        assert!(out.status.success(), "openssl: {}", text(&out));
+        // A site CA and a server certificate it signed (webpki refuses a CA certificate as
+        // the server's own, so one self-signed certificate would not do).
+        let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let (cert, key, csr, ext) = (
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            dir.join("cert.csr"),
+            dir.join("ext.cnf"),
+        );
+        std::fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let openssl = |args: Vec<&std::ffi::OsStr>| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl must be installed");
+            assert!(out.status.success(), "openssl: {}", text(&out));
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        let mut args: Vec<&std::ffi::OsStr> = vec![os("req"), os("-x509")];
+        args.extend(ec.iter().map(|a| os(a)));
+        args.extend([
+            os("-days"),
+            os("2"),
+            os("-subj"),
+            os("/CN=vcnode test CA"),
+            os("-keyout"),
+        ]);
+        args.extend([ca_key.as_os_str(), os("-out"), ca.as_os_str()]);
+        openssl(args);
+        let mut args: Vec<&std::ffi::OsStr> = vec![os("req")];
+        args.extend(ec.iter().map(|a| os(a)));
+        args.extend([
+            os("-subj"),
+            os("/CN=localhost"),
+            os("-keyout"),
+            key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]);
+        openssl(args);
+        openssl(vec![
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("2"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ]);
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
             .unwrap()
             .map(Result::unwrap)
@@ -578,6 +627,6 @@ impl TlsProxy {
                 });
             }
         });
-        TlsProxy { port, cert }
+        TlsProxy { port, ca }
     }
 }

@@ -514,7 +514,11 @@ mod tests {
         assert_eq!(scu.usable_context(MG).unwrap().1, crate::EXPLICIT_VR_LE);
         // More than loopback's socket buffers hold, so the write itself stalls.
         let dataset = vec![0u8; 64 << 20];
-        let err = scu.store(MG, "1.2.3", &dataset).await.unwrap_err();
+        // The outer bound only turns a hang (no time limit) into a failure.
+        let err = tokio::time::timeout(Duration::from_secs(60), scu.store(MG, "1.2.3", &dataset))
+            .await
+            .expect("the store's own time limit ends it")
+            .unwrap_err();
         match &err {
             ScuError::Timeout { what, limit, .. } => {
                 assert!(what.contains("data set"), "{err}");

@@ -265,4 +265,49 @@ mod tests {
             "{out:?}"
         );
     }
+
+    /// An HTTP server that accepts the connection and never reads the request: the STOW-RS
+    /// body's time limit, not the peer, ends the export.
+    #[tokio::test]
+    async fn a_destination_that_stops_reading_the_body_times_the_request_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+            drop(sock);
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.dcm");
+        // More than loopback's socket buffers hold.
+        std::fs::write(&file, vec![0u8; 16 << 20]).unwrap();
+        let dest = DestinationConfig {
+            name: "stalled".into(),
+            kind: crate::config::DestinationKind::Dicomweb,
+            ae_title: None,
+            host: None,
+            port: None,
+            url: Some(format!("http://127.0.0.1:{port}/dicom-web")),
+            tls: None,
+            auth: None,
+            allow_insecure_auth: false,
+        };
+        let limits = Limits {
+            floor: std::time::Duration::from_millis(300),
+            min_bytes_per_s: 100_000_000,
+        };
+        // The limit is 0.3 s + 16 MiB at 100 MB/s + 0.3 s; the outer bound only turns a hang
+        // into a failure, with a wide margin because machines are noisy.
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            send(&reqwest::Client::new(), &dest, &[file], &["1.2.3"], limits),
+        )
+        .await
+        .expect("the request's own time limit ends it");
+        assert!(
+            matches!(&out[0], Outcome::Failed { reason, permanent: false } if reason.contains("timed out")),
+            "{out:?}"
+        );
+        server.abort();
+    }
 }

@@ -59,9 +59,22 @@ pub struct DestinationConfig {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub url: Option<String>,
-    /// Accepted in the file so that the refusal can name it; TLS is not implemented yet.
-    pub tls: Option<std::collections::BTreeMap<String, String>>,
+    /// For `https://` DICOMweb destinations: trust settings beyond the system's CA store.
+    pub tls: Option<TlsConfig>,
     pub auth: Option<AuthConfig>,
+    /// Credentials over plain `http://` are refused at start-up unless this is true (e.g. a
+    /// PACS on the same host, or behind a TLS-terminating tunnel).
+    #[serde(default)]
+    pub allow_insecure_auth: bool,
+}
+
+/// TLS settings of an `https://` destination. The server certificate is checked against the
+/// system's CA store, Mozilla's roots and, if given, `ca_file` (a hospital's own CA).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificate(s) that signed the destination's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// DICOMweb credentials.
@@ -89,6 +102,9 @@ pub struct ExportConfig {
     pub workers: usize,
     pub batch: usize,
     pub timeout_s: u64,
+    /// The slowest transfer accepted, in kbit/s: sending N bytes may take
+    /// `timeout_s + N / rate` before the export fails (a destination that stopped reading).
+    pub min_rate_kbps: u64,
     /// The first retry's delay; each further retry doubles it, up to `retry_cap_s` (jitter:
     /// up to a quarter less).
     pub retry_base_ms: u64,
@@ -101,6 +117,16 @@ impl ExportConfig {
             base: Duration::from_millis(self.retry_base_ms),
             cap: Duration::from_secs(self.retry_cap_s),
         }
+    }
+
+    /// The floor of every export exchange: connecting, negotiating, each response.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_s)
+    }
+
+    /// [`ExportConfig::min_rate_kbps`] in bytes per second.
+    pub fn min_bytes_per_s(&self) -> u64 {
+        self.min_rate_kbps.saturating_mul(1000) / 8
     }
 }
 
@@ -318,11 +344,23 @@ impl Config {
             if !names.insert(d.name.as_str()) {
                 return Err(invalid(key("name"), format!("{:?} is used twice", d.name)));
             }
-            if d.tls.is_some() {
-                return Err(invalid(key("tls"), "TLS destinations are not supported yet"));
-            }
             match d.kind {
                 DestinationKind::Dimse => {
+                    if d.tls.is_some() {
+                        return Err(invalid(
+                            key("tls"),
+                            format!(
+                                "{:?}: DICOM TLS for C-STORE is not supported; use a dicomweb destination with an https:// URL or a TLS tunnel",
+                                d.name
+                            ),
+                        ));
+                    }
+                    if d.auth.is_some() {
+                        return Err(invalid(
+                            key("auth"),
+                            format!("{:?}: credentials apply to dicomweb destinations only", d.name),
+                        ));
+                    }
                     check_ae_title(&key("ae_title"), d.ae_title.as_deref().unwrap_or(""))?;
                     if d.host.as_deref().unwrap_or("").is_empty() || d.port.is_none() {
                         return Err(invalid(
@@ -336,6 +374,49 @@ impl Config {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
                         return Err(invalid(key("url"), format!("{url:?} is not an http(s) URL")));
                     }
+                    let https = url.starts_with("https://");
+                    if let Some(tls) = &d.tls {
+                        if !https {
+                            return Err(invalid(
+                                key("tls"),
+                                format!("{:?}: TLS settings need an https:// URL, not {url:?}", d.name),
+                            ));
+                        }
+                        if let Some(ca) = &tls.ca_file {
+                            if !ca.is_file() {
+                                return Err(invalid(
+                                    key("tls.ca_file"),
+                                    format!("{:?}: {} is not a readable file", d.name, ca.display()),
+                                ));
+                            }
+                        }
+                    }
+                    if let Some(auth) = &d.auth {
+                        if auth.bearer.is_some() == auth.basic.is_some() {
+                            return Err(invalid(
+                                key("auth"),
+                                format!("{:?}: give either bearer or basic", d.name),
+                            ));
+                        }
+                        if auth.basic.as_deref().is_some_and(|b| !b.contains(':')) {
+                            return Err(invalid(
+                                key("auth.basic"),
+                                format!("{:?}: must be user:password", d.name),
+                            ));
+                        }
+                        // Basic credentials are the password itself, and a bearer token is as
+                        // good as one: neither crosses a hospital network in clear text unless
+                        // the site says so for this destination.
+                        if !https && !d.allow_insecure_auth {
+                            return Err(invalid(
+                                key("auth"),
+                                format!(
+                                    "destination {:?} sends credentials over plain http:// ({url}); use https:// or set allow_insecure_auth = true on it",
+                                    d.name
+                                ),
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -348,6 +429,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.export.timeout_s == 0 || self.export.min_rate_kbps == 0 {
+            return Err(invalid(
+                "export.timeout_s/min_rate_kbps",
+                "must be at least 1 (a transfer without a time limit can hold a worker forever)",
+            ));
         }
         if self.export.workers == 0 || self.export.batch == 0 || self.export.max_attempts == 0 {
             return Err(invalid(
@@ -543,5 +630,116 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("jobs.retry_base_ms"), "{err}");
+    }
+
+    fn load_dests(dir: &Path, dests: &str) -> Result<Config, String> {
+        let path = dir.join("v.toml");
+        std::fs::write(&path, dests).unwrap();
+        Config::load_with_env(Some(&path), env(&[])).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn https_destinations_are_accepted_with_an_optional_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not read here").unwrap();
+        let c = load_dests(
+            dir.path(),
+            &format!(
+                "[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"https://pacs.example.org/dicom-web\"\n\
+                 auth = {{ bearer = \"t0ken\" }}\ntls = {{ ca_file = \"{}\" }}\n",
+                ca.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            c.destinations[0].tls.as_ref().unwrap().ca_file.as_deref(),
+            Some(ca.as_path())
+        );
+
+        let err = load_dests(
+            dir.path(),
+            "[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"https://x/dicom-web\"\ntls = { ca_file = \"/no/such/ca.pem\" }\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("destinations[0].tls.ca_file") && err.contains("/no/such/ca.pem"),
+            "{err}"
+        );
+        let err = load_dests(
+            dir.path(),
+            "[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"https://x/dicom-web\"\ntls = { verify = \"no\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("verify"), "{err}");
+        let err = load_dests(
+            dir.path(),
+            "[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"http://x/dicom-web\"\ntls = {}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("destinations[0].tls") && err.contains("https://"),
+            "{err}"
+        );
+        let err = load_dests(
+            dir.path(),
+            "[[destinations]]\nname = \"pacs\"\nkind = \"dimse\"\nae_title = \"PACS\"\nhost = \"h\"\nport = 104\ntls = {}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("destinations[0].tls") && err.contains("\"pacs\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn credentials_over_plain_http_are_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        for auth in ["{ basic = \"user:secret\" }", "{ bearer = \"t0ken\" }"] {
+            let dest = format!(
+                "[[destinations]]\nname = \"archive\"\nkind = \"dicomweb\"\nurl = \"http://10.0.0.9/dicom-web\"\nauth = {auth}\n"
+            );
+            let err = load_dests(dir.path(), &dest).unwrap_err();
+            assert!(
+                err.contains("destinations[0].auth")
+                    && err.contains("\"archive\"")
+                    && err.contains("allow_insecure_auth"),
+                "{err}"
+            );
+            assert!(
+                !err.contains("secret") && !err.contains("t0ken"),
+                "no credential in the error: {err}"
+            );
+            let c = load_dests(dir.path(), &format!("{dest}allow_insecure_auth = true\n")).unwrap();
+            assert!(c.destinations[0].allow_insecure_auth);
+        }
+        // Without credentials, plain http stays fine (tests/deliver.rs sends to Orthanc so).
+        load_dests(
+            dir.path(),
+            "[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"http://127.0.0.1:8042/dicom-web\"\n",
+        )
+        .unwrap();
+        let err = load_dests(
+            dir.path(),
+            "[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"https://x/dicom-web\"\nauth = { basic = \"no-colon\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("auth.basic") && !err.contains("no-colon"), "{err}");
+    }
+
+    #[test]
+    fn export_time_limits_must_be_set() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.export.min_bytes_per_s(), 125_000);
+        assert_eq!(c.export.timeout(), Duration::from_secs(30));
+        for (k, v) in [
+            ("VCNODE__EXPORT__MIN_RATE_KBPS", "0"),
+            ("VCNODE__EXPORT__TIMEOUT_S", "0"),
+        ] {
+            let err = Config::load_with_env(None, env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("export.timeout_s/min_rate_kbps"), "{err}");
+        }
     }
 }

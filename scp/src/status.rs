@@ -19,6 +19,8 @@ pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
 pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
 /// Failure: processing failure.
 pub const PROCESSING_FAILURE: u16 = 0x0110;
+/// Failure: duplicate SOP instance (PS3.7 Annex C); to a sender it means "already stored".
+pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
 
 /// How a C-STORE response status reads, per PS3.4 B.2.3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,14 @@
 //! C-STORE SCU delivery: one association for a batch (one series), each data set sent in the
 //! transfer syntax the destination accepted (Explicit VR LE preferred, Implicit VR LE).
+//! Every exchange is time-limited (see [`vcnode_scp::scu::transfer_timeout`]), so a destination
+//! that stops reading fails its own batch and frees the worker.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::OpenFileOptions;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use vcnode_scp::status::{self, StatusKind};
 use vcnode_scp::{ScuError, StoreScu, StoreScuOptions};
@@ -12,12 +16,14 @@ use vcnode_scp::{ScuError, StoreScu, StoreScuOptions};
 use super::Outcome;
 use crate::config::DestinationConfig;
 
-fn options(
-    dest: &DestinationConfig,
-    calling: &str,
-    classes: &[String],
-    timeout: Duration,
-) -> StoreScuOptions {
+/// Time limits of one export: the floor of every exchange and the slowest transfer accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub floor: Duration,
+    pub min_bytes_per_s: u64,
+}
+
+fn options(dest: &DestinationConfig, calling: &str, classes: &[String], limits: Limits) -> StoreScuOptions {
     let ts = vec![
         vcnode_scp::EXPLICIT_VR_LE.to_string(),
         vcnode_scp::IMPLICIT_VR_LE.to_string(),
@@ -37,41 +43,134 @@ fn options(
         ),
         presentation_contexts: contexts,
         max_pdu_length: 65536,
-        timeout,
+        timeout: limits.floor,
+        min_bytes_per_s: limits.min_bytes_per_s,
     }
 }
 
 /// A rejected association is permanent unless the rejection says transient.
 fn connect_failure(e: &ScuError) -> Outcome {
     let reason = e.to_string();
-    let permanent = matches!(e, ScuError::Associate { source: dicom_ul::association::Error::Rejected { association_rj, .. }, .. }
-        if association_rj.result == dicom_ul::pdu::AssociationRJResult::Permanent);
+    let permanent = matches!(e, ScuError::Associate { source, .. }
+        if matches!(source.as_ref(), dicom_ul::association::Error::Rejected { association_rj, .. }
+            if association_rj.result == dicom_ul::pdu::AssociationRJResult::Permanent));
     Outcome::Failed { reason, permanent }
+}
+
+/// The peer's Error Comment, as it may appear in a reason: LO is at most 64 characters, and
+/// control characters would garble `vcnode jobs` and the log.
+fn comment(c: Option<String>) -> String {
+    c.map(|c| {
+        let c: String = c.chars().filter(|ch| !ch.is_control()).take(64).collect();
+        format!(": {c}")
+    })
+    .unwrap_or_default()
+}
+
+/// What a C-STORE response status means for the export.
+fn outcome_of(rsp: vcnode_scp::scu::StoreResponse) -> Outcome {
+    match (rsp.status, status::kind(rsp.status)) {
+        // PS3.4 lists 0111H as a failure, but it says the destination already holds an instance
+        // with this SOP Instance UID: ours, sent before and acknowledged on a lost association.
+        (status::DUPLICATE_SOP_INSTANCE, _) => Outcome::Stored(Some(format!(
+            "already stored (C-STORE status 0111H, duplicate SOP instance{})",
+            comment(rsp.error_comment)
+        ))),
+        (_, StatusKind::Success) => Outcome::Stored(None),
+        (s, StatusKind::Warning) => {
+            Outcome::Stored(Some(format!("warning {s:04X}H{}", comment(rsp.error_comment))))
+        }
+        (s, StatusKind::Failure) => Outcome::Failed {
+            reason: format!("C-STORE status {s:04X}H{}", comment(rsp.error_comment)),
+            // Out of resources (A7xx) may pass; other refusals will not.
+            permanent: s & 0xFF00 != 0xA700,
+        },
+    }
+}
+
+/// The SOP class of a file, read from its meta group without loading the pixel data.
+fn sop_class_of(path: &Path) -> Result<String, String> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(obj
+        .meta()
+        .media_storage_sop_class_uid()
+        .trim_end_matches('\0')
+        .to_string())
+}
+
+/// One instance over an open association. Err when the association is no longer usable.
+async fn store_one(scu: &mut StoreScu, dest: &DestinationConfig, path: &Path) -> Result<Outcome, ScuError> {
+    // Read one instance at a time: a batch of real-size mammograms stays out of memory.
+    let obj = match dicom_object::open_file(path) {
+        Ok(o) => o,
+        Err(e) => {
+            return Ok(Outcome::Failed {
+                reason: format!("cannot read {}: {e}", path.display()),
+                permanent: true,
+            })
+        }
+    };
+    let class = obj
+        .meta()
+        .media_storage_sop_class_uid()
+        .trim_end_matches('\0')
+        .to_string();
+    let uid = obj
+        .meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string();
+    let ts_uid = match scu.usable_context(&class) {
+        Ok((_, ts)) => vcnode_scp::trim_value(ts).to_string(),
+        Err(ScuError::NoPresentationContext(_)) => {
+            return Ok(Outcome::Failed {
+                reason: format!("{} accepted no presentation context for {class}", dest.name),
+                permanent: true,
+            })
+        }
+        // A destination that answers with a syntax it was not offered will answer the same
+        // way next time: a refusal, not an outage.
+        Err(e) => {
+            return Ok(Outcome::Failed {
+                reason: e.to_string(),
+                permanent: true,
+            })
+        }
+    };
+    let Some(ts) = TransferSyntaxRegistry.get(&ts_uid) else {
+        return Ok(Outcome::Failed {
+            reason: format!(
+                "{} accepted transfer syntax {ts_uid}, which this node does not know",
+                dest.name
+            ),
+            permanent: true,
+        });
+    };
+    let mut bytes = Vec::new();
+    if let Err(e) = obj.write_dataset_with_ts(&mut bytes, ts) {
+        return Ok(Outcome::Failed {
+            reason: format!("cannot encode: {e}"),
+            permanent: true,
+        });
+    }
+    drop(obj);
+    let rsp = scu.store(&class, &uid, &bytes).await?;
+    Ok(outcome_of(rsp))
 }
 
 pub async fn send(
     dest: &DestinationConfig,
     calling: &str,
     files: &[PathBuf],
-    timeout: Duration,
+    limits: Limits,
 ) -> Vec<Outcome> {
-    let mut objects = Vec::with_capacity(files.len());
-    for f in files {
-        objects.push(dicom_object::open_file(f).map_err(|e| format!("cannot read {}: {e}", f.display())));
-    }
-    let mut classes: Vec<String> = objects
-        .iter()
-        .flatten()
-        .map(|o| {
-            o.meta()
-                .media_storage_sop_class_uid()
-                .trim_end_matches('\0')
-                .to_string()
-        })
-        .collect();
+    let mut classes: Vec<String> = files.iter().filter_map(|f| sop_class_of(f).ok()).collect();
     classes.sort();
     classes.dedup();
-    let mut scu = match StoreScu::connect(&options(dest, calling, &classes, timeout)).await {
+    let mut scu = match StoreScu::connect(&options(dest, calling, &classes, limits)).await {
         Ok(s) => s,
         Err(e) => {
             let failure = connect_failure(&e);
@@ -79,84 +178,32 @@ pub async fn send(
         }
     };
     let mut out = Vec::with_capacity(files.len());
-    for obj in objects {
-        let outcome = match obj {
-            Err(reason) => Outcome::Failed {
-                reason,
-                permanent: true,
-            },
-            Ok(obj) => {
-                let class = obj
-                    .meta()
-                    .media_storage_sop_class_uid()
-                    .trim_end_matches('\0')
-                    .to_string();
-                let uid = obj
-                    .meta()
-                    .media_storage_sop_instance_uid()
-                    .trim_end_matches('\0')
-                    .to_string();
-                match scu.accepted_context(&class).map(|(_, ts)| ts.to_string()) {
-                    None => Outcome::Failed {
-                        reason: format!("{} accepted no presentation context for {class}", dest.name),
-                        permanent: true,
-                    },
-                    Some(ts_uid) => {
-                        let ts = TransferSyntaxRegistry
-                            .get(&ts_uid)
-                            .expect("a proposed transfer syntax");
-                        let mut bytes = Vec::new();
-                        match obj.write_dataset_with_ts(&mut bytes, ts) {
-                            Err(e) => Outcome::Failed {
-                                reason: format!("cannot encode: {e}"),
-                                permanent: true,
-                            },
-                            Ok(()) => match scu.store(&class, &uid, &bytes).await {
-                                Ok(rsp) => match status::kind(rsp.status) {
-                                    StatusKind::Success => Outcome::Stored(None),
-                                    StatusKind::Warning => Outcome::Stored(Some(format!(
-                                        "warning {:04X}H{}",
-                                        rsp.status,
-                                        rsp.error_comment.map(|c| format!(": {c}")).unwrap_or_default()
-                                    ))),
-                                    StatusKind::Failure => Outcome::Failed {
-                                        reason: format!(
-                                            "C-STORE status {:04X}H{}",
-                                            rsp.status,
-                                            rsp.error_comment.map(|c| format!(": {c}")).unwrap_or_default()
-                                        ),
-                                        // Out of resources (A7xx) may pass; other refusals will not.
-                                        permanent: rsp.status & 0xFF00 != 0xA700,
-                                    },
-                                },
-                                Err(e) => {
-                                    out.push(Outcome::Failed {
-                                        reason: e.to_string(),
-                                        permanent: false,
-                                    });
-                                    // The association is unusable now: the rest fail transiently.
-                                    while out.len() < files.len() {
-                                        out.push(Outcome::Failed {
-                                            reason: format!("association lost: {e}"),
-                                            permanent: false,
-                                        });
-                                    }
-                                    return out;
-                                }
-                            },
-                        }
-                    }
+    for f in files {
+        match store_one(&mut scu, dest, f).await {
+            Ok(outcome) => out.push(outcome),
+            Err(e) => {
+                out.push(Outcome::Failed {
+                    reason: e.to_string(),
+                    permanent: false,
+                });
+                // The association is unusable now (perhaps mid-PDU): the rest fail transiently,
+                // and dropping it closes the socket without waiting on the peer.
+                while out.len() < files.len() {
+                    out.push(Outcome::Failed {
+                        reason: format!("association lost: {e}"),
+                        permanent: false,
+                    });
                 }
+                return out;
             }
-        };
-        out.push(outcome);
+        }
     }
     let _ = scu.release().await;
     out
 }
 
-pub async fn echo(dest: &DestinationConfig, calling: &str, timeout: Duration) -> Result<String, String> {
-    let mut scu = StoreScu::connect(&options(dest, calling, &[], timeout))
+pub async fn echo(dest: &DestinationConfig, calling: &str, limits: Limits) -> Result<String, String> {
+    let mut scu = StoreScu::connect(&options(dest, calling, &[], limits))
         .await
         .map_err(|e| e.to_string())?;
     let st = scu.echo().await.map_err(|e| e.to_string())?;
@@ -170,5 +217,57 @@ pub async fn echo(dest: &DestinationConfig, calling: &str, timeout: Duration) ->
         ))
     } else {
         Err(format!("C-ECHO status {st:04X}H"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcnode_scp::scu::StoreResponse;
+
+    fn rsp(status: u16, comment: Option<&str>) -> StoreResponse {
+        StoreResponse {
+            status,
+            error_comment: comment.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn duplicate_sop_instance_counts_as_delivered_with_a_note() {
+        match outcome_of(rsp(0x0111, Some("exists"))) {
+            Outcome::Stored(Some(note)) => {
+                assert!(note.contains("0111H") && note.contains("exists"), "{note}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn statuses_read_as_ps3_4_says() {
+        assert_eq!(outcome_of(rsp(0x0000, None)), Outcome::Stored(None));
+        assert!(matches!(outcome_of(rsp(0xB000, None)), Outcome::Stored(Some(n)) if n.contains("B000H")));
+        assert!(matches!(
+            outcome_of(rsp(0xA700, None)),
+            Outcome::Failed { permanent: false, .. }
+        ));
+        assert!(matches!(
+            outcome_of(rsp(0xA900, None)),
+            Outcome::Failed { permanent: true, .. }
+        ));
+        // Processing failure (0110H) is next to 0111H but is not "already have it".
+        assert!(matches!(
+            outcome_of(rsp(0x0110, None)),
+            Outcome::Failed { permanent: true, .. }
+        ));
+    }
+
+    #[test]
+    fn peer_comments_are_bounded_and_printable() {
+        let long = format!("a\nb\u{1b}[31m{}", "x".repeat(10_000));
+        let Outcome::Failed { reason, .. } = outcome_of(rsp(0xC000, Some(&long))) else {
+            panic!()
+        };
+        assert!(reason.len() < 120, "{reason}");
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
     }
 }

@@ -40,12 +40,73 @@ pub struct Exporter {
     pub retry: RetryPolicy,
     /// At shutdown, how long a batch may finish before its leases are released.
     pub shutdown_grace: Duration,
-    pub http: reqwest::Client,
+    /// Time limits of every exchange with a destination (floor, slowest accepted rate).
+    pub limits: dimse::Limits,
+    /// One HTTP client per DICOMweb destination, each trusting only its own extra CA.
+    pub http: HashMap<String, reqwest::Client>,
+}
+
+/// The time limits of exports, from `[export]`.
+fn limits(config: &Config) -> dimse::Limits {
+    dimse::Limits {
+        floor: config.export.timeout(),
+        min_bytes_per_s: config.export.min_bytes_per_s(),
+    }
+}
+
+/// The HTTP clients of the DICOMweb destinations, by name. TLS is rustls with the system's CA
+/// store, Mozilla's roots and the destination's `tls.ca_file`; no redirects are followed, so
+/// credentials go only to the configured URL. Each request sets its own time limit.
+fn http_clients(config: &Config) -> anyhow::Result<HashMap<String, reqwest::Client>> {
+    use anyhow::Context;
+    let mut out = HashMap::new();
+    for d in config
+        .destinations
+        .iter()
+        .filter(|d| d.kind == DestinationKind::Dicomweb)
+    {
+        let https = d.url.as_deref().is_some_and(|u| u.starts_with("https://"));
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .https_only(https)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.export.timeout());
+        if let Some(ca) = d.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            let pem = std::fs::read(ca).with_context(|| {
+                format!(
+                    "destination {:?}: cannot read tls.ca_file {}",
+                    d.name,
+                    ca.display()
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                format!(
+                    "destination {:?}: tls.ca_file {} is not PEM",
+                    d.name,
+                    ca.display()
+                )
+            })?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "destination {:?}: tls.ca_file {} holds no certificate",
+                d.name,
+                ca.display()
+            );
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .with_context(|| format!("destination {:?}: cannot build its HTTP client", d.name))?;
+        out.insert(d.name.clone(), client);
+    }
+    Ok(out)
 }
 
 impl Exporter {
     pub fn new(config: &Config, queue: Arc<dyn LeaseQueue>) -> anyhow::Result<Exporter> {
-        let timeout = Duration::from_secs(config.export.timeout_s);
+        let timeout = config.export.timeout();
         Ok(Exporter {
             queue,
             data_dir: config.node.data_dir.clone(),
@@ -60,7 +121,8 @@ impl Exporter {
             timeout,
             retry: config.export.retry_policy(),
             shutdown_grace: config.jobs.shutdown_grace(),
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+            limits: limits(config),
+            http: http_clients(config)?,
         })
     }
 
@@ -151,11 +213,20 @@ impl Exporter {
                 let files: Vec<PathBuf> = batch.items.iter().map(|i| self.data_dir.join(&i.path)).collect();
                 match dest.kind {
                     DestinationKind::Dimse => {
-                        dimse::send(dest, &self.calling_ae_title, &files, self.timeout).await
+                        dimse::send(dest, &self.calling_ae_title, &files, self.limits).await
                     }
                     DestinationKind::Dicomweb => {
                         let uids: Vec<&str> = batch.items.iter().map(|i| i.instance_uid.as_str()).collect();
-                        stow::send(&self.http, dest, &files, &uids).await
+                        match self.http.get(&dest.name) {
+                            Some(http) => stow::send(http, dest, &files, &uids, self.limits).await,
+                            None => uids
+                                .iter()
+                                .map(|_| Outcome::Failed {
+                                    reason: format!("destination {:?} has no HTTP client", dest.name),
+                                    permanent: true,
+                                })
+                                .collect(),
+                        }
                     }
                 }
             }
@@ -207,16 +278,17 @@ impl Exporter {
 
 /// `vcnode destinations check`: C-ECHO or a QIDO-RS request per destination.
 pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
-    let timeout = Duration::from_secs(config.export.timeout_s);
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .expect("an HTTP client");
+    let limits = limits(config);
+    let http = http_clients(config);
     let mut out = Vec::new();
     for d in &config.destinations {
-        let r = match d.kind {
-            DestinationKind::Dimse => dimse::echo(d, &config.node.ae_title, timeout).await,
-            DestinationKind::Dicomweb => stow::qido(&http, d).await,
+        let r = match (d.kind, &http) {
+            (DestinationKind::Dimse, _) => dimse::echo(d, &config.node.ae_title, limits).await,
+            (DestinationKind::Dicomweb, Ok(http)) => match http.get(&d.name) {
+                Some(client) => stow::qido(client, d, limits.floor).await,
+                None => Err(format!("destination {:?} has no HTTP client", d.name)),
+            },
+            (DestinationKind::Dicomweb, Err(e)) => Err(format!("{e:#}")),
         };
         out.push((d.name.clone(), r));
     }

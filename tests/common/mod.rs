@@ -432,3 +432,247 @@ impl Node {
         self.child.try_wait().ok().flatten()
     }
 }
+
+// ---- Destinations for export tests (tests/export_stall.rs) ----
+
+pub const STORESCP: &str = "/usr/bin/storescp";
+
+/// A PACS that completes every association and then never reads again, keeping the socket
+/// open: what a hung archive looks like from the sending side.
+pub struct StalledPacs {
+    pub port: u16,
+    /// Associations accepted so far.
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StalledPacs {
+    pub fn start() -> StalledPacs {
+        use dicom_ul::pdu::{read_pdu, write_pdu, AssociationAC, PresentationContextResult};
+        use dicom_ul::pdu::{PresentationContextResultReason, UserVariableItem};
+        use dicom_ul::Pdu;
+        use std::io::{Read, Write};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        // Lives until the test process ends; the held sockets with it.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                let Ok(mut sock) = conn else { continue };
+                let mut header = [0u8; 6];
+                if sock.read_exact(&mut header).is_err() {
+                    continue;
+                }
+                let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
+                let mut pdu = header.to_vec();
+                pdu.resize(6 + len.min(1 << 20), 0);
+                if sock.read_exact(&mut pdu[6..]).is_err() {
+                    continue;
+                }
+                let Ok(Some(Pdu::AssociationRQ(rq))) = read_pdu(&pdu[..], 1 << 20, false) else {
+                    continue;
+                };
+                let ac = Pdu::AssociationAC(AssociationAC {
+                    protocol_version: rq.protocol_version,
+                    calling_ae_title: rq.calling_ae_title,
+                    called_ae_title: rq.called_ae_title,
+                    application_context_name: rq.application_context_name,
+                    presentation_contexts: rq
+                        .presentation_contexts
+                        .iter()
+                        .map(|pc| PresentationContextResult {
+                            id: pc.id,
+                            reason: PresentationContextResultReason::Acceptance,
+                            transfer_syntax: pc.transfer_syntaxes[0].clone(),
+                        })
+                        .collect(),
+                    user_variables: vec![UserVariableItem::MaxLength(65536)],
+                });
+                let mut out = Vec::new();
+                write_pdu(&mut out, &ac).unwrap();
+                if sock.write_all(&out).is_ok() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    held.push(sock);
+                }
+            }
+        });
+        StalledPacs { port, accepted }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// dcmtk's storescp receiving into `dir` (one file per instance, named by its UID).
+pub struct Storescp {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Storescp {
+    pub fn start(dir: &Path, ae_title: &str) -> Storescp {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.with_extension("log")).unwrap();
+        let child = Command::new(STORESCP)
+            .args(["-aet", ae_title, "-od"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("storescp (dcmtk) must be installed");
+        let scp = Storescp {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        for _ in 0..200 {
+            let echo = Command::new(ECHOSCU)
+                .args(["-aec", ae_title, "127.0.0.1", &port.to_string()])
+                .output()
+                .unwrap();
+            if echo.status.success() {
+                return scp;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("storescp did not start on port {port}");
+    }
+
+    /// The files received so far.
+    pub fn files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Storescp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TLS-terminating proxy (rustls) in front of a plain-HTTP server, as a hospital's reverse
+/// proxy would stand in front of its PACS. Its certificate names localhost and
+/// 127.0.0.1, signed by a test CA; `ca` is the PEM a client must trust. Serves until the
+/// runtime ends.
+pub struct TlsProxy {
+    pub port: u16,
+    pub ca: PathBuf,
+}
+
+impl TlsProxy {
+    pub async fn start(dir: &Path, backend: u16) -> TlsProxy {
+        use std::sync::Arc;
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        std::fs::create_dir_all(dir).unwrap();
+        // A site CA and a server certificate it signed (webpki refuses a CA certificate as
+        // the server's own, so one self-signed certificate would not do).
+        let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let (cert, key, csr, ext) = (
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            dir.join("cert.csr"),
+            dir.join("ext.cnf"),
+        );
+        std::fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let openssl = |args: Vec<&std::ffi::OsStr>| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl must be installed");
+            assert!(out.status.success(), "openssl: {}", text(&out));
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        let mut args: Vec<&std::ffi::OsStr> = vec![os("req"), os("-x509")];
+        args.extend(ec.iter().map(|a| os(a)));
+        args.extend([
+            os("-days"),
+            os("2"),
+            os("-subj"),
+            os("/CN=vcnode test CA"),
+            os("-keyout"),
+        ]);
+        args.extend([ca_key.as_os_str(), os("-out"), ca.as_os_str()]);
+        openssl(args);
+        let mut args: Vec<&std::ffi::OsStr> = vec![os("req")];
+        args.extend(ec.iter().map(|a| os(a)));
+        args.extend([
+            os("-subj"),
+            os("/CN=localhost"),
+            os("-keyout"),
+            key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]);
+        openssl(args);
+        openssl(vec![
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("2"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ]);
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, PrivateKeyDer::from_pem_file(&key).unwrap())
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here, as it should.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsProxy { port, ca }
+    }
+}

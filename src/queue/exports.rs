@@ -59,7 +59,13 @@ impl Queue {
         let first = sqlx::query(
             "SELECT e.destination, i.series_uid FROM exports e
                JOIN instances i ON i.sop_instance_uid = e.instance_uid
-              WHERE e.state = 'queued' AND e.run_at <= ?1 ORDER BY e.run_at, e.id LIMIT 1",
+              WHERE e.state = 'queued' AND e.run_at <= ?1
+              -- A destination that already holds a worker comes last: a PACS that stalls
+              -- ties up one export worker, not all of them, while others have work.
+              ORDER BY EXISTS (SELECT 1 FROM exports r
+                                WHERE r.state = 'running' AND r.destination = e.destination),
+                       e.run_at, e.id
+              LIMIT 1",
         )
         .bind(now)
         .fetch_optional(&mut *tx)

@@ -509,3 +509,42 @@ async fn a_renewed_lease_outlives_its_term_and_expires_once_renewal_stops() {
         .expect("expired once renewal stopped");
     assert_eq!(taken.attempt, 2);
 }
+
+#[tokio::test]
+async fn a_destination_already_being_sent_to_yields_to_another_with_due_work() {
+    let (_dir, q) = queue().await;
+    // Two series for "pacs", then one for "web", queued in that order.
+    for (n, dest) in [(1, "pacs"), (2, "pacs"), (3, "web")] {
+        q.record_received(&instance(&format!("1.{n}")), Some(3))
+            .await
+            .unwrap();
+        let lease = q.claim("w", Duration::from_secs(60)).await.unwrap().unwrap();
+        let derived = NewInstance {
+            sop_instance_uid: format!("9.{n}"),
+            series_uid: format!("8.{n}"),
+            image_type: None,
+            calling_ae: None,
+            ..instance(&lease.source_uid)
+        };
+        assert!(q
+            .complete_with_derived(&lease, &[derived], &lease.source_uid, &[dest.to_string()], 5)
+            .await
+            .unwrap());
+    }
+    let claim = || async {
+        q.claim_exports("x", Duration::from_secs(60), 16, &NOW)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let first = claim().await;
+    assert_eq!(
+        (first.destination.as_str(), first.items[0].instance_uid.as_str()),
+        ("pacs", "9.1")
+    );
+    // "pacs" holds a worker (it may be stalled): "web" goes next although "pacs" 9.2 is older.
+    let second = claim().await;
+    assert_eq!(second.destination, "web");
+    let third = claim().await;
+    assert_eq!(third.items[0].instance_uid, "9.2");
+}

@@ -63,6 +63,8 @@ struct Load {
     /// Per sender: a C-STORE sent and not yet answered.
     in_flight: Vec<AtomicBool>,
     associations: AtomicUsize,
+    /// storescu processes running.
+    active: AtomicUsize,
     non_success: AtomicUsize,
 }
 
@@ -95,6 +97,7 @@ fn sender(load: Arc<Load>, me: usize, files: Vec<PathBuf>) {
 fn store(load: &Load, me: usize, port: u16, files: &[&PathBuf]) {
     // storescu -v logs "Sending file: X" then "Received Store Response (Success)" per
     // instance, on stderr; bounded timeouts so a dead node ends the association quickly.
+    load.active.fetch_add(1, SeqCst);
     let mut scu = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -127,6 +130,7 @@ fn store(load: &Load, me: usize, port: u16, files: &[&PathBuf]) {
     }
     let _ = scu.wait();
     load.in_flight[me].store(false, SeqCst);
+    load.active.fetch_sub(1, SeqCst);
 }
 
 /// xorshift64*: varied kill delays, reproducible from the printed seed.
@@ -191,8 +195,12 @@ async fn wait_for(
     false
 }
 
+/// Unix ms, the unit of the queue's updated_at columns.
 fn now_ms() -> i64 {
-    vcnode::queue::now_ms()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +231,7 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
         .collect();
     let files = write_fixtures(&dir.path().join("src"), &specs);
     let spec_of: HashMap<PathBuf, &MammogramSpec> = files.iter().cloned().zip(&specs).collect();
+    let uid_of: HashMap<PathBuf, String> = files.iter().map(|f| (f.clone(), sop_instance_uid(f))).collect();
 
     let load = Arc::new(Load {
         port: Mutex::new(Some(node.addr.port())),
@@ -231,6 +240,7 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
         acks: AtomicUsize::new(0),
         in_flight: (0..SENDERS).map(|_| AtomicBool::new(false)).collect(),
         associations: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
         non_success: AtomicUsize::new(0),
     });
     let senders: Vec<_> = files
@@ -261,6 +271,8 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
     // Per derived instance: at how many kills its export was claimed (so possibly sent, with
     // Orthanc's answer never recorded).
     let mut in_flight_at_kill: HashMap<String, usize> = HashMap::new();
+    // Acknowledged files whose stored pixels were compared already.
+    let mut verified: HashSet<PathBuf> = HashSet::new();
     for k in 0..KILLS {
         let moment = moments[k % moments.len()];
         // Let this process live a varied while first, so that some of its jobs and exports
@@ -269,6 +281,31 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
         let came = wait_for(moment, &load, &db, &pacs, since, &mut rng).await;
         node.kill();
         *load.port.lock().unwrap() = None;
+        // Every instance acknowledged so far has its row, job and file now, before a restart
+        // or a resend could make up for a loss. storescu may still be reporting answers the
+        // killed node sent: wait until every storescu has ended (none starts while the port
+        // is None).
+        let quiet = Instant::now();
+        while load.active.load(SeqCst) > 0 && quiet.elapsed() < Duration::from_secs(15) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let acknowledged: Vec<PathBuf> = load.acknowledged.lock().unwrap().iter().cloned().collect();
+        if let Err(e) = check_acknowledged(
+            &db,
+            &node.data_dir,
+            &acknowledged,
+            &uid_of,
+            &spec_of,
+            &mut verified,
+        )
+        .await
+        {
+            panic!(
+                "after kill {} ({moment:?}): {e}\n--- node log (tail) ---\n{}",
+                k + 1,
+                tail(&node.log(), 40)
+            );
+        }
         let entry = reached.entry(moment).or_default();
         entry.0 += came as usize;
         entry.1 += 1;
@@ -306,6 +343,12 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
         store(&load, me, port, &chunk.iter().collect::<Vec<_>>());
     }
     let acknowledged: Vec<PathBuf> = load.acknowledged.lock().unwrap().iter().cloned().collect();
+    assert_eq!(
+        acknowledged.len(),
+        files.len(),
+        "after the kills, the node must accept every image again:\n{}",
+        tail(&node.log(), 40)
+    );
     let settle = Instant::now();
     let les = db
         .count("SELECT COUNT(*) FROM instances WHERE origin = 'received'")
@@ -358,26 +401,19 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
     }
     assert!(!acknowledged.is_empty(), "nothing was acknowledged");
 
-    // 1. Every acknowledged instance has its row and its file, whole.
-    for file in &acknowledged {
-        let uid = sop_instance_uid(file);
-        let rows = db
-            .pairs(&format!(
-                "SELECT path, origin FROM instances WHERE sop_instance_uid = '{uid}'"
-            ))
-            .await;
-        assert_eq!(
-            rows.len(),
-            1,
-            "acknowledged {uid} ({}) has no row",
-            file.display()
-        );
-        let (path, origin) = &rows[0];
-        assert_eq!(origin, "received");
-        let obj = dicom_object::open_file(node.data_dir.join(path))
-            .unwrap_or_else(|e| panic!("acknowledged {uid}: its file {path} does not parse: {e}"));
-        let values: Vec<u16> = obj.decode_pixel_data().unwrap().to_vec().unwrap();
-        assert!(values == pixels(spec_of[file]), "{uid}: stored pixels differ");
+    // 1. Every acknowledged instance has its row, its job and its file, whole (checked after
+    //    each kill too, above).
+    if let Err(e) = check_acknowledged(
+        &db,
+        &node.data_dir,
+        &acknowledged,
+        &uid_of,
+        &spec_of,
+        &mut HashSet::new(),
+    )
+    .await
+    {
+        panic!("at the end: {e}");
     }
 
     // 2. Each LE (every received instance, acknowledged or not) has exactly one job, done, and
@@ -402,21 +438,21 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
             .unwrap_or_else(|e| panic!("derived {duid}: its file {dpath} does not parse: {e}"));
         derived_uids.insert(duid.clone());
     }
-    let derived_rows: HashSet<PathBuf> = db
-        .strings("SELECT path FROM instances WHERE origin = 'derived'")
+    let derived_rows = db
+        .count("SELECT COUNT(*) FROM instances WHERE origin = 'derived'")
+        .await;
+    assert_eq!(derived_rows, received.len() as i64, "derived rows without an LE");
+    // Every DICOM file under data_dir is an instance with its row: no second derived file of
+    // an LE (a redone job makes the same UID, hence the same path), no file left unrecorded.
+    let rows: HashSet<PathBuf> = db
+        .strings("SELECT path FROM instances")
         .await
         .into_iter()
         .map(|p| node.data_dir.join(p))
         .collect();
-    assert_eq!(derived_rows.len(), received.len(), "derived rows without an LE");
-    let derived_files: HashSet<PathBuf> =
-        dicom_files_under(&node.data_dir.join(vcnode::pipeline::DERIVED_DIR))
-            .into_iter()
-            .collect();
-    assert_eq!(
-        derived_files, derived_rows,
-        "derived files on disk and derived rows differ (a second derived instance of an LE?)"
-    );
+    let files_on_disk: HashSet<PathBuf> = dicom_files_under(&node.data_dir).into_iter().collect();
+    let unrecorded: Vec<_> = files_on_disk.difference(&rows).collect();
+    assert!(unrecorded.is_empty(), "DICOM files without a row: {unrecorded:?}");
 
     // 3. Every derived instance was delivered, and Orthanc holds each exactly once.
     let exports = db.pairs("SELECT instance_uid, state FROM exports").await;
@@ -487,6 +523,51 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
     db.close().await;
 }
 
+/// Every acknowledged file has its instances row (origin received), its job, and a stored file
+/// with the sent pixels (compared once per file: `verified`).
+async fn check_acknowledged(
+    db: &DbReader,
+    data_dir: &Path,
+    acknowledged: &[PathBuf],
+    uid_of: &HashMap<PathBuf, String>,
+    spec_of: &HashMap<PathBuf, &MammogramSpec>,
+    verified: &mut HashSet<PathBuf>,
+) -> Result<(), String> {
+    let rows: HashMap<String, String> = db
+        .pairs("SELECT sop_instance_uid, path FROM instances WHERE origin = 'received'")
+        .await
+        .into_iter()
+        .collect();
+    let jobs: HashSet<String> = db
+        .strings("SELECT source_uid FROM jobs")
+        .await
+        .into_iter()
+        .collect();
+    for file in acknowledged {
+        let uid = &uid_of[file];
+        let path = rows
+            .get(uid)
+            .ok_or_else(|| format!("acknowledged {uid} ({}) has no instances row", file.display()))?;
+        if !jobs.contains(uid) {
+            return Err(format!("acknowledged LE {uid} has no job"));
+        }
+        if verified.insert(file.clone()) {
+            let obj = dicom_object::open_file(data_dir.join(path))
+                .map_err(|e| format!("acknowledged {uid}: its file {path} does not parse: {e}"))?;
+            let values: Vec<u16> = obj
+                .decode_pixel_data()
+                .and_then(|p| p.to_vec())
+                .map_err(|e| format!("acknowledged {uid}: pixel data: {e}"))?;
+            if values != pixels(spec_of[file]) {
+                return Err(format!(
+                    "acknowledged {uid}: stored pixels differ from those sent"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn dicom_files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -494,7 +575,7 @@ fn dicom_files_under(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 out.extend(dicom_files_under(&p));
-            } else {
+            } else if p.extension().is_some_and(|x| x == "dcm") {
                 out.push(p);
             }
         }
@@ -521,7 +602,9 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The last `n` lines of a log, without colours.
 fn tail(s: &str, n: usize) -> String {
+    let s = strip_ansi(s);
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -322,7 +322,7 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
             k + 1,
             started.elapsed().as_secs_f64(),
             if came { "" } else { " (not reached: killed anyway)" },
-            load.acknowledged.lock().unwrap().len(),
+            acknowledged.len(),
             db.count("SELECT COUNT(*) FROM jobs WHERE state = 'done'").await,
             db.count("SELECT COUNT(*) FROM exports WHERE state = 'done'").await,
             pacs.receptions().len(),

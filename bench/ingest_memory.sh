@@ -73,6 +73,12 @@ for path in sys.argv[1:]:
         for section, values in tomllib.load(f).items():
             if isinstance(values, dict):
                 merged.setdefault(section, {}).update(values)
+# The node applies VCNODE__SECTION__KEY from the environment last; so does the bound.
+import os
+for k, v in os.environ.items():
+    parts = k.split("__")
+    if parts[0] == "VCNODE" and len(parts) == 3:
+        merged.setdefault(parts[1].lower(), {})[parts[2].lower()] = int(v) if v.isdigit() else v
 print(merged["node"]["max_associations"], merged["node"]["max_pdu_length"], merged["jobs"]["workers"])
 PY
 )

@@ -1,8 +1,10 @@
 //! Done-when of issue 13: SIGKILL the node 20 times during sustained C-STORE load, with
-//! processing and export to a real Orthanc, restarting it each time on the same data_dir. Then:
-//! every instance dcmtk saw acknowledged has its file and its row; each LE has exactly one job
-//! and exactly one derived instance; each derived instance is held by Orthanc exactly once and
-//! was received more than once only if its export was in flight at a kill.
+//! processing and export to a real Orthanc, restarting it each time on the same data_dir. After
+//! each kill (before a restart or a resend could repair a loss) and at the end: every instance
+//! dcmtk saw acknowledged has its row, its job and its file with the pixels sent. At the end:
+//! each LE has exactly one job and exactly one derived instance, every DICOM file under data_dir
+//! has its row, and each derived instance is held by Orthanc exactly once and was received at
+//! most 1 + (kills while its export was claimed) + (failed attempts logged) times.
 //!
 //! "Reaches Orthanc exactly once", measured on Orthanc's side: a Lua `ReceivedInstanceFilter`
 //! appends every received SOP Instance UID to a file (common::Orthanc::start_counting_receptions),

@@ -204,8 +204,8 @@ print(f"  storescp peak RSS, sampled every 20 ms: {mb(sp):.0f} MB summed over th
       f" largest child (one association) {mb(sc):.0f} MB")
 print(f"  bound = baseline {mb(idle):.0f} MB + max_associations {max_assoc} x (max_pdu_length {max_pdu} B"
       f" + per-association {per_assoc} B) + workers {workers} x per-job {per_job} B = {mb(bound):.0f} MB")
-print(f"  vcnode above its idle baseline per concurrent association: {mb((hwm - idle) / $associations):.1f} MB"
-      f" (one image is {mb(size / n):.1f} MB)")
+print(f"  vcnode's peak above its idle baseline, per concurrent association: {mb((hwm - idle) / $associations):.1f} MB"
+      f" (the workers' images included; one image is {mb(size / n):.1f} MB)")
 verdict = "under" if hwm <= bound else "OVER"
 print(f"  vcnode peak {mb(hwm):.0f} MB is {verdict} the bound {mb(bound):.0f} MB ({hwm / bound:.2f} of it)")
 PY

@@ -35,6 +35,7 @@ demo: release
 ## Benchmarks: each prints a ratio against a peer measured in the same run.
 bench: release
 	bench/ingest.sh
+	bench/ingest_memory.sh
 	bench/pipeline.sh
 	VCNODE_BENCH_PYTHON=$$(scripts/fetch-pytorch.sh) $(CARGO) bench -p vcnode-models --bench inference
 

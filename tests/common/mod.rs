@@ -263,6 +263,8 @@ pub struct Orthanc {
     pub dir: PathBuf,
     pub http_port: u16,
     pub dicom_port: u16,
+    /// More keys for orthanc.json (e.g. "LuaScripts"); see `start_counting_receptions`.
+    extra_config: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Orthanc {
@@ -272,6 +274,7 @@ impl Orthanc {
             dir: dir.to_path_buf(),
             http_port: free_port(),
             dicom_port: free_port(),
+            extra_config: serde_json::Map::new(),
         };
         o.restart();
         o
@@ -281,7 +284,7 @@ impl Orthanc {
     pub fn restart(&mut self) {
         std::fs::create_dir_all(self.dir.join("db")).unwrap();
         let config = self.dir.join("orthanc.json");
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "Name": "vcnode-test",
             "StorageDirectory": self.dir.join("db"),
             "IndexDirectory": self.dir.join("db"),
@@ -294,6 +297,7 @@ impl Orthanc {
             "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
             "DicomWeb": { "Enable": true, "Root": "/dicom-web/" }
         });
+        body.as_object_mut().unwrap().extend(self.extra_config.clone());
         std::fs::write(&config, serde_json::to_string_pretty(&body).unwrap()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -674,5 +678,107 @@ impl TlsProxy {
             }
         });
         TlsProxy { port, ca }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Soak helpers (issue 13, tests/kill_soak.rs): deliveries counted on Orthanc's side, and a plain
+// reader of the node's SQLite file that stays open while the node is killed and restarted.
+// ---------------------------------------------------------------------------------------------
+
+impl Orthanc {
+    /// Starts Orthanc with a Lua `ReceivedInstanceFilter` that appends the SOP Instance UID of
+    /// every instance it receives to `dir/received.txt`. The filter runs for each C-STORE or
+    /// STOW-RS instance before Orthanc looks up whether it already holds it, so a resend is a
+    /// second line; Orthanc's own index (/instances, /changes) keeps one entry per UID and
+    /// would hide it.
+    pub fn start_counting_receptions(dir: &Path) -> Orthanc {
+        std::fs::create_dir_all(dir).unwrap();
+        let script = dir.join("count-receptions.lua");
+        let log = dir.join("received.txt");
+        std::fs::write(&log, "").unwrap();
+        std::fs::write(
+            &script,
+            format!(
+                "function ReceivedInstanceFilter(dicom, origin, info)\n\
+                 \x20 local f = assert(io.open({:?}, \"a\"))\n\
+                 \x20 f:write(dicom.SOPInstanceUID, \"\\n\")\n\
+                 \x20 f:close()\n\
+                 \x20 return true\n\
+                 end\n",
+                log.display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut o = Orthanc {
+            child: None,
+            dir: dir.to_path_buf(),
+            http_port: free_port(),
+            dicom_port: free_port(),
+            extra_config: serde_json::Map::new(),
+        };
+        o.extra_config
+            .insert("LuaScripts".into(), serde_json::json!([script]));
+        o.restart();
+        o
+    }
+
+    /// SOP Instance UIDs received so far, one per reception, in arrival order.
+    pub fn receptions(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("received.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
+
+/// One connection to the node's database file, as an admin's sqlite3 would hold it: no
+/// migrations, no writes; it survives the node being killed and restarted.
+pub struct DbReader {
+    pool: sqlx::SqlitePool,
+}
+
+impl DbReader {
+    pub async fn open(data_dir: &Path) -> DbReader {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite://")
+            .unwrap()
+            .filename(data_dir.join(vcnode::queue::DB_FILE))
+            .busy_timeout(Duration::from_secs(10));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        DbReader { pool }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The first column of every row, as text.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        sqlx::query_scalar(sql)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The first two columns of every row, as text.
+    pub async fn pairs(&self, sql: &str) -> Vec<(String, String)> {
+        sqlx::query_as(sql)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
     }
 }

@@ -15,13 +15,18 @@
 #   - the ingest ratio vcnode/storescp (wall time for all associations; above 1: vcnode faster).
 # vcnode fsyncs every file and commits a SQLite row before acknowledging; storescp does not.
 #
-# The bound: baseline + max_associations x (max_pdu_length + PER_ASSOCIATION) + workers x PER_JOB.
+# The bound: baseline + max_associations x (3 x max_pdu_length + PER_ASSOCIATION) + workers x PER_JOB.
 #   baseline        vcnode's resident memory when idle after start-up (binary, libtorch, model),
 #                   measured in this run before any association;
-#   PER_ASSOCIATION bytes an association holds besides one PDU (env BOUND_PER_ASSOCIATION_BYTES);
-#   PER_JOB         bytes one worker holds for one image (env BOUND_PER_JOB_BYTES; the default
-#                   counts BOUND_PER_JOB_BYTES_PER_PIXEL bytes per pixel of these images).
-# The constants are the design's to state; override them without editing this script.
+#   3 x max_pdu_length  what the SCP holds per association while a PDU arrives: its read buffer,
+#                   dicom-ul's decoded copy and the fragment being spooled (scp/src/scp.rs); data
+#                   sets stream to a spool file, so the instance size does not enter;
+#   PER_ASSOCIATION the spool write buffer (64 KiB) and the command set cap (16 KiB)
+#                   (env BOUND_PER_ASSOCIATION_BYTES);
+#   PER_JOB         bytes one worker holds for one image: the file, its decoded pixels, the
+#                   windowed and restored float images and the derived instance, about 24 bytes
+#                   per pixel (env BOUND_PER_JOB_BYTES, or BOUND_PER_JOB_BYTES_PER_PIXEL).
+# Connections still negotiating add at most node.max_pending_associations x 64 KiB (none here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SENDERS=${BENCH_SENDERS:-4}
@@ -30,8 +35,8 @@ PER_ASSOC=${BENCH_FILES_PER_ASSOCIATION:-2}
 PROCESS_S=${BENCH_PROCESS_S:-30}
 ROWS=4096
 COLUMNS=3328
-PER_ASSOCIATION_BYTES=${BOUND_PER_ASSOCIATION_BYTES:-1048576}
-PER_JOB_BYTES_PER_PIXEL=${BOUND_PER_JOB_BYTES_PER_PIXEL:-16}
+PER_ASSOCIATION_BYTES=${BOUND_PER_ASSOCIATION_BYTES:-81920}
+PER_JOB_BYTES_PER_PIXEL=${BOUND_PER_JOB_BYTES_PER_PIXEL:-24}
 PER_JOB_BYTES=${BOUND_PER_JOB_BYTES:-$((ROWS * COLUMNS * PER_JOB_BYTES_PER_PIXEL))}
 bin=./target/release/vcnode
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vcnode-bench-memory.XXXXXX")
@@ -192,7 +197,7 @@ idle, ingest_hwm, hwm = $idle_kb * 1024, $ingest_hwm_kb * 1024, $hwm_kb * 1024
 sp, sc = $storescp_peak_kb * 1024, $storescp_child_kb * 1024
 max_assoc, max_pdu, workers = $max_assoc, $max_pdu, $workers
 per_assoc, per_job = $PER_ASSOCIATION_BYTES, $PER_JOB_BYTES
-bound = idle + max_assoc * (max_pdu + per_assoc) + workers * per_job
+bound = idle + max_assoc * (3 * max_pdu + per_assoc) + workers * per_job
 print(f"ingest of {n} x {mb(size / n):.0f} MB mammograms, $SENDERS senders x $ASSOCS associations at once:")
 print(f"  vcnode   {n / tv:6.2f} inst/s {mb(size) / tv:7.1f} MB/s")
 print(f"  storescp {n / ts:6.2f} inst/s {mb(size) / ts:7.1f} MB/s (--fork)")
@@ -203,7 +208,7 @@ print(f"  vcnode peak RSS (VmHWM): {mb(hwm):.0f} MB after ingest and $PROCESS_S 
 print(f"  storescp peak RSS, sampled every 20 ms: {mb(sp):.0f} MB summed over the parent and its children;"
       f" largest child (one association) {mb(sc):.0f} MB")
 print(f"  bound = baseline {mb(idle):.0f} MB + max_associations {max_assoc} x (max_pdu_length {max_pdu} B"
-      f" + per-association {per_assoc} B) + workers {workers} x per-job {per_job} B = {mb(bound):.0f} MB")
+      f" x 3 + per-association {per_assoc} B) + workers {workers} x per-job {per_job} B = {mb(bound):.0f} MB")
 print(f"  vcnode's peak above its idle baseline, per concurrent association: {mb((hwm - idle) / $associations):.1f} MB"
       f" (the workers' images included; one image is {mb(size / n):.1f} MB)")
 verdict = "under" if hwm <= bound else "OVER"

@@ -13,6 +13,8 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use vcnode_scp::status::{self, StatusKind};
 use vcnode_scp::{ScuError, StoreScu, StoreScuOptions};
 
+use tokio::sync::mpsc::UnboundedSender;
+
 use super::Outcome;
 use crate::config::DestinationConfig;
 
@@ -161,12 +163,16 @@ async fn store_one(scu: &mut StoreScu, dest: &DestinationConfig, path: &Path) ->
     Ok(outcome_of(rsp))
 }
 
+/// Sends `files` on one association, reporting each file's outcome (by index) on `report` as
+/// soon as the destination answers, so that what was delivered is recorded even if the node
+/// dies before the batch ends.
 pub async fn send(
     dest: &DestinationConfig,
     calling: &str,
     files: &[PathBuf],
     limits: Limits,
-) -> Vec<Outcome> {
+    report: &UnboundedSender<(usize, Outcome)>,
+) {
     let mut classes: Vec<String> = files.iter().filter_map(|f| sop_class_of(f).ok()).collect();
     classes.sort();
     classes.dedup();
@@ -174,32 +180,41 @@ pub async fn send(
         Ok(s) => s,
         Err(e) => {
             let failure = connect_failure(&e);
-            return files.iter().map(|_| failure.clone()).collect();
+            for i in 0..files.len() {
+                let _ = report.send((i, failure.clone()));
+            }
+            return;
         }
     };
-    let mut out = Vec::with_capacity(files.len());
-    for f in files {
+    for (i, f) in files.iter().enumerate() {
         match store_one(&mut scu, dest, f).await {
-            Ok(outcome) => out.push(outcome),
+            Ok(outcome) => {
+                let _ = report.send((i, outcome));
+            }
             Err(e) => {
-                out.push(Outcome::Failed {
-                    reason: e.to_string(),
-                    permanent: false,
-                });
+                let _ = report.send((
+                    i,
+                    Outcome::Failed {
+                        reason: e.to_string(),
+                        permanent: false,
+                    },
+                ));
                 // The association is unusable now (perhaps mid-PDU): the rest fail transiently,
                 // and dropping it closes the socket without waiting on the peer.
-                while out.len() < files.len() {
-                    out.push(Outcome::Failed {
-                        reason: format!("association lost: {e}"),
-                        permanent: false,
-                    });
+                for j in i + 1..files.len() {
+                    let _ = report.send((
+                        j,
+                        Outcome::Failed {
+                            reason: format!("association lost: {e}"),
+                            permanent: false,
+                        },
+                    ));
                 }
-                return out;
+                return;
             }
         }
     }
     let _ = scu.release().await;
-    out
 }
 
 pub async fn echo(dest: &DestinationConfig, calling: &str, limits: Limits) -> Result<String, String> {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -168,8 +169,8 @@ impl Exporter {
         }
     }
 
-    /// Sends a claimed batch and records each instance's outcome; at shutdown, finishes within
-    /// the grace period or releases the batch.
+    /// Sends a claimed batch and records each instance's outcome as the destination answers it;
+    /// at shutdown, lets the batch go on for the grace period, then releases what is unanswered.
     async fn deliver(&self, batch: ExportBatch, stop: &CancellationToken) {
         let ids: Vec<i64> = batch.items.iter().map(|i| i.id).collect();
         let renewal = keep_leases(
@@ -179,55 +180,79 @@ impl Exporter {
             ids.clone(),
             self.lease(),
         );
-        let sending = self.send(&batch);
+        let (report, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+        let sending = self.send(&batch, report);
         tokio::pin!(sending);
-        let outcomes = tokio::select! {
-            o = &mut sending => Some(o),
-            _ = stop.cancelled() => tokio::time::timeout(self.shutdown_grace, &mut sending).await.ok(),
-        };
-        drop(renewal);
-        match outcomes {
-            Some(outcomes) => {
-                for (item, outcome) in batch.items.iter().zip(outcomes) {
-                    self.record(&batch, item, outcome).await;
+        let (mut sent, mut grace_ends) = (false, None);
+        let mut answered = vec![false; ids.len()];
+        loop {
+            tokio::select! {
+                _ = &mut sending, if !sent => sent = true,
+                outcome = outcomes.recv() => match outcome {
+                    Some((i, outcome)) => {
+                        if let Some(item) = batch.items.get(i) {
+                            self.record(&batch, item, outcome).await;
+                            answered[i] = true;
+                        }
+                    }
+                    // The sender is gone: the batch is over.
+                    None => break,
+                },
+                _ = stop.cancelled(), if grace_ends.is_none() => {
+                    grace_ends = Some(tokio::time::Instant::now() + self.shutdown_grace);
                 }
+                _ = tokio::time::sleep_until(grace_ends.unwrap_or_else(tokio::time::Instant::now)), if grace_ends.is_some() => break,
             }
-            None => match self.queue.release(Kind::Export, &batch.owner, &ids).await {
-                Ok(n) => info!(destination = %batch.destination, released = n, "shutdown: exports released"),
-                Err(e) => warn!(error = %e, "shutdown: cannot release exports; their leases will expire"),
-            },
+        }
+        drop(renewal);
+        let unanswered: Vec<i64> = ids
+            .iter()
+            .zip(&answered)
+            .filter(|(_, a)| !**a)
+            .map(|(id, _)| *id)
+            .collect();
+        if unanswered.is_empty() {
+            return;
+        }
+        match self.queue.release(Kind::Export, &batch.owner, &unanswered).await {
+            Ok(n) => info!(destination = %batch.destination, released = n, "shutdown: exports released"),
+            Err(e) => warn!(error = %e, "shutdown: cannot release exports; their leases will expire"),
         }
     }
 
-    async fn send(&self, batch: &ExportBatch) -> Vec<Outcome> {
-        match self.destinations.get(&batch.destination) {
-            None => batch
+    /// Sends the batch, reporting each item's outcome (by index) on `report`.
+    async fn send(&self, batch: &ExportBatch, report: UnboundedSender<(usize, Outcome)>) {
+        let all = |outcomes: Vec<Outcome>| {
+            for (i, o) in outcomes.into_iter().enumerate() {
+                let _ = report.send((i, o));
+            }
+        };
+        let refuse = |reason: String| {
+            batch
                 .items
                 .iter()
                 .map(|_| Outcome::Failed {
-                    reason: format!("destination {:?} is no longer configured", batch.destination),
+                    reason: reason.clone(),
                     permanent: true,
                 })
-                .collect(),
-            Some(dest) => {
-                let files: Vec<PathBuf> = batch.items.iter().map(|i| self.data_dir.join(&i.path)).collect();
-                match dest.kind {
-                    DestinationKind::Dimse => {
-                        dimse::send(dest, &self.calling_ae_title, &files, self.limits).await
-                    }
-                    DestinationKind::Dicomweb => {
-                        let uids: Vec<&str> = batch.items.iter().map(|i| i.instance_uid.as_str()).collect();
-                        match self.http.get(&dest.name) {
-                            Some(http) => stow::send(http, dest, &files, &uids, self.limits).await,
-                            None => uids
-                                .iter()
-                                .map(|_| Outcome::Failed {
-                                    reason: format!("destination {:?} has no HTTP client", dest.name),
-                                    permanent: true,
-                                })
-                                .collect(),
-                        }
-                    }
+                .collect()
+        };
+        let Some(dest) = self.destinations.get(&batch.destination) else {
+            return all(refuse(format!(
+                "destination {:?} is no longer configured",
+                batch.destination
+            )));
+        };
+        let files: Vec<PathBuf> = batch.items.iter().map(|i| self.data_dir.join(&i.path)).collect();
+        match dest.kind {
+            DestinationKind::Dimse => {
+                dimse::send(dest, &self.calling_ae_title, &files, self.limits, &report).await
+            }
+            DestinationKind::Dicomweb => {
+                let uids: Vec<&str> = batch.items.iter().map(|i| i.instance_uid.as_str()).collect();
+                match self.http.get(&dest.name) {
+                    Some(http) => all(stow::send(http, dest, &files, &uids, self.limits).await),
+                    None => all(refuse(format!("destination {:?} has no HTTP client", dest.name))),
                 }
             }
         }

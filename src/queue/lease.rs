@@ -11,7 +11,8 @@ use sqlx::{Row, SqliteConnection};
 use tracing::warn;
 
 use super::{
-    now_ms, ExportBatch, JobLease, Kind, LeaseQueue, NewInstance, Queue, Requeue, Result, RetryPolicy, State,
+    insert_instance, now_ms, ExportBatch, JobLease, Kind, LeaseQueue, NewInstance, Queue, Requeue, Result,
+    RetryPolicy, State,
 };
 
 /// The ids as a JSON array, for `id IN (SELECT value FROM json_each(?))`.
@@ -214,24 +215,7 @@ impl LeaseQueue for Queue {
             return Ok(false);
         }
         for d in derived {
-            sqlx::query(
-                "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid, transfer_syntax,
-                                        origin, path, bytes, image_type, source_uid, created_at)
-                 VALUES (?, ?, ?, ?, ?, 'derived', ?, ?, ?, ?, ?)
-                 ON CONFLICT (sop_instance_uid) DO NOTHING",
-            )
-            .bind(&d.sop_instance_uid)
-            .bind(&d.sop_class_uid)
-            .bind(&d.study_uid)
-            .bind(&d.series_uid)
-            .bind(&d.transfer_syntax)
-            .bind(&d.path)
-            .bind(d.bytes)
-            .bind(&d.image_type)
-            .bind(source_uid)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            insert_instance(&mut tx, d, "derived", Some(source_uid), now).await?;
             for dest in destinations {
                 sqlx::query(
                     "INSERT INTO exports (instance_uid, destination, max_attempts, run_at, created_at, updated_at)

@@ -299,26 +299,7 @@ impl Queue {
     ) -> Result<Recorded> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid, transfer_syntax,
-                                    origin, path, bytes, image_type, calling_ae, created_at)
-             VALUES (?, ?, ?, ?, ?, 'received', ?, ?, ?, ?, ?)
-             ON CONFLICT (sop_instance_uid) DO NOTHING",
-        )
-        .bind(&inst.sop_instance_uid)
-        .bind(&inst.sop_class_uid)
-        .bind(&inst.study_uid)
-        .bind(&inst.series_uid)
-        .bind(&inst.transfer_syntax)
-        .bind(&inst.path)
-        .bind(inst.bytes)
-        .bind(&inst.image_type)
-        .bind(&inst.calling_ae)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let inserted = insert_instance(&mut tx, inst, "received", None, now).await?;
         let mut job_id = None;
         if let (true, Some(max_attempts)) = (inserted, job_max_attempts) {
             let id: i64 = sqlx::query_scalar(
@@ -406,6 +387,39 @@ impl Queue {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Records an instance (`origin` 'received' or 'derived', the latter with its source) unless
+/// its SOP Instance UID is held already. True when this inserted it.
+async fn insert_instance(
+    tx: &mut sqlx::SqliteConnection,
+    inst: &NewInstance,
+    origin: &str,
+    source_uid: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid, transfer_syntax,
+                                origin, path, bytes, image_type, calling_ae, source_uid, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (sop_instance_uid) DO NOTHING",
+    )
+    .bind(&inst.sop_instance_uid)
+    .bind(&inst.sop_class_uid)
+    .bind(&inst.study_uid)
+    .bind(&inst.series_uid)
+    .bind(&inst.transfer_syntax)
+    .bind(origin)
+    .bind(&inst.path)
+    .bind(inst.bytes)
+    .bind(&inst.image_type)
+    .bind(&inst.calling_ae)
+    .bind(source_uid)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use dicom_ul::pdu::{read_pdu, write_pdu, Pdu, MAXIMUM_PDU_SIZE, MINIMUM_PDU_SIZE, PDU_HEADER_SIZE};
+use dicom_ul::pdu::{
+    read_pdu, write_pdu, PDataValue, PDataValueType, Pdu, MAXIMUM_PDU_SIZE, MINIMUM_PDU_SIZE, PDU_HEADER_SIZE,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -83,6 +85,18 @@ pub async fn read_bounded<R: AsyncRead + Unpin>(
     tokio::time::timeout_at(deadline, read)
         .await
         .unwrap_or(Err(PduError::Timeout))
+}
+
+/// A P-DATA-TF PDU holding one presentation data value.
+pub fn pdata(pc_id: u8, value_type: PDataValueType, is_last: bool, data: Vec<u8>) -> Pdu {
+    Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc_id,
+            value_type,
+            is_last,
+            data,
+        }],
+    }
 }
 
 /// Writes one PDU before `timeout` elapses (a peer that stops reading cannot hold the task).

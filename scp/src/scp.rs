@@ -25,7 +25,7 @@ use std::time::Duration;
 use dicom_ul::pdu::{
     AbortRQServiceProviderReason, AbortRQSource, AssociationAC, AssociationRJ, AssociationRJResult,
     AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason, AssociationRJSource,
-    PDataValue, PDataValueType, PresentationContextResult, PresentationContextResultReason, UserVariableItem,
+    PDataValueType, PresentationContextResult, PresentationContextResultReason, UserVariableItem,
 };
 use dicom_ul::Pdu;
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -765,13 +765,6 @@ async fn send_command(
     timeout: Duration,
 ) -> Result<(), String> {
     let data = reply.map_err(|e| e.to_string())?;
-    let pdu = Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc_id,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data,
-        }],
-    };
+    let pdu = pdu::pdata(pc_id, PDataValueType::Command, true, data);
     pdu::write(socket, &pdu, timeout).await.map_err(|e| e.to_string())
 }

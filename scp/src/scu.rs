@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use dicom_ul::association::client::ClientAssociationOptions;
 use dicom_ul::association::AsyncClientAssociation;
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use tokio::net::TcpStream;
 
@@ -290,27 +290,13 @@ impl StoreScu {
         data: Vec<u8>,
         is_last: bool,
     ) -> Result<(), dicom_ul::association::Error> {
-        let pdu = Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: pc_id,
-                value_type: PDataValueType::Data,
-                is_last,
-                data,
-            }],
-        };
+        let pdu = crate::pdu::pdata(pc_id, PDataValueType::Data, is_last, data);
         self.assoc.send(&pdu).await
     }
 
     async fn send_command(&mut self, pc_id: u8, data: Vec<u8>) -> Result<(), ScuError> {
         let limit = self.timeout;
-        let pdu = Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: pc_id,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data,
-            }],
-        };
+        let pdu = crate::pdu::pdata(pc_id, PDataValueType::Command, true, data);
         tokio::time::timeout(limit, self.assoc.send(&pdu))
             .await
             .map_err(|_| ScuError::Timeout {

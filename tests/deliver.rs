@@ -30,24 +30,6 @@ fn web(name: &str, o: &Orthanc, root: &str) -> String {
     )
 }
 
-async fn derived_uids(node: &Node) -> Vec<String> {
-    let q = vcnode::queue::Queue::open(&node.data_dir).await.unwrap();
-    let mut v: Vec<String> =
-        sqlx::query_scalar("SELECT sop_instance_uid FROM instances WHERE origin = 'derived'")
-            .fetch_all(q.pool())
-            .await
-            .unwrap();
-    q.close().await;
-    v.sort();
-    v
-}
-
-fn sorted_uids(o: &Orthanc) -> Vec<String> {
-    let mut v: Vec<String> = o.instance_uids().into_iter().map(|(_, uid)| uid).collect();
-    v.sort();
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn derived_instances_reach_orthanc_by_c_store_and_by_stow_rs_and_render() {
     let dir = tempfile::tempdir().unwrap();

@@ -68,15 +68,11 @@ async fn a_stalled_pacs_times_out_alone_and_a_healthy_destination_gets_every_res
     );
     let mut received: Vec<String> = healthy.files().iter().map(|f| sop_instance_uid(f)).collect();
     received.sort();
-    let q = vcnode::queue::Queue::open(&node.data_dir).await.unwrap();
-    let mut derived: Vec<String> =
-        sqlx::query_scalar("SELECT sop_instance_uid FROM instances WHERE origin = 'derived'")
-            .fetch_all(q.pool())
-            .await
-            .unwrap();
-    q.close().await;
-    derived.sort();
-    assert_eq!(received, derived, "storescp holds every derived instance once");
+    assert_eq!(
+        received,
+        derived_uids(&node).await,
+        "storescp holds every derived instance once"
+    );
 
     // The stalled PACS was reached (it accepted associations) and acknowledged nothing.
     assert!(stalled.accepted() >= 1, "the stalled PACS was never contacted");
@@ -142,17 +138,7 @@ async fn stow_rs_over_https_reaches_orthanc_and_an_untrusted_certificate_is_refu
     )
     .await;
     assert_eq!(done, 2, "{}\n{}", node.jobs_cli(), node.log());
-    let mut at_orthanc: Vec<String> = pacs.instance_uids().into_iter().map(|(_, uid)| uid).collect();
-    at_orthanc.sort();
-    let q = vcnode::queue::Queue::open(&node.data_dir).await.unwrap();
-    let mut derived: Vec<String> =
-        sqlx::query_scalar("SELECT sop_instance_uid FROM instances WHERE origin = 'derived'")
-            .fetch_all(q.pool())
-            .await
-            .unwrap();
-    q.close().await;
-    derived.sort();
-    assert_eq!(at_orthanc, derived);
+    assert_eq!(sorted_uids(&pacs), derived_uids(&node).await);
 
     // The same server, without its CA: the handshake fails and the reason says why.
     let refused = wait_count(

@@ -300,28 +300,12 @@ async fn a_job_interrupted_by_sigkill_completes_after_restart_with_one_derived_i
     // A short lease so the restarted node takes the interrupted jobs over quickly.
     let extra = "[jobs]\nlease_s = 5";
     let mut node = Node::start_processing(dir.path(), extra, "");
-    let cases = phantom_pairs(dir.path(), 80, 1664, 1280);
-    let le: Vec<PathBuf> = cases.iter().map(|c| c.0.clone()).collect();
-    assert_eq!(successes(&storescu(&node, "MODALITY", &[], &le)), 4);
-    let running = wait_count(
-        &node,
-        "SELECT COUNT(*) FROM jobs WHERE state = 'running'",
-        1,
-        LIMIT,
-    )
-    .await;
-    assert!(running >= 1);
+    store_until_processing(&node, dir.path(), 80, LIMIT).await;
     node.kill();
     let done_before = count(&node, "SELECT COUNT(*) FROM jobs WHERE state = 'done'").await;
     assert!(done_before < 4, "all jobs finished before the kill");
 
-    let node = Node::start_with(dir.path(), node.config.clone());
-    assert_eq!(
-        wait_count(&node, "SELECT COUNT(*) FROM jobs WHERE state = 'done'", 4, LIMIT).await,
-        4,
-        "{}",
-        node.jobs_cli()
-    );
+    let node = restart_until_done(&node, dir.path(), 4, LIMIT).await;
     assert_eq!(
         count(&node, "SELECT COUNT(*) FROM instances WHERE origin = 'derived'").await,
         4

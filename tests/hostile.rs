@@ -46,6 +46,8 @@ const RSS_KILL: u64 = 2048 * MIB;
 /// How long a node may take to answer or drop a hostile connection. Every timer the node
 /// has (ARTIM, idle) is set far above it, so only the check under test can explain an answer.
 const PROMPT: Duration = Duration::from_secs(10);
+/// How much a peer floods after a header announcing 4 GiB.
+const FLOOD_LIMIT: u64 = 256 * MIB;
 /// dcmtk timeouts for the legitimate peer (connect, ACSE, DIMSE): it must be served at once.
 const DCMTK_PROMPT: &[&str] = &["-to", "5", "-ta", "5", "-td", "5"];
 
@@ -124,7 +126,7 @@ model = ""
             out.status.success() && successes(&out) == 1,
             "a legitimate C-STORE failed: {}\nnode log tail:\n{}",
             text(&out),
-            self.log_tail()
+            self.node.log_tail(30)
         );
         self.acknowledged.push(uid);
     }
@@ -132,7 +134,10 @@ model = ""
     /// The checks after each case: alive, serves storescu, lost nothing it acknowledged.
     fn assert_healthy(&mut self, case: &str) {
         if let Some(status) = self.node.exited() {
-            panic!("{case}: the node died ({status}); log tail:\n{}", self.log_tail());
+            panic!(
+                "{case}: the node died ({status}); log tail:\n{}",
+                self.node.log_tail(30)
+            );
         }
         self.store_legitimately();
         let stored = self.stored_paths();
@@ -204,6 +209,14 @@ model = ""
         }
     }
 
+    /// After a data set the node did not take: no temp file left (waiting, bounded, for the
+    /// node to remove it) and no instance or job row for `uid`.
+    fn assert_nothing_left(&self, case: &str, uid: &str) {
+        let left = self.temp_files_after_wait();
+        assert!(left.is_empty(), "{case}: temp files left: {left:?}");
+        assert_eq!(self.rows_for(uid), (0, 0), "{case}: rows (instance, job)");
+    }
+
     /// Bytes in data_dir/tmp now (how much the node spooled to disk).
     fn temp_bytes(&self) -> u64 {
         std::fs::read_dir(self.node.data_dir.join("tmp"))
@@ -251,7 +264,7 @@ model = ""
             RSS_KILL / MIB
         );
         let after = memory(self.node.pid())
-            .unwrap_or_else(|| panic!("{case}: the node is gone; log tail:\n{}", self.log_tail()));
+            .unwrap_or_else(|| panic!("{case}: the node is gone; log tail:\n{}", self.node.log_tail(30)));
         let growth = after.hwm.max(after.rss).saturating_sub(before);
         assert!(
             growth < RSS_GROWTH_LIMIT,
@@ -262,6 +275,62 @@ model = ""
             after.hwm / MIB
         );
         after
+    }
+
+    /// One hostile case: `act` misbehaves and returns the node's answer with the numbers worth
+    /// printing beside it. Around it: the node's memory measured (asserted bounded with
+    /// [`MemoryCheck::Bounded`]), the `hostile:` line printed, and the node checked healthy.
+    fn attack(
+        &mut self,
+        case: &str,
+        check: MemoryCheck,
+        act: impl FnOnce(&mut Target) -> (Answer, String),
+    ) -> Answer {
+        let before = self.memory_before();
+        let (answer, note) = act(self);
+        let after = match check {
+            MemoryCheck::Bounded => Some(self.assert_memory_bounded(case, before)),
+            MemoryCheck::Reported => memory(self.node.pid()),
+        };
+        report(case, &format!("{answer:?}"), before, after, &note);
+        self.assert_healthy(case);
+        answer
+    }
+
+    /// A C-STORE-RQ for `uid`, then `data` whole, on a new association in `ts`; the node's
+    /// answer within `waits` PROMPTs (checking a large data set may take it a while).
+    fn store_raw(&self, ts: &str, uid: &str, data: &[u8], waits: usize) -> (Assoc, Answer) {
+        let mut assoc = self.associate("MODALITY", ts).expect("association");
+        assoc.send_store_rq(uid);
+        let write = assoc.send_message(PC_MG, false, data);
+        let answer = assoc.answer_to(write, waits);
+        (assoc, answer)
+    }
+
+    /// A C-STORE-RQ, then the endless data set of `spec` until `limit` bytes are sent or the
+    /// node answers (Silent: it did not), then A-ABORT. Returns the answer, the bytes sent and
+    /// what the node had spooled before the abort.
+    fn store_endless(&self, spec: &MammogramSpec, limit: u64) -> (Answer, u64, u64) {
+        let mut assoc = self.associate("MODALITY", EXPLICIT_LE).expect("association");
+        assoc.send_store_rq(&fixture_uid(spec));
+        let (sent, answer) = assoc.stream_fragments(false, &mut endless_dataset(spec), limit);
+        let spooled = self.temp_bytes();
+        assoc.abort();
+        (answer.unwrap_or(Answer::Silent), sent, spooled)
+    }
+
+    /// A C-STORE of `data` (in `ts`) that the node must refuse, leaving no instance and no job.
+    fn assert_store_refused(&mut self, case: &str, ts: &str, uid: &str, data: &[u8], note: String) {
+        let answer = self.attack(case, MemoryCheck::Reported, |t| {
+            (t.store_raw(ts, uid, data, 1).1, note)
+        });
+        assert!(answer.is_refusal(), "{case}: the node answered {answer:?}");
+        assert_eq!(self.rows_for(uid), (0, 0), "{case}: rows (instance, job)");
+    }
+
+    /// A new connection whose first bytes are `header`, flooded as [`flood_then_answer`] does.
+    fn flood_first_pdu(&self, header: &[u8]) -> (Answer, String) {
+        flood_then_answer(&mut self.connect(), header, FLOOD_LIMIT)
     }
 
     fn connect(&self) -> TcpStream {
@@ -311,34 +380,20 @@ model = ""
 
     /// The node's log lines that mention `needle`, without colour codes.
     fn log_lines_with(&self, needle: &str) -> String {
-        let log = self.node.log();
-        let mut out = String::new();
-        for line in log.lines().filter(|l| l.contains(needle)) {
-            let mut plain = String::with_capacity(line.len());
-            let mut chars = line.chars();
-            while let Some(c) = chars.next() {
-                if c == '\u{1b}' {
-                    // Skip an ANSI escape: ESC [ ... letter.
-                    for c in chars.by_ref() {
-                        if c.is_ascii_alphabetic() {
-                            break;
-                        }
-                    }
-                } else {
-                    plain.push(c);
-                }
-            }
-            out.push_str(&plain);
-            out.push('\n');
-        }
-        out
+        self.node
+            .plain_log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
+}
 
-    fn log_tail(&self) -> String {
-        let log = self.node.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
+/// Whether a case asserts that the node's memory stayed bounded, or only reports it.
+#[derive(Clone, Copy)]
+enum MemoryCheck {
+    Bounded,
+    Reported,
 }
 
 /// Resident memory of a process, from /proc/<pid>/status, in bytes.
@@ -602,13 +657,9 @@ impl Assoc {
         self.send_message(PC_MG, true, &rq).unwrap();
     }
 
-    /// Streams data fragments from `source`, none marked last, until `limit` bytes are sent,
-    /// the node answers, or a write fails. Returns the bytes sent and the answer, if any.
-    fn stream_endless(&mut self, source: &mut impl FnMut(&mut [u8]), limit: u64) -> (u64, Option<Answer>) {
-        self.stream_fragments(false, source, limit)
-    }
-
-    /// As [`Assoc::stream_endless`], for command fragments when `command`.
+    /// Streams fragments from `source` (command fragments when `command`), none marked last,
+    /// until `limit` bytes are sent, the node answers, or a write fails. Returns the bytes sent
+    /// and the answer, if any.
     fn stream_fragments(
         &mut self,
         command: bool,
@@ -625,7 +676,7 @@ impl Assoc {
             pdu[..12].copy_from_slice(&pdata_header(PC_MG, n, command, false));
             source(&mut pdu[12..]);
             if let Err(e) = self.stream.write_all(&pdu) {
-                return (sent, Some(self.wait_answer().unwrap_or_else(|| closed(e))));
+                return (sent, Some(self.answer_to(Err(e), 1)));
             }
             sent += n as u64;
         }
@@ -635,6 +686,24 @@ impl Assoc {
     /// The node's next answer within PROMPT.
     fn wait_answer(&self) -> Option<Answer> {
         self.answers.recv_timeout(PROMPT).ok()
+    }
+
+    /// The node's answer to what was just written: its next answer within `waits` PROMPTs,
+    /// else how the write failed, else Silent.
+    fn answer_to(&self, write: std::io::Result<()>, waits: usize) -> Answer {
+        (0..waits)
+            .find_map(|_| self.wait_answer())
+            .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent))
+    }
+
+    /// Sends `bytes` of a data set in fragments none of which is marked last.
+    fn send_unfinished(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        for chunk in bytes.chunks(self.max_fragment()) {
+            self.stream
+                .write_all(&pdata_header(PC_MG, chunk.len(), false, false))?;
+            self.stream.write_all(chunk)?;
+        }
+        Ok(())
     }
 
     fn abort(mut self) {
@@ -668,15 +737,17 @@ fn flood(stream: &mut TcpStream, header: &[u8], limit: u64) -> u64 {
     sent
 }
 
-/// [`flood`], then the node's answer on the connection.
-fn flood_then_answer(stream: &mut TcpStream, header: &[u8], limit: u64) -> (u64, Answer) {
+/// [`flood`], then the node's answer on the connection, and how much was flooded (for the
+/// `hostile:` line).
+fn flood_then_answer(stream: &mut TcpStream, header: &[u8], limit: u64) -> (Answer, String) {
     let sent = flood(stream, header, limit);
     stream.set_read_timeout(Some(PROMPT)).unwrap();
-    let answer = match read_pdu(stream) {
-        Ok(pdu) => Answer::of_pdu(pdu),
-        Err(e) => closed(e),
-    };
-    (sent, answer)
+    let answer = read_pdu(stream).map(Answer::of_pdu).unwrap_or_else(closed);
+    (answer, flooded(sent))
+}
+
+fn flooded(sent: u64) -> String {
+    format!("flood_sent={}MiB", sent / MIB)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -694,6 +765,15 @@ fn fixture_part(spec: &MammogramSpec, keep: impl Fn(Tag) -> bool) -> Vec<u8> {
     let obj = mammogram(spec).into_inner();
     let part = InMemDicomObject::from_element_iter(obj.into_iter().filter(|e| keep(e.header().tag)));
     explicit_le(&part)
+}
+
+/// The fixture mammogram with `nested` in place of (0008,1115) Referenced Series Sequence.
+fn fixture_with_nesting(spec: &MammogramSpec, nested: Vec<u8>) -> Vec<u8> {
+    let split = Tag(0x0008, 0x1115);
+    let mut data = fixture_part(spec, |t| t < split);
+    data.extend(nested);
+    data.extend(fixture_part(spec, |t| t > split));
+    data
 }
 
 fn fixture_uid(spec: &MammogramSpec) -> String {
@@ -908,70 +988,44 @@ fn four_gib_pdus_are_refused_promptly_on_every_path() {
         "max_associations = 3\nartim_timeout_s = 60\nidle_timeout_s = 60",
         "",
     );
-    let flood_limit = 256 * MIB;
 
     // a) After the A-ASSOCIATE-AC, a P-DATA-TF header claiming 4 GiB.
-    let before = t.memory_before();
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
     let mut header = vec![0x04, 0x00];
     header.extend_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
     header.extend_from_slice(&0xFFFF_FFECu32.to_be_bytes());
     header.extend_from_slice(&[PC_MG, 0x00]);
-    let sent = flood(&mut assoc.stream, &header, flood_limit);
-    let answer = assoc.wait_answer().unwrap_or(Answer::Silent);
-    let after = t.assert_memory_bounded("4 GiB P-DATA-TF", before);
-    report(
-        "4gib-pdata-accepted",
-        &format!("{answer:?}"),
-        before,
-        Some(after),
-        &format!("flood_sent={}MiB", sent / MIB),
-    );
+    let answer = t.attack("4 GiB P-DATA-TF", MemoryCheck::Bounded, |t| {
+        let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+        let sent = flood(&mut assoc.stream, &header, FLOOD_LIMIT);
+        (assoc.wait_answer().unwrap_or(Answer::Silent), flooded(sent))
+    });
     assert!(
         answer.ends_connection(),
         "4 GiB P-DATA-TF: the node answered {answer:?}"
     );
-    t.assert_healthy("4 GiB P-DATA-TF");
 
     // b) As the very first PDU: an A-ASSOCIATE-RQ header claiming 4 GiB.
-    let before = t.memory_before();
-    let mut s = t.connect();
-    let (sent, answer) = flood_then_answer(&mut s, &[0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF], flood_limit);
-    let after = t.assert_memory_bounded("4 GiB A-ASSOCIATE-RQ", before);
-    report(
-        "4gib-associate-rq",
-        &format!("{answer:?}"),
-        before,
-        Some(after),
-        &format!("flood_sent={}MiB", sent / MIB),
-    );
+    let answer = t.attack("4 GiB A-ASSOCIATE-RQ", MemoryCheck::Bounded, |t| {
+        t.flood_first_pdu(&[0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF])
+    });
     assert!(
         answer.ends_connection(),
         "4 GiB A-ASSOCIATE-RQ: the node answered {answer:?}"
     );
-    t.assert_healthy("4 GiB A-ASSOCIATE-RQ");
 
     // c) An unknown calling AE title, rejected, then a 4 GiB PDU on the same connection.
-    let before = t.memory_before();
-    let mut s = t.connect();
-    send_pdu(&mut s, &association_rq("STRANGER", EXPLICIT_LE)).unwrap();
-    s.set_read_timeout(Some(PROMPT)).unwrap();
-    let first = read_pdu(&mut s).map(Answer::of_pdu).unwrap_or_else(closed);
-    assert_eq!(first, Answer::Rejected, "unknown calling AE title");
-    let (sent, answer) = flood_then_answer(&mut s, &[0x04, 0x00, 0xFF, 0xFF, 0xFF, 0xF0], flood_limit);
-    let after = t.assert_memory_bounded("4 GiB PDU after A-ASSOCIATE-RJ", before);
-    report(
-        "4gib-after-reject",
-        &format!("RJ then {answer:?}"),
-        before,
-        Some(after),
-        &format!("flood_sent={}MiB", sent / MIB),
-    );
+    let answer = t.attack("4 GiB PDU after A-ASSOCIATE-RJ", MemoryCheck::Bounded, |t| {
+        let mut s = t.connect();
+        send_pdu(&mut s, &association_rq("STRANGER", EXPLICIT_LE)).unwrap();
+        s.set_read_timeout(Some(PROMPT)).unwrap();
+        let first = read_pdu(&mut s).map(Answer::of_pdu).unwrap_or_else(closed);
+        assert_eq!(first, Answer::Rejected, "unknown calling AE title");
+        flood_then_answer(&mut s, &[0x04, 0x00, 0xFF, 0xFF, 0xFF, 0xF0], FLOOD_LIMIT)
+    });
     assert!(
         answer.ends_connection(),
         "4 GiB PDU after a rejection: the node answered {answer:?}"
     );
-    t.assert_healthy("4 GiB PDU after A-ASSOCIATE-RJ");
 
     // e) Other first PDUs: a 4 GiB P-DATA-TF, a 4 GiB PDU of an unknown type, an A-RELEASE-RQ.
     for (what, header) in [
@@ -985,44 +1039,23 @@ fn four_gib_pdus_are_refused_promptly_on_every_path() {
         ),
         ("A-RELEASE-RQ as the first PDU", pdu_bytes(&Pdu::ReleaseRQ)),
     ] {
-        let before = t.memory_before();
-        let mut s = t.connect();
-        let (sent, answer) = flood_then_answer(&mut s, &header, flood_limit);
-        let after = t.assert_memory_bounded(what, before);
-        report(
-            what,
-            &format!("{answer:?}"),
-            before,
-            Some(after),
-            &format!("flood_sent={}MiB", sent / MIB),
-        );
+        let answer = t.attack(what, MemoryCheck::Bounded, |t| t.flood_first_pdu(&header));
         assert!(answer.ends_connection(), "{what}: the node answered {answer:?}");
     }
-    t.assert_healthy("unexpected first PDUs");
 
     // d) Every association slot taken (max_associations = 3), then a 4 GiB A-ASSOCIATE-RQ.
-    let before = t.memory_before();
-    let held: Vec<Assoc> = (0..3)
-        .map(|_| t.associate("MODALITY", EXPLICIT_LE).expect("association"))
-        .collect();
-    let mut s = t.connect();
-    let (sent, answer) = flood_then_answer(&mut s, &[0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xF0], flood_limit);
-    let after = t.assert_memory_bounded("4 GiB A-ASSOCIATE-RQ at the association limit", before);
-    report(
-        "4gib-associate-rq-at-limit",
-        &format!("{answer:?}"),
-        before,
-        Some(after),
-        &format!("flood_sent={}MiB", sent / MIB),
-    );
-    assert!(
-        answer.ends_connection(),
-        "4 GiB A-ASSOCIATE-RQ at the association limit: the node answered {answer:?}"
-    );
-    for a in held {
-        a.release();
-    }
-    t.assert_healthy("4 GiB A-ASSOCIATE-RQ at the association limit");
+    let case = "4 GiB A-ASSOCIATE-RQ at the association limit";
+    let answer = t.attack(case, MemoryCheck::Bounded, |t| {
+        let held: Vec<Assoc> = (0..3)
+            .map(|_| t.associate("MODALITY", EXPLICIT_LE).expect("association"))
+            .collect();
+        let flooded = t.flood_first_pdu(&[0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xF0]);
+        for a in held {
+            a.release();
+        }
+        flooded
+    });
+    assert!(answer.ends_connection(), "{case}: the node answered {answer:?}");
 }
 
 /// Case 3: 512 MiB of data fragments that never end. The node spools them, its memory stays
@@ -1032,30 +1065,21 @@ fn endless_data_fragments_keep_memory_bounded_and_leave_no_spool() {
     let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
     let spec = MammogramSpec::low_energy(1000);
     let uid = fixture_uid(&spec);
-    let before = t.memory_before();
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    assoc.send_store_rq(&uid);
-    let mut source = endless_dataset(&spec);
-    let (sent, answer) = assoc.stream_endless(&mut source, 512 * MIB);
-    let after = t.assert_memory_bounded("512 MiB of endless fragments", before);
-    let spooled = t.temp_bytes();
-    report(
-        "endless-fragments",
-        &format!("{answer:?}"),
-        before,
-        Some(after),
-        &format!("sent={}MiB spooled={}MiB", sent / MIB, spooled / MIB),
-    );
+    let mut sent = 0;
+    let answer = t.attack("512 MiB of endless fragments", MemoryCheck::Bounded, |t| {
+        let (answer, n, spooled) = t.store_endless(&spec, 512 * MIB);
+        sent = n;
+        (
+            answer,
+            format!("sent={}MiB spooled={}MiB", n / MIB, spooled / MIB),
+        )
+    });
     assert!(
-        answer.is_none() && sent >= 512 * MIB,
+        answer == Answer::Silent && sent >= 512 * MIB,
         "the node refused a data set below max_instance_mb after {} MiB: {answer:?}",
         sent / MIB
     );
-    assoc.abort();
-    let left = t.temp_files_after_wait();
-    assert!(left.is_empty(), "temp files left after A-ABORT: {left:?}");
-    assert_eq!(t.rows_for(&uid), (0, 0), "rows for an aborted data set");
-    t.assert_healthy("endless fragments");
+    t.assert_nothing_left("A-ABORT after 512 MiB of endless fragments", &uid);
 }
 
 /// Case 4: 100,000 nested sequences, as a command set and as a C-STORE data set.
@@ -1064,23 +1088,17 @@ fn deeply_nested_sequences_are_refused_without_a_crash() {
     let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
 
     // The command set: a valid C-STORE-RQ with the nesting after its group 0000.
-    let before = t.memory_before();
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
     let mut cmd = command::c_store_rq(1, MG_FOR_PRESENTATION, "2.25.4004").unwrap();
     cmd.extend(nested_sequences(100_000, false));
-    let write = assoc.send_message(PC_MG, true, &cmd);
-    let answer = assoc
-        .wait_answer()
-        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
-    let after = memory(t.node.pid());
-    report(
-        "nested-command-set",
-        &format!("{answer:?}"),
-        before,
-        after,
-        &format!("bytes={}", cmd.len()),
+    let answer = t.attack(
+        "100,000 nested sequences in a command set",
+        MemoryCheck::Reported,
+        |t| {
+            let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+            let write = assoc.send_message(PC_MG, true, &cmd);
+            (assoc.answer_to(write, 1), format!("bytes={}", cmd.len()))
+        },
     );
-    t.assert_healthy("100,000 nested sequences in a command set");
     assert!(
         answer.is_refusal(),
         "a command set of 100,000 nested sequences: the node answered {answer:?}"
@@ -1088,32 +1106,14 @@ fn deeply_nested_sequences_are_refused_without_a_crash() {
 
     // The data set: the fixture with (0008,1115) nested 100,000 deep.
     let spec = MammogramSpec::low_energy(1001);
-    let uid = fixture_uid(&spec);
-    let split = Tag(0x0008, 0x1115);
-    let mut data = fixture_part(&spec, |t| t < split);
-    data.extend(nested_sequences(100_000, true));
-    data.extend(fixture_part(&spec, |t| t > split));
-    let before = t.memory_before();
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    assoc.send_store_rq(&uid);
-    let write = assoc.send_message(PC_MG, false, &data);
-    let answer = assoc
-        .wait_answer()
-        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
-    let after = memory(t.node.pid());
-    report(
-        "nested-data-set",
-        &format!("{answer:?}"),
-        before,
-        after,
-        &format!("bytes={}", data.len()),
+    let data = fixture_with_nesting(&spec, nested_sequences(100_000, true));
+    t.assert_store_refused(
+        "100,000 nested sequences in a data set",
+        EXPLICIT_LE,
+        &fixture_uid(&spec),
+        &data,
+        format!("bytes={}", data.len()),
     );
-    t.assert_healthy("100,000 nested sequences in a data set");
-    assert!(
-        answer.is_refusal(),
-        "a data set of 100,000 nested sequences: the node answered {answer:?}"
-    );
-    assert_eq!(t.rows_for(&uid), (0, 0), "rows for a refused data set");
 }
 
 /// The bomb generator itself: a small bomb inflates to exactly what it claims, all zeros
@@ -1146,37 +1146,24 @@ fn deflate_bomb_is_refused_with_bounded_memory() {
     let spec = MammogramSpec::low_energy(1002);
     let uid = fixture_uid(&spec);
     let (bomb, inflated) = deflate_bomb(&spec, 2, None);
-    let before = t.memory_before();
-    let (written0, started) = (io_counter(t.node.pid(), "wchar"), Instant::now());
-    let mut assoc = t
-        .associate("MODALITY", DEFLATED_EXPLICIT_LE)
-        .expect("association");
-    assoc.send_store_rq(&uid);
-    let write = assoc.send_message(PC_MG, false, &bomb);
-    // Inflating (and refusing) may take a while on a loaded machine: wait a few PROMPTs.
-    let answer = (0..6)
-        .find_map(|_| assoc.wait_answer())
-        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
-    let after = t.assert_memory_bounded("deflate bomb", before);
-    report(
-        "deflate-bomb",
-        &format!("{answer:?}"),
-        before,
-        Some(after),
-        &format!(
+    let answer = t.attack("deflate bomb", MemoryCheck::Bounded, |t| {
+        let (written0, started) = (io_counter(t.node.pid(), "wchar"), Instant::now());
+        // Inflating (and refusing) may take a while on a loaded machine: wait a few PROMPTs.
+        let (_assoc, answer) = t.store_raw(DEFLATED_EXPLICIT_LE, &uid, &bomb, 6);
+        let note = format!(
             "deflated={}KiB inflates_to={}MiB node_wrote={}MiB answered_after={:.1}s",
             bomb.len() / 1024,
             inflated / MIB,
             (io_counter(t.node.pid(), "wchar") - written0) / MIB,
             started.elapsed().as_secs_f32()
-        ),
-    );
+        );
+        (answer, note)
+    });
     assert!(
         answer.is_refusal(),
         "a deflate bomb: the node answered {answer:?}"
     );
     assert_eq!(t.rows_for(&uid), (0, 0), "rows for a deflate bomb");
-    t.assert_healthy("deflate bomb");
 }
 
 /// An RLE Lossless fixture (PS3.5 G.3) with its declared geometry changed by `declare`, and one
@@ -1262,24 +1249,13 @@ fn huge_declared_rle_image_is_refused_before_decode() {
         let spec = MammogramSpec::low_energy(1003 + 100 * i as u64);
         let uid = fixture_uid(&spec);
         let data = rle_image(&spec, declare);
-        let before = t.memory_before();
-        let mut assoc = t.associate("MODALITY", RLE_LOSSLESS).expect("association");
-        assoc.send_store_rq(&uid);
-        let write = assoc.send_message(PC_MG, false, &data);
-        let answer = assoc
-            .wait_answer()
-            .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
-        let after = memory(t.node.pid());
-        let rows = t.rows_for(&uid);
-        report(
-            &format!("rle {what}"),
-            &format!("{answer:?}"),
-            before,
-            after,
-            &format!("rows(instance,job)={rows:?}"),
-        );
-        assoc.release();
-        t.assert_healthy(&format!("RLE image {what}"));
+        let mut rows = (0, 0);
+        let answer = t.attack(&format!("RLE image {what}"), MemoryCheck::Reported, |t| {
+            let (assoc, answer) = t.store_raw(RLE_LOSSLESS, &uid, &data, 1);
+            rows = t.rows_for(&uid);
+            assoc.release();
+            (answer, format!("rows(instance,job)={rows:?}"))
+        });
         if !(matches!(answer, Answer::Status(..)) && answer.is_refusal()) || rows != (0, 0) {
             accepted.push(format!(
                 "{what}: {answer:?}, rows (instance, job) {rows:?}; node.log:\n{}",
@@ -1305,16 +1281,8 @@ fn abort_in_the_middle_of_a_data_set_leaves_nothing() {
     assoc.send_store_rq(&uid);
     // About 40 % of the data set, in fragments none of which is last.
     let part = &data[..data.len() * 2 / 5];
-    for chunk in part.chunks(assoc.max_fragment()) {
-        assoc
-            .stream
-            .write_all(&pdata_header(PC_MG, chunk.len(), false, false))
-            .unwrap();
-        assoc.stream.write_all(chunk).unwrap();
-    }
+    assoc.send_unfinished(part).unwrap();
     assoc.abort();
-    let left = t.temp_files_after_wait();
-    let rows = t.rows_for(&uid);
     report(
         "abort-mid-data-set",
         "sent A-ABORT",
@@ -1322,8 +1290,7 @@ fn abort_in_the_middle_of_a_data_set_leaves_nothing() {
         memory(t.node.pid()),
         &format!("sent={}KiB of {}KiB", part.len() / 1024, data.len() / 1024),
     );
-    assert!(left.is_empty(), "temp files left after A-ABORT: {left:?}");
-    assert_eq!(rows, (0, 0), "rows for an aborted data set");
+    t.assert_nothing_left("A-ABORT mid data set", &uid);
     let stored = t.stored_paths().iter().any(|(u, _)| *u == uid);
     assert!(!stored, "an aborted data set was stored");
     t.assert_healthy("A-ABORT mid data set");
@@ -1400,33 +1367,23 @@ fn data_set_beyond_max_instance_size_is_refused() {
     );
     let spec = MammogramSpec::low_energy(1005);
     let uid = fixture_uid(&spec);
-    let before = t.memory_before();
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    assoc.send_store_rq(&uid);
-    let mut source = endless_dataset(&spec);
-    let (sent, answer) = assoc.stream_endless(&mut source, 256 * MIB);
-    let after = t.assert_memory_bounded("a data set beyond max_instance_mb", before);
-    report(
-        "beyond-max-instance",
-        &format!("{answer:?}"),
-        before,
-        Some(after),
-        &format!("sent={}MiB max_instance_mb=64", sent / MIB),
-    );
-    let answer = answer.unwrap_or(Answer::Silent);
+    let mut sent = 0;
+    let answer = t.attack("a data set beyond max_instance_mb", MemoryCheck::Bounded, |t| {
+        let (answer, n, spooled) = t.store_endless(&spec, 256 * MIB);
+        sent = n;
+        let note = format!(
+            "sent={}MiB spooled={}MiB max_instance_mb=64",
+            n / MIB,
+            spooled / MIB
+        );
+        (answer, note)
+    });
     assert!(
         answer.is_refusal(),
         "{} MiB past max_instance_mb = 64: the node answered {answer:?}",
         sent / MIB
     );
-    assoc.abort();
-    let left = t.temp_files_after_wait();
-    assert!(
-        left.is_empty(),
-        "temp files left after a refused data set: {left:?}"
-    );
-    assert_eq!(t.rows_for(&uid), (0, 0), "rows for a refused data set");
-    t.assert_healthy("data set beyond max_instance_mb");
+    t.assert_nothing_left("a data set refused beyond max_instance_mb", &uid);
 }
 
 /// Explicit VR LE sequences (0008,1115) nested `depth` deep with defined lengths throughout
@@ -1455,130 +1412,74 @@ fn nested_sequences_defined(depth: usize) -> Vec<u8> {
 #[test]
 fn nesting_and_fragment_variants_are_refused_or_drained() {
     let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
-    let split = Tag(0x0008, 0x1115);
-    let with_nesting = |spec: &MammogramSpec, nested: Vec<u8>| {
-        let mut data = fixture_part(spec, |t| t < split);
-        data.extend(nested);
-        data.extend(fixture_part(spec, |t| t > split));
-        data
-    };
 
     // Defined lengths: 100,000 levels (each level's length field holds the rest).
     let spec = MammogramSpec::low_energy(2001);
-    let uid = fixture_uid(&spec);
-    let data = with_nesting(&spec, nested_sequences_defined(100_000));
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    assoc.send_store_rq(&uid);
-    let write = assoc.send_message(PC_MG, false, &data);
-    let answer = assoc
-        .wait_answer()
-        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
-    report(
-        "nested-defined-length",
-        &format!("{answer:?}"),
-        0,
-        memory(t.node.pid()),
-        &format!("bytes={}", data.len()),
+    let data = fixture_with_nesting(&spec, nested_sequences_defined(100_000));
+    t.assert_store_refused(
+        "100,000 nested sequences of defined length",
+        EXPLICIT_LE,
+        &fixture_uid(&spec),
+        &data,
+        format!("bytes={}", data.len()),
     );
-    t.assert_healthy("100,000 nested sequences of defined length");
-    assert!(
-        answer.is_refusal(),
-        "100,000 nested sequences of defined length: {answer:?}"
-    );
-    assert_eq!(t.rows_for(&uid), (0, 0));
 
     // Deflated: the nesting only appears after inflating.
     let spec = MammogramSpec::low_energy(2002);
-    let uid = fixture_uid(&spec);
-    let plain = with_nesting(&spec, nested_sequences(100_000, true));
+    let plain = fixture_with_nesting(&spec, nested_sequences(100_000, true));
     let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(&plain).unwrap();
     let deflated = enc.finish().unwrap();
-    let mut assoc = t
-        .associate("MODALITY", DEFLATED_EXPLICIT_LE)
-        .expect("association");
-    assoc.send_store_rq(&uid);
-    let write = assoc.send_message(PC_MG, false, &deflated);
-    let answer = assoc
-        .wait_answer()
-        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
-    report(
-        "nested-deflated",
-        &format!("{answer:?}"),
-        0,
-        memory(t.node.pid()),
-        &format!("deflated={} inflated={}", deflated.len(), plain.len()),
+    t.assert_store_refused(
+        "100,000 nested sequences, deflated",
+        DEFLATED_EXPLICIT_LE,
+        &fixture_uid(&spec),
+        &deflated,
+        format!("deflated={} inflated={}", deflated.len(), plain.len()),
     );
-    t.assert_healthy("100,000 nested sequences, deflated");
-    assert!(
-        answer.is_refusal(),
-        "100,000 nested sequences, deflated: {answer:?}"
-    );
-    assert_eq!(t.rows_for(&uid), (0, 0));
 
     // A stray item delimiter, then an item header, where no sequence is open (this made
     // dicom-parser's lazy reader panic; `make fuzz` found it in the scan).
     let spec = MammogramSpec::low_energy(2003);
-    let uid = fixture_uid(&spec);
     let mut stray = ITEM_END.to_vec();
     stray.extend_from_slice(&[0; 4]);
     stray.extend_from_slice(&ITEM);
     stray.extend_from_slice(&UNDEFINED);
-    let data = with_nesting(&spec, stray);
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    assoc.send_store_rq(&uid);
-    let write = assoc.send_message(PC_MG, false, &data);
-    let answer = assoc
-        .wait_answer()
-        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
-    report(
-        "stray-delimiter",
-        &format!("{answer:?}"),
-        0,
-        memory(t.node.pid()),
-        "",
+    let data = fixture_with_nesting(&spec, stray);
+    t.assert_store_refused(
+        "a stray item delimiter",
+        EXPLICIT_LE,
+        &fixture_uid(&spec),
+        &data,
+        String::new(),
     );
-    t.assert_healthy("a stray item delimiter");
-    assert!(answer.is_refusal(), "a stray item delimiter: {answer:?}");
-    assert_eq!(t.rows_for(&uid), (0, 0));
 
     // Command fragments that never end (a command set is a few hundred bytes).
-    let before = t.memory_before();
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    let (sent, answer) = assoc.stream_fragments(true, &mut |b: &mut [u8]| b.fill(0), 64 * MIB);
-    let after = t.assert_memory_bounded("endless command fragments", before);
-    report(
-        "endless-command-fragments",
-        &format!("{answer:?}"),
-        before,
-        Some(after),
-        &format!("sent={}KiB", sent / 1024),
-    );
+    let mut sent = 0;
+    let answer = t.attack("endless command fragments", MemoryCheck::Bounded, |t| {
+        let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+        let (n, answer) = assoc.stream_fragments(true, &mut |b: &mut [u8]| b.fill(0), 64 * MIB);
+        sent = n;
+        (answer.unwrap_or(Answer::Silent), format!("sent={}KiB", n / 1024))
+    });
     assert!(
-        answer.as_ref().is_some_and(Answer::ends_connection),
+        answer.ends_connection(),
         "{} KiB of command fragments: the node answered {answer:?}",
         sent / 1024
     );
-    t.assert_healthy("endless command fragments");
 
     // Data fragments with no C-STORE-RQ: 256 MiB that nobody asked to store.
-    let before = t.memory_before();
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    let (sent, answer) = assoc.stream_fragments(false, &mut |b: &mut [u8]| b.fill(0), 256 * MIB);
-    let after = t.assert_memory_bounded("data fragments without a C-STORE-RQ", before);
-    report(
-        "data-without-command",
-        &format!("{answer:?}"),
-        before,
-        Some(after),
-        &format!("sent={}MiB spooled={}MiB", sent / MIB, t.temp_bytes() / MIB),
-    );
-    if answer.is_none() {
-        assoc.abort();
-    }
+    t.attack("data fragments without a C-STORE-RQ", MemoryCheck::Bounded, |t| {
+        let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+        let (sent, answer) = assoc.stream_fragments(false, &mut |b: &mut [u8]| b.fill(0), 256 * MIB);
+        let note = format!("sent={}MiB spooled={}MiB", sent / MIB, t.temp_bytes() / MIB);
+        if answer.is_none() {
+            assoc.abort();
+        }
+        (answer.unwrap_or(Answer::Silent), note)
+    });
     let left = t.temp_files_after_wait();
     assert!(left.is_empty(), "temp files left: {left:?}");
-    t.assert_healthy("data fragments without a C-STORE-RQ");
 }
 
 /// Case 7, more endings: A-RELEASE-RQ and a plain TCP close in the middle of a data set leave
@@ -1590,38 +1491,21 @@ fn release_or_close_in_the_middle_of_a_data_set_leaves_nothing() {
         let spec = MammogramSpec::low_energy(3000 + i as u64);
         let uid = fixture_uid(&spec);
         let data = explicit_le(&mammogram(&spec).into_inner());
-        let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-        assoc.send_store_rq(&uid);
-        let part = &data[..data.len() / 2];
-        for chunk in part.chunks(assoc.max_fragment()) {
-            assoc
-                .stream
-                .write_all(&pdata_header(PC_MG, chunk.len(), false, false))
-                .unwrap();
-            assoc.stream.write_all(chunk).unwrap();
-        }
-        let answer = if ending == "A-RELEASE-RQ" {
-            send_pdu(&mut assoc.stream, &Pdu::ReleaseRQ).unwrap();
-            assoc.wait_answer().unwrap_or(Answer::Silent)
-        } else {
-            assoc.stream.shutdown(std::net::Shutdown::Both).unwrap();
-            Answer::Closed("by the peer".into())
-        };
-        let left = t.temp_files_after_wait();
-        let rows = t.rows_for(&uid);
-        report(
-            &format!("{ending}-mid-data-set"),
-            &format!("{answer:?}"),
-            0,
-            memory(t.node.pid()),
-            "",
-        );
-        assert!(
-            left.is_empty(),
-            "{ending} mid data set: temp files left: {left:?}"
-        );
-        assert_eq!(rows, (0, 0), "{ending} mid data set: rows");
-        t.assert_healthy(&format!("{ending} mid data set"));
+        let case = format!("{ending} mid data set");
+        t.attack(&case, MemoryCheck::Reported, |t| {
+            let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+            assoc.send_store_rq(&uid);
+            assoc.send_unfinished(&data[..data.len() / 2]).unwrap();
+            let answer = if ending == "A-RELEASE-RQ" {
+                send_pdu(&mut assoc.stream, &Pdu::ReleaseRQ).unwrap();
+                assoc.wait_answer().unwrap_or(Answer::Silent)
+            } else {
+                assoc.stream.shutdown(std::net::Shutdown::Both).unwrap();
+                Answer::Closed("by the peer".into())
+            };
+            (answer, String::new())
+        });
+        t.assert_nothing_left(&case, &uid);
     }
 }
 
@@ -1632,42 +1516,38 @@ fn stalled_store_does_not_block_the_same_instance_from_another_peer() {
     let mut t = Target::start("artim_timeout_s = 60\nidle_timeout_s = 60", "");
     let (path, uid) = t.fixture();
     let data = explicit_le(&dicom_object::open_file(&path).unwrap().into_inner());
-    let mut stalled = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    stalled.send_store_rq(&uid);
-    let half = data.len() / 2;
-    stalled
-        .stream
-        .write_all(&pdata_header(PC_MG, half, false, false))
-        .unwrap();
-    stalled.stream.write_all(&data[..half]).unwrap();
-    let out = storescu(&t.node, "MODALITY", DCMTK_PROMPT, &[path]);
-    assert!(
-        out.status.success() && successes(&out) == 1,
-        "storescu of an instance another peer is stalled on: {}",
-        text(&out)
-    );
-    t.acknowledged.push(uid.clone());
-    // The stalled peer completes: a duplicate, acknowledged without a second row or job.
-    stalled
-        .stream
-        .write_all(&pdata_header(PC_MG, data.len() - half, false, true))
-        .unwrap();
-    stalled.stream.write_all(&data[half..]).unwrap();
-    let answer = stalled.wait_answer().unwrap_or(Answer::Silent);
-    report(
-        "same-uid-stalled",
-        &format!("{answer:?}"),
-        0,
-        memory(t.node.pid()),
-        &format!("rows={:?}", t.rows_for(&uid)),
-    );
+    let answer = t.attack("stalled store of the same instance", MemoryCheck::Reported, |t| {
+        let mut stalled = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+        stalled.send_store_rq(&uid);
+        let half = data.len() / 2;
+        stalled
+            .stream
+            .write_all(&pdata_header(PC_MG, half, false, false))
+            .unwrap();
+        stalled.stream.write_all(&data[..half]).unwrap();
+        let out = storescu(&t.node, "MODALITY", DCMTK_PROMPT, &[path]);
+        assert!(
+            out.status.success() && successes(&out) == 1,
+            "storescu of an instance another peer is stalled on: {}",
+            text(&out)
+        );
+        t.acknowledged.push(uid.clone());
+        // The stalled peer completes: a duplicate, acknowledged without a second row or job.
+        stalled
+            .stream
+            .write_all(&pdata_header(PC_MG, data.len() - half, false, true))
+            .unwrap();
+        stalled.stream.write_all(&data[half..]).unwrap();
+        let answer = stalled.wait_answer().unwrap_or(Answer::Silent);
+        let rows = t.rows_for(&uid);
+        stalled.release();
+        (answer, format!("rows={rows:?}"))
+    });
     assert!(
         matches!(answer, Answer::Status(0, _)),
         "the late duplicate: {answer:?}"
     );
     assert_eq!(t.rows_for(&uid), (1, 1), "rows (instance, job) after a duplicate");
-    stalled.release();
-    t.assert_healthy("stalled store of the same instance");
 }
 
 /// Per-PDU idle limit and association lifetime: a PDU dribbled one byte per 50 ms is dropped
@@ -1680,74 +1560,68 @@ fn idle_and_lifetime_limits_end_associations() {
         "",
     );
     // Dribbler: a C-ECHO-RQ PDU, one byte per 50 ms (about 4 s for the whole PDU).
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    let echo_rq = command::c_echo_rq(1).unwrap();
-    let mut pdu = pdata_header(PC_ECHO, echo_rq.len(), true, true).to_vec();
-    pdu.extend_from_slice(&echo_rq);
-    let started = Instant::now();
-    let mut answer = None;
-    for b in pdu {
-        if let Ok(a) = assoc.answers.try_recv() {
-            answer = Some(a);
-            break;
+    let answer = t.attack("a PDU dribbled past idle_timeout_s", MemoryCheck::Reported, |t| {
+        let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+        let echo_rq = command::c_echo_rq(1).unwrap();
+        let mut pdu = pdata_header(PC_ECHO, echo_rq.len(), true, true).to_vec();
+        pdu.extend_from_slice(&echo_rq);
+        let started = Instant::now();
+        let mut answer = None;
+        for b in pdu {
+            if let Ok(a) = assoc.answers.try_recv() {
+                answer = Some(a);
+                break;
+            }
+            if let Err(e) = assoc.stream.write_all(&[b]) {
+                answer = Some(assoc.answer_to(Err(e), 1));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if let Err(e) = assoc.stream.write_all(&[b]) {
-            answer = Some(assoc.wait_answer().unwrap_or_else(|| closed(e)));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let answer = answer.or_else(|| assoc.wait_answer()).unwrap_or(Answer::Silent);
-    let dribble_s = started.elapsed().as_secs_f32();
-    report(
-        "dribbled-pdu",
-        &format!("{answer:?}"),
-        0,
-        memory(t.node.pid()),
-        &format!("after={dribble_s:.1}s idle_timeout_s=2"),
-    );
+        let answer = answer.or_else(|| assoc.wait_answer()).unwrap_or(Answer::Silent);
+        let dribble_s = started.elapsed().as_secs_f32();
+        (answer, format!("after={dribble_s:.1}s idle_timeout_s=2"))
+    });
     assert!(
         answer.ends_connection(),
         "a PDU dribbled past idle_timeout_s: {answer:?}"
     );
 
     // Chatty: C-ECHO every 200 ms, each answered, until the lifetime ends the association.
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    let started = Instant::now();
     let mut echoes = 0;
-    let ending = loop {
-        if started.elapsed() > Duration::from_secs(30) {
-            break Answer::Silent;
-        }
-        if assoc
-            .send_message(PC_ECHO, true, &command::c_echo_rq(1).unwrap())
-            .is_err()
-        {
-            break assoc
-                .wait_answer()
-                .unwrap_or(Answer::Closed("write failed".into()));
-        }
-        match assoc.wait_answer() {
-            Some(Answer::Status(0, _)) => echoes += 1,
-            Some(other) => break other,
-            None => break Answer::Silent,
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let lived_s = started.elapsed().as_secs_f32();
-    report(
-        "lifetime",
-        &format!("{ending:?}"),
-        0,
-        memory(t.node.pid()),
-        &format!("echoes={echoes} lived={lived_s:.1}s association_lifetime_s=4"),
-    );
+    let ending = t.attack("an association past its lifetime", MemoryCheck::Reported, |t| {
+        let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
+        let started = Instant::now();
+        let ending = loop {
+            if started.elapsed() > Duration::from_secs(30) {
+                break Answer::Silent;
+            }
+            if assoc
+                .send_message(PC_ECHO, true, &command::c_echo_rq(1).unwrap())
+                .is_err()
+            {
+                break assoc
+                    .wait_answer()
+                    .unwrap_or(Answer::Closed("write failed".into()));
+            }
+            match assoc.wait_answer() {
+                Some(Answer::Status(0, _)) => echoes += 1,
+                Some(other) => break other,
+                None => break Answer::Silent,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let lived_s = started.elapsed().as_secs_f32();
+        (
+            ending,
+            format!("echoes={echoes} lived={lived_s:.1}s association_lifetime_s=4"),
+        )
+    });
     assert!(echoes > 0, "no C-ECHO answered before the lifetime ended");
     assert!(
         ending.ends_connection(),
         "an association past its lifetime: {ending:?}"
     );
-    t.assert_healthy("idle and lifetime limits");
 }
 
 /// Node CPU time (user + system) in seconds, from /proc/<pid>/stat.
@@ -1947,34 +1821,23 @@ fn many_tiny_elements_keep_memory_bounded() {
     }
     assert!(group < 0x7FE0);
     data.extend(fixture_part(&spec, |t| t.group() > 0x0028));
-    let before = t.memory_before();
-    let started = Instant::now();
-    let mut assoc = t.associate("MODALITY", EXPLICIT_LE).expect("association");
-    assoc.send_store_rq(&uid);
-    let write = assoc.send_message(PC_MG, false, &data);
-    // Walking 4 million elements may take a while on a loaded machine.
-    let answer = (0..6)
-        .find_map(|_| assoc.wait_answer())
-        .unwrap_or_else(|| write.err().map(closed).unwrap_or(Answer::Silent));
-    let after = t.assert_memory_bounded("4 million tiny elements", before);
-    report(
-        "tiny-elements",
-        &format!("{answer:?}"),
-        before,
-        Some(after),
-        &format!(
+    let answer = t.attack("4 million tiny elements", MemoryCheck::Bounded, |t| {
+        let started = Instant::now();
+        // Walking 4 million elements may take a while on a loaded machine.
+        let (assoc, answer) = t.store_raw(EXPLICIT_LE, &uid, &data, 6);
+        let note = format!(
             "bytes={}MiB answered_after={:.1}s",
             data.len() as u64 / MIB,
             started.elapsed().as_secs_f32()
-        ),
-    );
+        );
+        if matches!(answer, Answer::Status(0, _)) {
+            t.acknowledged.push(uid.clone());
+        }
+        assoc.release();
+        (answer, note)
+    });
     assert!(
         matches!(answer, Answer::Status(..)),
         "4 million tiny elements: the node answered {answer:?}"
     );
-    if matches!(answer, Answer::Status(0, _)) {
-        t.acknowledged.push(uid);
-    }
-    assoc.release();
-    t.assert_healthy("4 million tiny elements");
 }

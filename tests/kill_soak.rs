@@ -305,7 +305,7 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
             panic!(
                 "after kill {} ({moment:?}): {e}\n--- node log (tail) ---\n{}",
                 k + 1,
-                tail(&node.log(), 40)
+                node.log_tail(40)
             );
         }
         let entry = reached.entry(moment).or_default();
@@ -349,7 +349,7 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
         acknowledged.len(),
         files.len(),
         "after the kills, the node must accept every image again:\n{}",
-        tail(&node.log(), 40)
+        node.log_tail(40)
     );
     let settle = Instant::now();
     let les = db
@@ -385,7 +385,7 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
         format!(
             "{}\n--- node log (tail) ---\n{}",
             node.jobs_cli(),
-            tail(&node.log(), 60)
+            node.log_tail(60)
         )
     };
 
@@ -484,7 +484,7 @@ async fn sigkill_20_times_under_load_loses_nothing_and_delivers_each_result_once
     for uid in pacs.receptions() {
         *receptions.entry(uid).or_default() += 1;
     }
-    let log = strip_ansi(&node.log());
+    let log = node.plain_log();
     let mut failures: HashMap<&str, usize> = HashMap::new();
     for uid in log
         .lines()
@@ -583,30 +583,4 @@ fn dicom_files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// The log without the terminal colours tracing adds around field names.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI: ESC [ parameters, ended by a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The last `n` lines of a log, without colours.
-fn tail(s: &str, n: usize) -> String {
-    let s = strip_ansi(s);
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -102,19 +102,7 @@ async fn sigterm_during_processing_exits_cleanly_and_the_work_completes_after_re
     let dir = tempfile::tempdir().unwrap();
     // No grace: the workers give their jobs back at once, so the release path is what runs.
     let mut node = Node::start_processing(dir.path(), "[jobs]\nshutdown_grace_s = 0", "");
-    let le: Vec<PathBuf> = phantom_pairs(dir.path(), 91, 1664, 1280)
-        .into_iter()
-        .map(|(le, _)| le)
-        .collect();
-    assert_eq!(successes(&storescu(&node, "MODALITY", &[], &le)), 4);
-    let running = wait_count(
-        &node,
-        "SELECT COUNT(*) FROM jobs WHERE state = 'running'",
-        1,
-        LIMIT,
-    )
-    .await;
-    assert!(running >= 1, "{}", node.jobs_cli());
+    store_until_processing(&node, dir.path(), 91, LIMIT).await;
 
     let signalled = std::time::Instant::now();
     node.terminate();
@@ -137,13 +125,7 @@ async fn sigterm_during_processing_exits_cleanly_and_the_work_completes_after_re
     let done_before = count(&node, "SELECT COUNT(*) FROM jobs WHERE state = 'done'").await;
     assert!(done_before < 4, "all jobs finished before SIGTERM");
 
-    let node = Node::start_with(dir.path(), node.config.clone());
-    assert_eq!(
-        wait_count(&node, "SELECT COUNT(*) FROM jobs WHERE state = 'done'", 4, LIMIT).await,
-        4,
-        "{}",
-        node.jobs_cli()
-    );
+    let node = restart_until_done(&node, dir.path(), 4, LIMIT).await;
     let with_result = count(
         &node,
         "SELECT COUNT(*) FROM jobs j WHERE j.state = 'done' AND (SELECT COUNT(*) FROM instances i

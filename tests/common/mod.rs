@@ -141,6 +141,18 @@ impl Node {
         std::fs::read_to_string(self.data_dir.parent().unwrap().join("node.log")).unwrap_or_default()
     }
 
+    /// The log without the terminal colours tracing adds around field names.
+    pub fn plain_log(&self) -> String {
+        strip_ansi(&self.log())
+    }
+
+    /// The last `n` lines of the log, without colours.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.plain_log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// `vcnode jobs` for this node, as a user would run it.
     pub fn jobs_cli(&self) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_vcnode"))
@@ -161,6 +173,25 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `s` without the terminal colours tracing adds around field names.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Stdout and stderr together: dcmtk logs to either, depending on build.
@@ -248,6 +279,26 @@ pub async fn wait_count(node: &Node, sql: &str, want: i64, limit: std::time::Dur
     }
 }
 
+/// The SOP Instance UIDs of the node's derived instances, sorted.
+pub async fn derived_uids(node: &Node) -> Vec<String> {
+    let q = vcnode::queue::Queue::open(&node.data_dir).await.unwrap();
+    let mut v: Vec<String> =
+        sqlx::query_scalar("SELECT sop_instance_uid FROM instances WHERE origin = 'derived'")
+            .fetch_all(q.pool())
+            .await
+            .unwrap();
+    q.close().await;
+    v.sort();
+    v
+}
+
+/// The SOP Instance UIDs Orthanc holds, sorted.
+pub fn sorted_uids(o: &Orthanc) -> Vec<String> {
+    let mut v: Vec<String> = o.instance_uids().into_iter().map(|(_, uid)| uid).collect();
+    v.sort();
+    v
+}
+
 /// A free TCP port on loopback (released before use: good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -269,15 +320,20 @@ pub struct Orthanc {
 
 impl Orthanc {
     pub fn start(dir: &Path) -> Orthanc {
-        let mut o = Orthanc {
+        let mut o = Orthanc::on_free_ports(dir);
+        o.restart();
+        o
+    }
+
+    /// Not started yet: [`Orthanc::restart`] starts it.
+    fn on_free_ports(dir: &Path) -> Orthanc {
+        Orthanc {
             child: None,
             dir: dir.to_path_buf(),
             http_port: free_port(),
             dicom_port: free_port(),
             extra_config: serde_json::Map::new(),
-        };
-        o.restart();
-        o
+        }
     }
 
     /// Starts (again) on the same ports and storage.
@@ -395,6 +451,43 @@ pub fn phantom_pairs(dir: &Path, seed: u64, rows: usize, cols: usize) -> Vec<(Pa
             (out.join(f[0]), out.join(f[1]))
         })
         .collect()
+}
+
+/// Stores one phantom patient's four real-size LE images (`seed`, written under `dir`) and
+/// waits (bounded) until a job runs: the moment to interrupt a processing node.
+pub async fn store_until_processing(node: &Node, dir: &Path, seed: u64, limit: Duration) {
+    let le: Vec<PathBuf> = phantom_pairs(dir, seed, 1664, 1280)
+        .into_iter()
+        .map(|(le, _)| le)
+        .collect();
+    assert_eq!(successes(&storescu(node, "MODALITY", &[], &le)), 4);
+    let running = wait_count(
+        node,
+        "SELECT COUNT(*) FROM jobs WHERE state = 'running'",
+        1,
+        limit,
+    )
+    .await;
+    assert!(running >= 1, "{}", node.jobs_cli());
+}
+
+/// Starts a node on `node`'s configuration and data (the old process stopped) and waits
+/// (bounded) until `jobs` jobs are done.
+pub async fn restart_until_done(node: &Node, dir: &Path, jobs: i64, limit: Duration) -> Node {
+    let node = Node::start_with(dir, node.config.clone());
+    assert_eq!(
+        wait_count(
+            &node,
+            "SELECT COUNT(*) FROM jobs WHERE state = 'done'",
+            jobs,
+            limit
+        )
+        .await,
+        jobs,
+        "{}",
+        node.jobs_cli()
+    );
+    node
 }
 
 /// Shutdown and crash checks (tests/lease_queue.rs).
@@ -710,13 +803,7 @@ impl Orthanc {
             ),
         )
         .unwrap();
-        let mut o = Orthanc {
-            child: None,
-            dir: dir.to_path_buf(),
-            http_port: free_port(),
-            dicom_port: free_port(),
-            extra_config: serde_json::Map::new(),
-        };
+        let mut o = Orthanc::on_free_ports(dir);
         o.extra_config
             .insert("LuaScripts".into(), serde_json::json!([script]));
         o.restart();

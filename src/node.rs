@@ -92,6 +92,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Patient data: whatever the node creates (files, folders, the database and its journal)
     // is for its own user only.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // glibc raises its mmap threshold (up to 32 MiB) after large blocks are freed, so a 27 MB
+    // mammogram buffer then lands in a per-thread heap arena that is never given back, and the
+    // node's memory grows with every blocking-pool thread that ever held an image. A fixed
+    // threshold keeps image-sized buffers in mmap, returned to the system when freed.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before the worker threads start.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     // Registered first, so that a signal that arrives during start-up is not lost.
     let shutdown = CancellationToken::new();
     let signals = shutdown_signal(shutdown.clone())?;

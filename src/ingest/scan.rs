@@ -91,10 +91,26 @@ pub fn scan<R: Read + Seek>(
     let mut reader = LazyDataSetReader::new_with_ts(source, ts).map_err(|_| ScanError::Malformed)?;
     let mut out = Scanned::default();
     let mut depth = 0usize;
+    // Open sequences (false) and items (true). dicom-parser 0.10's lazy reader pops its own
+    // stack on a stray delimiter and then panics on the next item header
+    // (fuzz/regressions/scan/), so a token that does not fit what is open is refused at once.
+    let mut open: Vec<bool> = Vec::new();
     while let Some(token) = reader.advance() {
         let token = token.map_err(|_| ScanError::Malformed)?;
+        let fits = match token {
+            LazyDataToken::SequenceStart { .. } | LazyDataToken::PixelSequenceStart => {
+                open.last() != Some(&false)
+            }
+            LazyDataToken::ItemStart { .. } | LazyDataToken::SequenceEnd => open.last() == Some(&false),
+            LazyDataToken::ItemEnd => open.last() == Some(&true),
+            _ => true,
+        };
+        if !fits {
+            return Err(ScanError::Malformed);
+        }
         match token {
             LazyDataToken::SequenceStart { .. } | LazyDataToken::PixelSequenceStart => {
+                open.push(false);
                 depth += 1;
                 if depth > limits.max_sequence_depth {
                     return Err(ScanError::TooDeep(limits.max_sequence_depth));
@@ -103,7 +119,14 @@ pub fn scan<R: Read + Seek>(
                     out.pixel_data_len = Some(None);
                 }
             }
-            LazyDataToken::SequenceEnd => depth = depth.saturating_sub(1),
+            LazyDataToken::SequenceEnd => {
+                open.pop();
+                depth -= 1;
+            }
+            LazyDataToken::ItemStart { .. } => open.push(true),
+            LazyDataToken::ItemEnd => {
+                open.pop();
+            }
             LazyDataToken::LazyItemValue {
                 len: item_len,
                 decoder,
@@ -157,7 +180,7 @@ pub fn scan<R: Read + Seek>(
             _ => {}
         }
     }
-    if depth != 0 {
+    if !open.is_empty() {
         return Err(ScanError::Malformed);
     }
     check_pixel_budget(&out, limits)?;
@@ -281,6 +304,21 @@ mod tests {
             &LIMITS,
         );
         assert_eq!(r, Err(ScanError::TooDeep(16)));
+    }
+
+    #[test]
+    fn a_stray_item_delimiter_is_refused_not_a_panic() {
+        // Found by `make fuzz`: dicom-parser's lazy reader panicked on the item header after it.
+        let bytes = [
+            0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
+        let r = scan(
+            Cursor::new(&bytes),
+            16,
+            &IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+            &LIMITS,
+        );
+        assert_eq!(r, Err(ScanError::Malformed));
     }
 
     #[test]

@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::mutate::Mutator;
+use crate::mutate::{Layout, Mutator};
 use crate::targets::{self, Target};
 
 /// Targets run on threads with this stack: small, so that unbounded recursion shows up at once
 /// (the node's tokio workers have 2 MiB).
 pub const STACK_BYTES: usize = 1 << 20;
-/// Largest input the mutator produces.
-pub const MAX_INPUT: usize = 1 << 20;
 /// Corpus entries kept beyond the seeds.
 const MAX_CORPUS: usize = 512;
 
@@ -52,6 +50,8 @@ pub struct Report {
     pub signatures: usize,
     /// Distinct panics (by location), with the saved input.
     pub crashes: Vec<(String, PathBuf)>,
+    /// Distinct notes (by kind), with the saved input: oddities that are not failures.
+    pub notes: Vec<(String, PathBuf)>,
     pub panics: u64,
 }
 
@@ -60,7 +60,7 @@ impl std::fmt::Display for Report {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{}: {} execs in {:.1} s ({:.0}/s), {} behaviours, corpus {}, {} panics, {} distinct crashes",
+            "{}: {} execs in {:.1} s ({:.0}/s), {} behaviours, corpus {}, {} panics, {} distinct crashes, {} notes",
             self.target,
             self.execs,
             secs,
@@ -68,7 +68,8 @@ impl std::fmt::Display for Report {
             self.signatures,
             self.corpus,
             self.panics,
-            self.crashes.len()
+            self.crashes.len(),
+            self.notes.len()
         )
     }
 }
@@ -177,13 +178,14 @@ pub fn fuzz(opts: &Options) -> anyhow::Result<Report> {
         .transpose()?;
     let mut mutator = Mutator {
         rng: StdRng::seed_from_u64(opts.seed),
-        max_len: MAX_INPUT,
+        max_len: target.max_len(),
     };
     let started = Instant::now();
     let mut corpus = target.seeds();
     let n_seeds = corpus.len();
     let mut seen = HashSet::new();
     let mut crashes: HashMap<String, PathBuf> = HashMap::new();
+    let mut notes: HashMap<String, PathBuf> = HashMap::new();
     let (mut execs, mut panics) = (0u64, 0u64);
     let mut queue: Vec<Vec<u8>> = corpus.clone();
     loop {
@@ -212,6 +214,13 @@ pub fn fuzz(opts: &Options) -> anyhow::Result<Report> {
         execs += 1;
         match run_one(target.as_mut(), &input) {
             Ok(sig) => {
+                if let Some(kind) = target.take_note() {
+                    if !notes.contains_key(&kind) {
+                        let path = save_crash(&opts.crashes.join("notes"), &opts.target, &input, &kind)?;
+                        eprintln!("{}: note: {kind}; input saved to {}", opts.target, path.display());
+                        notes.insert(kind, path);
+                    }
+                }
                 if seen.insert(sig) {
                     if corpus.len() < n_seeds + MAX_CORPUS {
                         corpus.push(input);
@@ -245,6 +254,7 @@ pub fn fuzz(opts: &Options) -> anyhow::Result<Report> {
         corpus: corpus.len(),
         signatures: seen.len(),
         crashes: crashes.into_iter().collect(),
+        notes: notes.into_iter().collect(),
         panics,
     })
 }
@@ -263,4 +273,63 @@ pub fn replay(target_name: &str, files: &[PathBuf]) -> anyhow::Result<Vec<(PathB
         }
     }
     Ok(failed)
+}
+
+/// Shrinks an input while `fails` holds for it: whole elements or PDUs first (at the
+/// boundaries the layout finds), then ever smaller byte ranges.
+pub fn minimize(input: Vec<u8>, layout: Layout, mut fails: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
+    let mut best = input;
+    // Whole elements or PDUs, from the end (earlier boundaries stay valid after a removal).
+    let mut bounds = crate::mutate::fields(&best, layout).boundaries;
+    bounds.push(best.len());
+    for w in (0..bounds.len().saturating_sub(1)).rev() {
+        let (a, b) = (bounds[w], bounds[w + 1]);
+        if a < b && b <= best.len() {
+            let mut candidate = best.clone();
+            candidate.drain(a..b);
+            if fails(&candidate) {
+                best = candidate;
+            }
+        }
+    }
+    // Then byte ranges, halving their size.
+    let mut chunk = (best.len() / 2).max(1);
+    loop {
+        let mut at = 0;
+        while at < best.len() {
+            let mut candidate = best.clone();
+            candidate.drain(at..(at + chunk).min(best.len()));
+            if fails(&candidate) {
+                best = candidate;
+            } else {
+                at += chunk;
+            }
+        }
+        if chunk == 1 {
+            break;
+        }
+        chunk /= 2;
+    }
+    best
+}
+
+/// Shrinks an input that panics while it panics at the same place.
+pub fn minimize_panic(target_name: &str, input: Vec<u8>) -> anyhow::Result<(Vec<u8>, String)> {
+    let mut target =
+        targets::make(target_name).ok_or_else(|| anyhow::anyhow!("no target {target_name:?}"))?;
+    let location = match run_one(target.as_mut(), &input) {
+        Ok(_) => anyhow::bail!("the input does not panic"),
+        Err(panic) => panic.location,
+    };
+    let layout = target.layout(&input);
+    let small = minimize(input, layout, |candidate| {
+        match run_one(target.as_mut(), candidate) {
+            Err(panic) => {
+                target = targets::make(target_name).expect("the target exists");
+                panic.location == location
+            }
+            Ok(_) => false,
+        }
+    });
+    Ok((small, location))
 }

@@ -34,6 +34,9 @@ struct Args {
     /// Replay these files through --target instead of fuzzing.
     #[arg(long, num_args = 1..)]
     replay: Vec<PathBuf>,
+    /// Shrink this panicking input for --target, writing FILE.min.
+    #[arg(long)]
+    minimize: Option<PathBuf>,
     /// Internal: fuzz one target in this process.
     #[arg(long, hide = true)]
     worker: bool,
@@ -53,6 +56,9 @@ fn main() -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         });
+    }
+    if let Some(file) = args.minimize.clone() {
+        return minimize(&args.target, &file);
     }
     if args.worker {
         let opts = Options {
@@ -77,6 +83,43 @@ fn main() -> anyhow::Result<ExitCode> {
         });
     }
     supervise(&args)
+}
+
+/// Shrinks a crashing input. One that kills its process is replayed in children (slower);
+/// one that panics is shrunk in this process.
+fn minimize(target: &str, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let input = std::fs::read(file)?;
+    let exe = std::env::current_exe()?;
+    let scratch = file.with_extension("try");
+    let replay_dies = |candidate: &[u8]| -> bool {
+        std::fs::write(&scratch, candidate).expect("writing a candidate");
+        let status = Command::new(&exe)
+            .args(["--target", target, "--replay"])
+            .arg(&scratch)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("running a replay");
+        status.code().is_none()
+    };
+    let (small, what) = if replay_dies(&input) {
+        let layout = vcnode_fuzz::targets::make(target)
+            .ok_or_else(|| anyhow::anyhow!("no target {target:?}"))?
+            .layout(&input);
+        (
+            engine::minimize(input, layout, replay_dies),
+            "kills the process".to_string(),
+        )
+    } else {
+        let t = target.to_string();
+        let (small, location) = engine::on_fuzz_thread(move || engine::minimize_panic(&t, input))?;
+        (small, format!("panics at {location}"))
+    };
+    let _ = std::fs::remove_file(&scratch);
+    let out = file.with_extension("min");
+    std::fs::write(&out, &small)?;
+    println!("{} bytes, still {what}: {}", small.len(), out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs each target in a child; a child that dies leaves its current input, kept as a crash.

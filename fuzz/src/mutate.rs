@@ -184,6 +184,35 @@ const TAGS: &[[u8; 4]] = &[
     [0x40, 0x00, 0x30, 0xA7], // Content Sequence
 ];
 
+/// Values that make number parsing, geometry and string handling work.
+const VALUES: &[&[u8]] = &[
+    b"",
+    b"0 ",
+    b"1 ",
+    b"-1",
+    b"65535 ",
+    b"4294967296",
+    b"99999999999999999999",
+    b"1e308 ",
+    b"NaN ",
+    b"\\\\",
+    b"1.2.840.10008.1.2.1.99\0",
+    b"MONOCHROME1 ",
+    b"RGB ",
+    b"PALETTE COLOR ",
+    b"YBR_FULL",
+];
+
+fn read_int(input: &[u8], field: LengthField) -> u32 {
+    let b = &input[field.at..field.at + field.width];
+    match (field.width, field.big_endian) {
+        (4, true) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        (4, false) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        (_, true) => u16::from_be_bytes([b[0], b[1]]) as u32,
+        (_, false) => u16::from_le_bytes([b[0], b[1]]) as u32,
+    }
+}
+
 /// Mutates inputs for one target; `max_len` caps their size.
 pub struct Mutator {
     pub rng: StdRng,
@@ -242,7 +271,7 @@ impl Mutator {
 
     fn once(&mut self, input: &mut Vec<u8>, layout: Layout, f: &Fields, other: &[u8]) {
         let dicom = matches!(layout, Layout::Implicit { .. } | Layout::Explicit { .. });
-        match self.rng.gen_range(0..14) {
+        match self.rng.gen_range(0..16) {
             // Bit flip.
             0 if !input.is_empty() => {
                 let at = self.offset(input.len());
@@ -269,15 +298,7 @@ impl Mutator {
             3 | 4 if !f.lengths.is_empty() => {
                 let field = self.pick(&f.lengths);
                 let rest = input.len().saturating_sub(field.at + field.width) as u32;
-                let old = {
-                    let b = &input[field.at..field.at + field.width];
-                    match (field.width, field.big_endian) {
-                        (4, true) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                        (4, false) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                        (_, true) => u16::from_be_bytes([b[0], b[1]]) as u32,
-                        (_, false) => u16::from_le_bytes([b[0], b[1]]) as u32,
-                    }
-                };
+                let old = read_int(input, field);
                 let v = match self.rng.gen_range(0..4) {
                     0 => self.pick(INTERESTING_U32),
                     1 => old.wrapping_add(self.rng.gen_range(1..=16)),
@@ -302,7 +323,7 @@ impl Mutator {
             7 if dicom => {
                 let at = self.place(input, f);
                 let depth = match self.rng.gen_range(0..4) {
-                    0 => self.rng.gen_range(1000..20_000),
+                    0 => self.rng.gen_range(100..5_000),
                     _ => self.rng.gen_range(1..24),
                 };
                 let sq: &[u8] = if matches!(layout, Layout::Explicit { .. }) {
@@ -361,6 +382,25 @@ impl Mutator {
             13 if !input.is_empty() => {
                 let at = self.place(input, f);
                 input.truncate(at.max(1).min(input.len()));
+            }
+            // A short value replaced by an extreme one (numbers as text or binary, empty,
+            // backslashes), its length field rewritten to match.
+            14 | 15 if !f.lengths.is_empty() => {
+                let field = self.pick(&f.lengths);
+                let start = field.at + field.width;
+                let old = read_int(input, field);
+                let end = start.saturating_add(old as usize);
+                if old > 64 || end > input.len() {
+                    return;
+                }
+                let value: Vec<u8> = match self.rng.gen_range(0..3) {
+                    0 => self.pick(VALUES).to_vec(),
+                    1 => self.pick(INTERESTING_U32).to_le_bytes()[..2].to_vec(),
+                    _ => self.pick(INTERESTING_U32).to_le_bytes().to_vec(),
+                };
+                let new_len = value.len() as u32;
+                input.splice(start..end, value);
+                Self::write_int(input, field.at, field.width, field.big_endian, new_len);
             }
             // The chosen mutation does not apply: flip a bit if anything is there.
             _ => {

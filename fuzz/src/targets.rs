@@ -37,15 +37,22 @@ pub trait Target {
     fn name(&self) -> &'static str;
     fn seeds(&self) -> Vec<Vec<u8>>;
     fn layout(&self, input: &[u8]) -> Layout;
+    /// The largest input worth trying (the node's own cap, or enough to hit it).
+    fn max_len(&self) -> usize;
     /// Runs one input; panics when a property fails.
     fn run(&mut self, input: &[u8]) -> u64;
+    /// Oddities of the last run that are not failures but worth a look (e.g. a data set that
+    /// ingest accepts and the pipeline cannot read), by kind.
+    fn take_note(&mut self) -> Option<String> {
+        None
+    }
 }
 
 pub fn make(name: &str) -> Option<Box<dyn Target>> {
     match name {
         "command" => Some(Box::new(CommandTarget)),
         "pdata" => Some(Box::new(PDataTarget::new())),
-        "scan" => Some(Box::new(ScanTarget)),
+        "scan" => Some(Box::new(ScanTarget::default())),
         "canary-panic" => Some(Box::new(Canary("panic"))),
         "canary-overflow" => Some(Box::new(Canary("overflow"))),
         _ => None,
@@ -98,6 +105,10 @@ impl Target for CommandTarget {
     }
     fn layout(&self, _: &[u8]) -> Layout {
         Layout::Implicit { skip: 0 }
+    }
+    fn max_len(&self) -> usize {
+        // Reassembly refuses command sets above MAX_COMMAND_BYTES before they are parsed.
+        MAX_COMMAND_BYTES + 64
     }
     fn run(&mut self, input: &[u8]) -> u64 {
         match Command::parse(input) {
@@ -179,6 +190,9 @@ impl Target for PDataTarget {
     }
     fn layout(&self, _: &[u8]) -> Layout {
         Layout::Pdus
+    }
+    fn max_len(&self) -> usize {
+        4 * MAX_DATA_SET as usize
     }
     fn run(&mut self, input: &[u8]) -> u64 {
         let mut reader = input;
@@ -321,7 +335,10 @@ fn check_error(e: &ReassemblyError, expected: &Expected, pc: u8, is_command: boo
 /// accepts is then read by dicom-object, as the pipeline reads the stored file (on the
 /// fuzzer's small stack: the depth limit must keep that recursion shallow), and decoded when
 /// it would pass ingest's Image Pixel checks.
-pub struct ScanTarget;
+#[derive(Default)]
+pub struct ScanTarget {
+    note: Option<String>,
+}
 
 impl Target for ScanTarget {
     fn name(&self) -> &'static str {
@@ -336,6 +353,9 @@ impl Target for ScanTarget {
             Some(seeds::MODE_EXPLICIT) => Layout::Explicit { skip: 1 },
             _ => Layout::Opaque,
         }
+    }
+    fn max_len(&self) -> usize {
+        1 << 20
     }
     fn run(&mut self, input: &[u8]) -> u64 {
         let Some((&mode, body)) = input.split_first() else {
@@ -381,7 +401,8 @@ impl Target for ScanTarget {
                     s.number_of_frames.is_some(),
                     s.image_type.is_some(),
                 ];
-                let after = after_acceptance(bytes, &ts, &s);
+                let (after, note) = after_acceptance(bytes, &ts, &s);
+                self.note = note;
                 signature((
                     mode,
                     "accepted",
@@ -393,15 +414,16 @@ impl Target for ScanTarget {
             Err(e) => signature((mode, shape(e))),
         }
     }
+    fn take_note(&mut self) -> Option<String> {
+        self.note.take()
+    }
 }
 
 /// What the node does later with an accepted data set: dicom-object reads it whole, and the
-/// pipeline decodes its pixels. Returns a signature of how far that got.
-fn after_acceptance(bytes: &[u8], ts: &TransferSyntax, s: &scan::Scanned) -> String {
-    let obj = match InMemDicomObject::read_dataset_with_ts(bytes, ts) {
-        Ok(obj) => obj,
-        Err(e) => return format!("read: {}", shape(e)),
-    };
+/// pipeline decodes its pixels. Returns a signature of how far that got, and a note when
+/// ingest would store the data set (and queue a job) but dicom-object cannot read it.
+fn after_acceptance(bytes: &[u8], ts: &TransferSyntax, s: &scan::Scanned) -> (String, Option<String>) {
+    let read = InMemDicomObject::read_dataset_with_ts(bytes, ts);
     // Ingest's Image Pixel checks (src/ingest/mod.rs `check`), which gate acceptance.
     let (Some(rows), Some(cols), Some(bits), Some(samples), Some(Some(pixel_len))) = (
         s.rows,
@@ -410,21 +432,28 @@ fn after_acceptance(bytes: &[u8], ts: &TransferSyntax, s: &scan::Scanned) -> Str
         s.samples_per_pixel,
         s.pixel_data_len,
     ) else {
-        return "read; not an image".into();
+        return (format!("not an image; read {}", read.is_ok()), None);
     };
     let frames = s.number_of_frames.unwrap_or(1);
     let needed = (rows as u64 * cols as u64 * samples as u64 * frames * bits as u64).div_ceil(8);
     if rows == 0 || cols == 0 || !matches!(bits, 1 | 8 | 16 | 32) || pixel_len < needed {
-        return "read; refused by ingest".into();
+        return (format!("refused by ingest; read {}", read.is_ok()), None);
     }
+    let obj = match read {
+        Ok(obj) => obj,
+        Err(e) => {
+            let kind = format!("ingest accepts, dicom-object cannot read: {}", shape(&e));
+            return (kind.clone(), Some(kind));
+        }
+    };
     let meta = match vcnode::store::explicit_le_meta(vcnode_scp::MG_FOR_PRESENTATION, "1.2.3") {
         Ok(meta) => meta,
-        Err(e) => return format!("meta: {}", shape(e)),
+        Err(e) => return (format!("meta: {}", shape(e)), None),
     };
     let file = obj.with_exact_meta(meta);
     match vcnode::pixels::decode(&file) {
-        Ok(image) => format!("decoded {}", image.monochrome1),
-        Err(e) => format!("decode: {}", shape(e)),
+        Ok(image) => (format!("decoded {}", image.monochrome1), None),
+        Err(e) => (format!("decode: {}", shape(e)), None),
     }
 }
 
@@ -449,6 +478,9 @@ impl Target for Canary {
     }
     fn layout(&self, _: &[u8]) -> Layout {
         Layout::Opaque
+    }
+    fn max_len(&self) -> usize {
+        16
     }
     fn run(&mut self, input: &[u8]) -> u64 {
         match input {

@@ -53,6 +53,8 @@ pub struct Report {
     /// Distinct notes (by kind), with the saved input: oddities that are not failures.
     pub notes: Vec<(String, PathBuf)>,
     pub panics: u64,
+    /// The target's own counts of how far runs got (since its last restart after a panic).
+    pub stats: String,
 }
 
 impl std::fmt::Display for Report {
@@ -70,7 +72,11 @@ impl std::fmt::Display for Report {
             self.panics,
             self.crashes.len(),
             self.notes.len()
-        )
+        )?;
+        if !self.stats.is_empty() {
+            write!(f, "; {}", self.stats)?;
+        }
+        Ok(())
     }
 }
 
@@ -215,10 +221,11 @@ pub fn fuzz(opts: &Options) -> anyhow::Result<Report> {
         match run_one(target.as_mut(), &input) {
             Ok(sig) => {
                 if let Some(kind) = target.take_note() {
-                    if !notes.contains_key(&kind) {
-                        let path = save_crash(&opts.crashes.join("notes"), &opts.target, &input, &kind)?;
+                    if let std::collections::hash_map::Entry::Vacant(slot) = notes.entry(kind) {
+                        let kind = slot.key();
+                        let path = save_crash(&opts.crashes.join("notes"), &opts.target, &input, kind)?;
                         eprintln!("{}: note: {kind}; input saved to {}", opts.target, path.display());
-                        notes.insert(kind, path);
+                        slot.insert(path);
                     }
                 }
                 if seen.insert(sig) {
@@ -232,15 +239,22 @@ pub fn fuzz(opts: &Options) -> anyhow::Result<Report> {
             }
             Err(panic) => {
                 panics += 1;
-                if !crashes.contains_key(&panic.location) {
-                    let path = save_crash(&opts.crashes, &opts.target, &input, &panic.to_string())?;
+                let Panic {
+                    location,
+                    message,
+                    backtrace,
+                } = panic;
+                if let std::collections::hash_map::Entry::Vacant(slot) = crashes.entry(location) {
+                    // Resolving the backtrace takes seconds: only for a new crash.
+                    let report = format!("{message}\n{backtrace}");
+                    let path = save_crash(&opts.crashes, &opts.target, &input, &report)?;
                     eprintln!(
                         "{}: {}; input saved to {}",
                         opts.target,
-                        panic.message.replace('\n', " "),
+                        message.replace('\n', " "),
                         path.display()
                     );
-                    crashes.insert(panic.location, path);
+                    slot.insert(path);
                 }
                 // A panic may leave the target's state (e.g. its runtime) unusable.
                 target = targets::make(&opts.target).expect("the target exists");
@@ -256,6 +270,7 @@ pub fn fuzz(opts: &Options) -> anyhow::Result<Report> {
         crashes: crashes.into_iter().collect(),
         notes: notes.into_iter().collect(),
         panics,
+        stats: target.stats(),
     })
 }
 

@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Cursor;
 use std::time::Duration;
 
+use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntax;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
@@ -45,6 +46,10 @@ pub trait Target {
     /// ingest accepts and the pipeline cannot read), by kind.
     fn take_note(&mut self) -> Option<String> {
         None
+    }
+    /// How far runs got, for the report.
+    fn stats(&self) -> String {
+        String::new()
     }
 }
 
@@ -126,8 +131,11 @@ impl Target for CommandTarget {
                     0xC000,
                     Some("fuzz"),
                 );
-                let back = echoed.as_ref().ok().map(|b| Command::parse(b).map(|c| c.field));
-                if let Some(Ok(field)) = back {
+                let back = echoed
+                    .as_ref()
+                    .ok()
+                    .map(|b| Command::parse(b).map(|c| c.field).ok());
+                if let Some(Some(field)) = back {
                     assert_eq!(field, cmd.field | 0x8000, "a response does not read back");
                 }
                 signature((
@@ -138,7 +146,7 @@ impl Target for CommandTarget {
                     cmd.affected_sop_class_uid.is_some(),
                     cmd.affected_sop_instance_uid.is_some(),
                     cmd.error_comment.is_some(),
-                    back.map(|r| r.is_ok()),
+                    back.map(|r| r.is_some()),
                 ))
             }
             Err(CommandError::NotFlat(why)) => signature(("not flat", why)),
@@ -338,6 +346,10 @@ fn check_error(e: &ReassemblyError, expected: &Expected, pc: u8, is_command: boo
 #[derive(Default)]
 pub struct ScanTarget {
     note: Option<String>,
+    /// Runs that the scan accepted, that dicom-object then read, and whose pixels decoded.
+    accepted: u64,
+    read: u64,
+    decoded: u64,
 }
 
 impl Target for ScanTarget {
@@ -403,6 +415,9 @@ impl Target for ScanTarget {
                 ];
                 let (after, note) = after_acceptance(bytes, &ts, &s);
                 self.note = note;
+                self.accepted += 1;
+                self.read += u64::from(!after.contains("read false") && !after.starts_with("ingest accepts"));
+                self.decoded += u64::from(after.starts_with("decoded"));
                 signature((
                     mode,
                     "accepted",
@@ -416,6 +431,12 @@ impl Target for ScanTarget {
     }
     fn take_note(&mut self) -> Option<String> {
         self.note.take()
+    }
+    fn stats(&self) -> String {
+        format!(
+            "scan accepted {}, dicom-object read {}, pixels decoded {}",
+            self.accepted, self.read, self.decoded
+        )
     }
 }
 
@@ -446,6 +467,46 @@ fn after_acceptance(bytes: &[u8], ts: &TransferSyntax, s: &scan::Scanned) -> (St
             return (kind.clone(), Some(kind));
         }
     };
+    // What ingest checked must be what the pipeline reads.
+    let text = |tag| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|v| vcnode_scp::trim_value(&v).to_string())
+    };
+    let number = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok());
+    for (what, scanned, read) in [
+        (
+            "SOP Instance UID",
+            s.sop_instance_uid.clone(),
+            text(tags::SOP_INSTANCE_UID),
+        ),
+        (
+            "Study Instance UID",
+            s.study_uid.clone(),
+            text(tags::STUDY_INSTANCE_UID),
+        ),
+        (
+            "Series Instance UID",
+            s.series_uid.clone(),
+            text(tags::SERIES_INSTANCE_UID),
+        ),
+        (
+            "Rows",
+            s.rows.map(|v| v.to_string()),
+            number(tags::ROWS).map(|v| v.to_string()),
+        ),
+        (
+            "Columns",
+            s.columns.map(|v| v.to_string()),
+            number(tags::COLUMNS).map(|v| v.to_string()),
+        ),
+    ] {
+        if scanned != read {
+            let kind = format!("scan and dicom-object read different {what}");
+            return (kind.clone(), Some(kind));
+        }
+    }
     let meta = match vcnode::store::explicit_le_meta(vcnode_scp::MG_FOR_PRESENTATION, "1.2.3") {
         Ok(meta) => meta,
         Err(e) => return (format!("meta: {}", shape(e)), None),

@@ -24,6 +24,20 @@ pub const STACK_BYTES: usize = 1 << 20;
 /// Corpus entries kept beyond the seeds.
 const MAX_CORPUS: usize = 512;
 
+#[derive(Debug, thiserror::Error)]
+pub enum FuzzError {
+    #[error("no fuzz target {0:?}")]
+    NoTarget(String),
+    #[error("the input does not panic")]
+    NoPanic,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn make(name: &str) -> Result<Box<dyn Target>, FuzzError> {
+    targets::make(name).ok_or_else(|| FuzzError::NoTarget(name.into()))
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Budget {
     Time(Duration),
@@ -174,9 +188,8 @@ fn save_crash(dir: &Path, target: &str, input: &[u8], report: &str) -> std::io::
 }
 
 /// Fuzzes one target for the budget. Call on a fuzz thread ([`on_fuzz_thread`]).
-pub fn fuzz(opts: &Options) -> anyhow::Result<Report> {
-    let mut target =
-        targets::make(&opts.target).ok_or_else(|| anyhow::anyhow!("no target {:?}", opts.target))?;
+pub fn fuzz(opts: &Options) -> Result<Report, FuzzError> {
+    let mut target = make(&opts.target)?;
     let current = opts
         .current
         .as_ref()
@@ -276,9 +289,8 @@ pub fn fuzz(opts: &Options) -> anyhow::Result<Report> {
 
 /// Runs saved inputs through a target (regressions, or reproducing a crash); returns the
 /// panics as (file, report).
-pub fn replay(target_name: &str, files: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let mut target =
-        targets::make(target_name).ok_or_else(|| anyhow::anyhow!("no target {target_name:?}"))?;
+pub fn replay(target_name: &str, files: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, FuzzError> {
+    let mut target = make(target_name)?;
     let mut failed = Vec::new();
     for file in files {
         let input = std::fs::read(file)?;
@@ -329,11 +341,10 @@ pub fn minimize(input: Vec<u8>, layout: Layout, mut fails: impl FnMut(&[u8]) -> 
 }
 
 /// Shrinks an input that panics while it panics at the same place.
-pub fn minimize_panic(target_name: &str, input: Vec<u8>) -> anyhow::Result<(Vec<u8>, String)> {
-    let mut target =
-        targets::make(target_name).ok_or_else(|| anyhow::anyhow!("no target {target_name:?}"))?;
+pub fn minimize_panic(target_name: &str, input: Vec<u8>) -> Result<(Vec<u8>, String), FuzzError> {
+    let mut target = make(target_name)?;
     let location = match run_one(target.as_mut(), &input) {
-        Ok(_) => anyhow::bail!("the input does not panic"),
+        Ok(_) => return Err(FuzzError::NoPanic),
         Err(panic) => panic.location,
     };
     let layout = target.layout(&input);

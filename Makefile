@@ -3,7 +3,7 @@ LIBTORCH ?= $(HOME)/.cache/vcnode/libtorch-2.11.0
 export LIBTORCH
 CARGO ?= cargo
 
-.PHONY: all run test bench demo build release libtorch fmt clean
+.PHONY: all run test bench fuzz demo build release libtorch fmt clean
 
 all: build
 
@@ -38,6 +38,16 @@ bench: release
 	bench/ingest_memory.sh
 	bench/pipeline.sh
 	VCNODE_BENCH_PYTHON=$$(scripts/fetch-pytorch.sh) $(CARGO) bench -p vcnode-models --bench inference
+
+## Fuzzing on stable Rust (fuzz/): the DIMSE command parser, P-DATA reassembly and the ingest
+## checks, FUZZ_SECONDS each, from a seed corpus of valid encodings. A panic, or a process that
+## dies (stack overflow), saves its input under fuzz/crashes/ and fails; make each one a
+## regression under fuzz/regressions/<target>/. FUZZ_SEED reproduces a run's mutations.
+FUZZ_SECONDS ?= 60
+FUZZ_SEED ?= $(shell date +%s)
+fuzz: libtorch
+	$(CARGO) build -p vcnode-fuzz
+	./target/debug/vcnode-fuzz --target all --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
 fmt:
 	$(CARGO) fmt --all

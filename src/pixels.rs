@@ -158,6 +158,14 @@ pub fn decode(obj: &FileDicomObject<InMemDicomObject>) -> Result<MgImage, PixelE
     let decoded = obj
         .decode_pixel_data()
         .map_err(|e| PixelError::Decode(e.to_string()))?;
+    // dicom-pixeldata builds a LUT of 2^Bits Stored entries and asserts 1..=32 (Bits Stored 0
+    // from a peer panicked the worker; 32 would allocate gigabytes). Mammograms store <= 16.
+    let (stored, allocated) = (decoded.bits_stored(), decoded.bits_allocated());
+    if stored == 0 || stored > allocated || stored > 16 {
+        return Err(PixelError::Unsupported(format!(
+            "Bits Stored {stored} with Bits Allocated {allocated}"
+        )));
+    }
     let (rows, cols) = (decoded.rows() as usize, decoded.columns() as usize);
     let options = ConvertOptions::new()
         .with_modality_lut(ModalityLutOption::Default)

@@ -1,8 +1,9 @@
 //! DIMSE command sets (PS3.7 section 9): building requests and responses, reading the fields
 //! the node acts on. Command sets are always Implicit VR Little Endian.
 
-use dicom_core::{dicom_value, DataElement, VR};
-use dicom_dictionary_std::tags;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{dicom_value, DataElement, Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
@@ -40,12 +41,28 @@ fn check_flat(bytes: &[u8]) -> Result<(), CommandError> {
             return Err(CommandError::NotFlat("truncated element header"));
         }
         let group = u16::from_le_bytes([rest[0], rest[1]]);
+        let element = u16::from_le_bytes([rest[2], rest[3]]);
         let len = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
         if group != 0x0000 {
             return Err(CommandError::NotFlat("an element outside group 0000"));
         }
         if len == u32::MAX {
             return Err(CommandError::NotFlat("an element of undefined length"));
+        }
+        // dicom-parser reads a binary value in whole numbers, takes the rest for the next
+        // header and allocates the length it finds there (1.9 GB for a 138-byte command set,
+        // fuzz/regressions/command/).
+        let vr = StandardDataDictionary
+            .by_tag(Tag(group, element))
+            .map(|e| e.vr().relaxed());
+        let number = match vr {
+            Some(VR::US | VR::SS) => 2,
+            Some(VR::UL | VR::SL | VR::FL | VR::AT) => 4,
+            Some(VR::FD) => 8,
+            _ => 1,
+        };
+        if len % number != 0 {
+            return Err(CommandError::NotFlat("a binary value that is not whole numbers"));
         }
         let end = 8usize
             .checked_add(len as usize)
@@ -204,6 +221,10 @@ mod tests {
         let mut truncated = c_echo_rq(1).unwrap();
         truncated.truncate(truncated.len() - 1);
         assert!(Command::parse(&truncated).is_err());
+        // Command Group Length (UL) holding 2 bytes: dicom-object would read a header there.
+        let mut partial = vec![0, 0, 0, 0, 2, 0, 0, 0, 0, 0];
+        partial.extend_from_slice(&c_echo_rq(1).unwrap());
+        assert!(matches!(Command::parse(&partial), Err(CommandError::NotFlat(_))));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::rc::Rc;
 
 use dicom_core::header::HasLength;
-use dicom_core::Tag;
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntax;
 use dicom_parser::dataset::lazy_read::LazyDataSetReader;
@@ -227,6 +227,13 @@ fn walk<R: Read>(
             LazyDataToken::LazyValue { header, decoder } => {
                 let value_len = header.length().get().ok_or(ScanError::Malformed)?;
                 let end = within(decoder.position(), value_len)?;
+                // dicom-parser's full reader (dicom-object, in the pipeline) reads such a value
+                // in whole numbers and leaves the rest unread: it then takes value bytes for the
+                // next header and allocates the length it finds there, up to 4 GiB
+                // (fuzz/regressions/scan/).
+                if value_len % binary_size(header.vr) != 0 {
+                    return Err(ScanError::Malformed);
+                }
                 let token = LazyDataToken::LazyValue { header, decoder };
                 elements += 1;
                 if elements > MAX_ELEMENTS {
@@ -281,6 +288,16 @@ fn walk<R: Read>(
     }
     check_pixel_budget(&out, limits)?;
     Ok(out)
+}
+
+/// The size of one number of a binary VR (1 for the others): its values' lengths are multiples.
+fn binary_size(vr: VR) -> u32 {
+    match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::UL | VR::SL | VR::FL | VR::AT | VR::OF | VR::OL => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
+    }
 }
 
 /// Rows × Columns × frames × samples × bytes per sample, overflow-free, against the limit.
@@ -425,6 +442,20 @@ mod tests {
             Err(ScanError::UnreadableValue(tags::NUMBER_OF_FRAMES))
         );
         assert_eq!(scan_frames("1").unwrap().number_of_frames, Some(1));
+    }
+
+    #[test]
+    fn a_binary_value_of_partial_numbers_is_refused() {
+        // Found by `make fuzz`: (0000,0000) UL holding 2 bytes, then nested sequences, made
+        // dicom-object read the next header 2 bytes early and allocate 4 GiB for it.
+        let bytes = [0, 0, 0, 0, 2, 0, 0, 0, b'1', b' '];
+        let r = scan(
+            Cursor::new(&bytes),
+            10,
+            &IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+            &LIMITS,
+        );
+        assert_eq!(r, Err(ScanError::Malformed));
     }
 
     #[test]

@@ -404,8 +404,12 @@ impl Target for ScanTarget {
                     Err(ScanError::InflatesTooFar(_)) => return signature(("deflated", "too far")),
                     Err(e) => return signature(("deflated", shape(e))),
                 }
-                // Accepted: it inflates within the limit, so inflating it here is bounded.
-                let out = inflate(body, LIMITS.max_inflated_bytes).expect("scan_deflated inflated it");
+                // Accepted. The walk ends where the parser ends the data set, so bytes after it
+                // (a corrupt tail, more than the limit) may stop a whole inflate here; what the
+                // walk accepted is then checked as dicom-object would not see it either.
+                let Some(out) = inflate(body, LIMITS.max_inflated_bytes) else {
+                    return signature(("deflated", "accepted, tail not inflatable"));
+                };
                 inflated = out;
                 (&inflated[..], EXPLICIT_VR_LITTLE_ENDIAN.erased())
             }

@@ -8,6 +8,7 @@
 //! data set is inflated as it is walked, under a byte limit, and never written anywhere.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::rc::Rc;
 
@@ -179,6 +180,17 @@ fn walk<R: Read>(
     // stack on a stray delimiter and then panics on the next item header
     // (fuzz/regressions/scan/), so a token that does not fit what is open is refused at once.
     let mut open: Vec<bool> = Vec::new();
+    // The tags met in the data set and in each open item. dicom-object keeps the last of a
+    // repeated tag where this walk checks the first, so a repeated tag would let the pipeline
+    // read another UID or geometry than ingest checked: refused (PS3.5 7.1: a tag occurs once).
+    let mut seen: Vec<HashSet<Tag>> = vec![HashSet::new()];
+    let first_time = |seen: &mut Vec<HashSet<Tag>>, tag: Tag| {
+        if seen.last_mut().is_some_and(|level| level.insert(tag)) {
+            Ok(())
+        } else {
+            Err(ScanError::Malformed)
+        }
+    };
     while let Some(token) = reader.advance() {
         let token = token.map_err(|_| ScanError::Malformed)?;
         let fits = match token {
@@ -191,6 +203,16 @@ fn walk<R: Read>(
         };
         if !fits {
             return Err(ScanError::Malformed);
+        }
+        match &token {
+            LazyDataToken::SequenceStart { tag, .. } => first_time(&mut seen, *tag)?,
+            LazyDataToken::PixelSequenceStart => first_time(&mut seen, tags::PIXEL_DATA)?,
+            LazyDataToken::LazyValue { header, .. } => first_time(&mut seen, header.tag)?,
+            LazyDataToken::ItemStart { .. } => seen.push(HashSet::new()),
+            LazyDataToken::ItemEnd => {
+                seen.pop();
+            }
+            _ => {}
         }
         match token {
             LazyDataToken::SequenceStart { .. } | LazyDataToken::PixelSequenceStart => {
@@ -445,6 +467,23 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_tag_is_refused() {
+        // Found by `make fuzz`: the walk checked the first SOP Instance UID, dicom-object (the
+        // pipeline) keeps the last.
+        let (mut bytes, _) = encoded(&crate::fixture::MammogramSpec::low_energy(4));
+        let again = [0x08, 0x00, 0x18, 0x00, b'U', b'I', 4, 0, b'1', b'.', b'2', 0];
+        bytes.splice(0..0, again.iter().copied());
+        // Not ascending either way; what counts is that (0008,0018) now occurs twice.
+        let r = scan(
+            Cursor::new(&bytes),
+            bytes.len() as u64,
+            &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            &LIMITS,
+        );
+        assert_eq!(r, Err(ScanError::Malformed));
+    }
+
+    #[test]
     fn a_binary_value_of_partial_numbers_is_refused() {
         // Found by `make fuzz`: (0000,0000) UL holding 2 bytes, then nested sequences, made
         // dicom-object read the next header 2 bytes early and allocate 4 GiB for it.
@@ -484,11 +523,12 @@ mod tests {
     #[test]
     fn a_deflate_bomb_stops_at_the_limit() {
         use std::io::Write;
-        // 256 private OB elements of 1 MiB of zeros each: a valid data set of 256 MiB.
+        // 256 private OB elements (0009,1000-10FF) of 1 MiB of zeros each: a valid data set of 256 MiB.
         let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         let zeros = vec![0u8; 1 << 20];
-        for _ in 0..256 {
-            enc.write_all(&[0x09, 0x00, 0x00, 0x10, b'O', b'B', 0, 0])
+        for n in 0..256u16 {
+            let element = (0x1000 + n).to_le_bytes();
+            enc.write_all(&[0x09, 0x00, element[0], element[1], b'O', b'B', 0, 0])
                 .unwrap();
             enc.write_all(&(1u32 << 20).to_le_bytes()).unwrap();
             enc.write_all(&zeros).unwrap();

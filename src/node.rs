@@ -53,8 +53,8 @@ pub fn decodable_transfer_syntaxes() -> Vec<String> {
         .collect()
 }
 
-/// Builds the SCP's configuration from the node's.
-pub fn scp_config(config: &Config) -> ScpConfig {
+/// Builds the SCP's configuration from the node's; data sets spool into the store's temporary folder.
+pub fn scp_config(config: &Config, store: &InstanceStore) -> ScpConfig {
     let mut storage_sop_classes = vec![
         vcnode_scp::MG_FOR_PRESENTATION.to_string(),
         vcnode_scp::MG_FOR_PROCESSING.to_string(),
@@ -79,7 +79,7 @@ pub fn scp_config(config: &Config) -> ScpConfig {
         idle_timeout: config.idle_timeout(),
         association_lifetime: Duration::from_secs(config.node.association_lifetime_s),
         max_data_set_bytes: config.storage.max_instance_mb.saturating_mul(1 << 20),
-        spool_dir: config.node.data_dir.join(crate::store::TMP_DIR),
+        spool_dir: store.spool_dir(),
         implementation_class_uid: crate::store::IMPLEMENTATION_CLASS_UID.into(),
         implementation_version_name: crate::store::IMPLEMENTATION_VERSION_NAME.into(),
     }
@@ -127,7 +127,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let counts = queue.job_counts().await?;
     info!(data_dir = %data_dir.display(), jobs = ?counts, "store and queue open");
 
-    let scp = scp_config(&config);
+    let scp = scp_config(&config, &store);
     let addr = SocketAddr::new(config.node.bind, config.node.dimse_port);
     let listener = TcpListener::bind(addr)
         .await

@@ -30,7 +30,7 @@ pub struct ExportBatch {
 }
 
 /// An export as `vcnode jobs` shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExportRow {
     pub id: i64,
     pub instance_uid: String,
@@ -118,23 +118,10 @@ impl Queue {
     }
 
     pub async fn list_exports(&self) -> Result<Vec<ExportRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, instance_uid, destination, state, attempts, max_attempts, last_error FROM exports ORDER BY id DESC",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(ExportRow {
-                    id: r.try_get("id")?,
-                    instance_uid: r.try_get("instance_uid")?,
-                    destination: r.try_get("destination")?,
-                    state: r.try_get("state")?,
-                    attempts: r.try_get("attempts")?,
-                    max_attempts: r.try_get("max_attempts")?,
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 }

@@ -159,7 +159,7 @@ pub struct JobLease {
 }
 
 /// A job as `vcnode jobs` shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: i64,
     pub source_uid: String,
@@ -350,28 +350,13 @@ impl Queue {
 
     /// All jobs, newest first, optionally of one state.
     pub async fn list_jobs(&self, state: Option<State>) -> Result<Vec<JobRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, source_uid, state, attempts, max_attempts, run_at, lease_owner, last_error, updated_at
                FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC",
         )
         .bind(state)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(JobRow {
-                    id: r.try_get("id")?,
-                    source_uid: r.try_get("source_uid")?,
-                    state: r.try_get("state")?,
-                    attempts: r.try_get("attempts")?,
-                    max_attempts: r.try_get("max_attempts")?,
-                    run_at: r.try_get("run_at")?,
-                    lease_owner: r.try_get("lease_owner")?,
-                    last_error: r.try_get("last_error")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Counts jobs per state, for the start-up log and `vcnode jobs`.

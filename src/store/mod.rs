@@ -16,7 +16,7 @@ use dicom_object::FileMetaTable;
 
 pub const INSTANCES_DIR: &str = "instances";
 /// Temporary files: the store's `<uuid>.part` and the SCP's spooled data sets.
-pub const TMP_DIR: &str = "tmp";
+const TMP_DIR: &str = "tmp";
 const PART_SUFFIX: &str = "part";
 
 /// The node's Implementation Class UID (2.25 + a UUIDv5 of "vcnode"), written in file meta.

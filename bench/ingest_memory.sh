@@ -65,6 +65,7 @@ cat >"$tmp/vcnode.toml" <<TOML
 [node]
 bind = "127.0.0.1"
 dimse_port = $vport
+http_port = 0
 data_dir = "$tmp/vcnode"
 $peers
 [inference]

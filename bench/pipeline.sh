@@ -25,6 +25,7 @@ cat >"$tmp/vcnode.toml" <<TOML
 [node]
 bind = "127.0.0.1"
 dimse_port = $port
+http_port = 0
 data_dir = "$tmp/var"
 [[peers]]
 ae_title = "BENCH"

@@ -6,9 +6,12 @@
 #   libgdcm-tools gdcmconv (JPEG 2000)
 #   cmake        builds CharLS (JPEG-LS) for dicom-pixeldata
 #   orthanc, orthanc-dicomweb  a real PACS for the delivery tests (started by the tests)
-#   python3-venv the PyTorch peer of `make bench` (scripts/fetch-pytorch.sh)
+#   python3-venv the PyTorch peer of `make bench` (scripts/fetch-pytorch.sh) and the DICOMweb
+#                client of the tests (scripts/fetch-pytools.sh)
+#   chromium     headless browser for the viewer test (OHIF served by vcnode)
+# Then libtorch, the tests' Python tools and the OHIF viewer (npm).
 set -euo pipefail
-packages=(dcmtk dicom3tools libgdcm-tools cmake sqlite3 curl orthanc orthanc-dicomweb python3-venv)
+packages=(dcmtk dicom3tools libgdcm-tools cmake sqlite3 curl orthanc orthanc-dicomweb python3-venv chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,4 +20,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 "$(dirname "$0")/fetch-libtorch.sh" >/dev/null
+"$(dirname "$0")/fetch-pytools.sh" >/dev/null
+"$(dirname "$0")/fetch-viewer.sh"
 echo "setup complete"

@@ -40,6 +40,42 @@ pub struct Config {
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     pub export: ExportConfig,
+    pub dicomweb: DicomwebConfig,
+    /// DICOMweb PACSs that studies can be pulled from for processing (`vcnode pull`).
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// The DICOMweb server under `/dicomweb` on `node.http_port`, and the viewer beside it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomwebConfig {
+    /// The sender name STOW-RS requests are routed by (`[[routes]] from_ae`), as a calling AE
+    /// title routes C-STOREs.
+    pub sender: String,
+    /// Other origins allowed to call `/dicomweb` from a browser (a viewer served elsewhere);
+    /// empty: same origin only.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// The OHIF viewer's built files, served at `/` when the folder exists. A relative path is
+    /// taken from the working directory, then from the source checkout.
+    pub viewer_dir: PathBuf,
+    /// The largest STOW-RS request body, in MiB.
+    pub max_request_mb: u64,
+}
+
+/// A DICOMweb PACS that studies are pulled from (QIDO-RS to find, WADO-RS to retrieve).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    /// The DICOMweb root, e.g. `https://pacs.example.org/dicom-web`.
+    pub url: String,
+    pub auth: Option<AuthConfig>,
+    pub tls: Option<TlsConfig>,
+    /// Allows `auth` over plain http:// (credentials would cross the network in clear text).
+    #[serde(default)]
+    pub allow_insecure_auth: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

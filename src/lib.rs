@@ -30,3 +30,4 @@ pub mod research;
 pub mod store;
 pub mod supervisor;
 pub mod uid;
+pub mod web;

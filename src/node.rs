@@ -191,14 +191,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let supervised = tokio::spawn(supervisor.run());
 
-    info!(transfer_syntaxes = ?scp.transfer_syntaxes, "accepted transfer syntaxes");
-    let local = listener.local_addr()?;
-    info!(ae_title = %config.node.ae_title, %local, "DIMSE storage SCP listening");
-    // A plain line on stdout for scripts and tests that start the node on port 0.
-    println!("vcnode {} listening on {local}", config.node.ae_title);
-
-    let handler = Arc::new(Ingest {
-        store,
+    // The one ingest, for C-STORE and STOW-RS alike.
+    let ingest = Arc::new(Ingest {
+        store: store.clone(),
         queue: queue.clone(),
         select: config.jobs.select,
         max_attempts: config.jobs.max_attempts,
@@ -207,11 +202,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         wake,
         in_flight: Default::default(),
     });
-    let served = StorageScp::new(scp, handler)
+    let http_addr = SocketAddr::new(config.node.bind, config.node.http_port);
+    let http_listener = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {http_addr} (node.http_port)"))?;
+    let http_local = http_listener.local_addr()?;
+    let web = Arc::new(crate::web::WebState {
+        config: Arc::new(config.clone()),
+        store: store.clone(),
+        queue: queue.clone(),
+        ingest: ingest.clone(),
+    });
+    let http = tokio::spawn(crate::web::serve(http_listener, web, shutdown.clone()));
+
+    info!(transfer_syntaxes = ?scp.transfer_syntaxes, "accepted transfer syntaxes");
+    let local = listener.local_addr()?;
+    info!(ae_title = %config.node.ae_title, %local, "DIMSE storage SCP listening");
+    // Plain lines on stdout for scripts and tests that start the node on port 0 (the DIMSE
+    // line last: once it is printed, both doors are open).
+    println!("vcnode DICOMweb on http://{http_local}/dicomweb");
+    println!("vcnode {} listening on {local}", config.node.ae_title);
+
+    let served = StorageScp::new(scp, ingest)
         .serve(listener, shutdown.clone().cancelled_owned())
         .await;
-    // The SCP has drained (or failed): the workers stop now if they have not yet.
+    // The SCP has drained (or failed): the HTTP server and the workers stop now if they have not yet.
     shutdown.cancel();
+    match http.await {
+        Ok(Err(e)) => warn!(error = %e, "the DICOMweb server failed"),
+        Err(e) => warn!(error = %e, "the DICOMweb server ended abnormally"),
+        Ok(Ok(())) => {}
+    }
     signals.abort();
     if let Err(e) = supervised.await {
         warn!(error = %e, "the supervisor ended abnormally");

@@ -76,6 +76,7 @@ impl Target {
 [node]
 bind = "127.0.0.1"
 dimse_port = 0
+http_port = 0
 data_dir = "{data}"
 {node}
 

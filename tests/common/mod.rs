@@ -19,6 +19,8 @@ pub const ECHOSCU: &str = "/usr/bin/echoscu";
 pub struct Node {
     child: Child,
     pub addr: SocketAddr,
+    /// The HTTP server (DICOMweb under /dicomweb).
+    pub http: SocketAddr,
     pub data_dir: PathBuf,
     pub config: PathBuf,
 }
@@ -42,6 +44,7 @@ pub fn write_config_with_model(dir: &Path, extra: &str, model: &str, inference: 
 [node]
 bind = "127.0.0.1"
 dimse_port = 0
+http_port = 0
 data_dir = "{data}"
 idle_timeout_s = 30
 {extra}
@@ -103,13 +106,20 @@ impl Node {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // The DICOMweb line comes first, then the DIMSE line once both listen.
+            let mut http = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.split(" DICOMweb on http://").nth(1) {
+                    let addr = url.trim().trim_end_matches("/dicomweb");
+                    http = Some(addr.parse::<SocketAddr>().unwrap());
+                }
                 if let Some(addr) = line.split(" listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                    let dimse = addr.trim().parse::<SocketAddr>().unwrap();
+                    let _ = tx.send((dimse, http.expect("the DICOMweb line comes first")));
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        let (addr, http) = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -122,6 +132,7 @@ impl Node {
         Node {
             child,
             addr,
+            http,
             data_dir: dir.join("var"),
             config,
         }
@@ -868,4 +879,18 @@ impl DbReader {
     pub async fn close(self) {
         self.pool.close().await;
     }
+}
+
+/// The Python with dicomweb-client, pydicom, numpy and Pillow (scripts/fetch-pytools.sh, run by
+/// scripts/setup.sh).
+pub fn pytools_python() -> PathBuf {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-pytools.sh"))
+        .output()
+        .expect("run scripts/fetch-pytools.sh");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-pytools.sh failed: {}",
+        text(&out)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }

@@ -53,13 +53,20 @@ pub fn decodable_transfer_syntaxes() -> Vec<String> {
         .collect()
 }
 
-/// Builds the SCP's configuration from the node's; data sets spool into the store's temporary folder.
-pub fn scp_config(config: &Config, store: &InstanceStore) -> ScpConfig {
-    let mut storage_sop_classes = vec![
+/// The storage SOP classes the node accepts, by C-STORE (at negotiation) and STOW-RS (per
+/// instance) alike: mammography and `storage.extra_sop_classes`.
+pub fn storage_sop_classes(config: &Config) -> Vec<String> {
+    let mut classes = vec![
         vcnode_scp::MG_FOR_PRESENTATION.to_string(),
         vcnode_scp::MG_FOR_PROCESSING.to_string(),
     ];
-    storage_sop_classes.extend(config.storage.extra_sop_classes.iter().cloned());
+    classes.extend(config.storage.extra_sop_classes.iter().cloned());
+    classes
+}
+
+/// Builds the SCP's configuration from the node's; data sets spool into the store's temporary folder.
+pub fn scp_config(config: &Config, store: &InstanceStore) -> ScpConfig {
+    let storage_sop_classes = storage_sop_classes(config);
     ScpConfig {
         ae_title: config.node.ae_title.clone(),
         peers: config

@@ -73,9 +73,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     info!(%local, "DICOMweb server listening (/dicomweb)");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    // The peer's address reaches handlers (ConnectInfo) for ingest's records and logs.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 /// A request the server refuses or cannot answer: an HTTP status and a reason that names what

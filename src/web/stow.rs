@@ -1,11 +1,764 @@
-//! TODO(issue 14): filled in by its own change.
+//! STOW-RS in (PS3.18 10.5): `POST /studies` and `POST /studies/{study}` with a
+//! `multipart/related; type="application/dicom"` body, one DICOM Part 10 file per part.
+//!
+//! Each part streams to a spool file (never held in memory): its file meta group is read off
+//! the front for the SOP Class, SOP Instance and Transfer Syntax, the data set that follows goes
+//! to the spool, and the instance then goes through the one [`Ingest`](crate::ingest::Ingest),
+//! exactly as a C-STORE would: the same checks and statuses, the file fsynced and its rows
+//! (and job) committed before this answers. The HTTP client is routed like a calling AE named
+//! `[dicomweb] sender`.
+//!
+//! The answer is PS3.18 10.5.3's: a DICOM JSON data set with a Referenced SOP Sequence for what
+//! was stored and a Failed SOP Sequence, with a Failure Reason (the C-STORE status) and an Error
+//! Comment, for what was not; 200 when all were stored, 202 when some were (or with warnings),
+//! 409 when none were.
 
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use axum::Router;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::meta::FileMetaTable;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use serde_json::{json, Map, Value};
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, info, warn};
+use vcnode_scp::status::{self, StatusKind};
+use vcnode_scp::{ReceivedInstance, SpooledDataSet, StoreHandler};
 
-use super::WebState;
+use super::{WebError, WebState, DICOM_JSON};
 
 pub(super) fn routes() -> Router<Arc<WebState>> {
     Router::new()
+        .route("/studies", post(store_instances))
+        .route("/studies/{study}", post(store_study_instances))
+}
+
+/// The only part media type STOW-RS accepts here: DICOM Part 10 files (PS3.18 10.5.1.1). The
+/// metadata and bulk data forms (application/dicom+json, +xml) are refused with 415.
+const PART10: &str = "application/dicom";
+
+/// Failure Reason: Referenced Transfer Syntax not supported (PS3.3 C.14.1.1). The SCP refuses
+/// such a data set at negotiation; STOW-RS has no negotiation, so it is refused per instance.
+const TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
+
+/// The largest file meta group read: a few hundred bytes in practice; a larger one is not a
+/// file meta group.
+const MAX_META_BYTES: u32 = 64 << 10;
+
+/// Deflated Explicit VR Little Endian: its data set is walked as it inflates.
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+/// Preamble (128 bytes) and "DICM".
+const PREAMBLE_AND_MAGIC: usize = 132;
+
+/// Up to and including the File Meta Information Group Length element (0002,0000) UL 4.
+const META_GROUP_LENGTH_END: usize = PREAMBLE_AND_MAGIC + 12;
+
+async fn store_instances(State(state): State<Arc<WebState>>, request: Request) -> Response {
+    stow(&state, None, request).await
+}
+
+async fn store_study_instances(
+    State(state): State<Arc<WebState>>,
+    Path(study): Path<String>,
+    request: Request,
+) -> Response {
+    if !vcnode_scp::is_valid_uid(&study) {
+        return WebError::bad_request("the Study Instance UID in the path is not a valid UID")
+            .into_response();
+    }
+    stow(&state, Some(study), request).await
+}
+
+/// What became of one part.
+enum Outcome {
+    /// Stored (a duplicate of a stored instance counts: the node holds it).
+    Stored {
+        sop_class: String,
+        sop_instance: String,
+        /// Set when the store succeeded with a warning status.
+        warning: Option<(u16, String)>,
+    },
+    Failed {
+        sop_class: Option<String>,
+        sop_instance: Option<String>,
+        reason: u16,
+        comment: String,
+    },
+}
+
+impl Outcome {
+    fn failed(part: &PartMeta, reason: u16, comment: impl Into<String>) -> Outcome {
+        Outcome::Failed {
+            sop_class: Some(part.sop_class.clone()),
+            sop_instance: Some(part.sop_instance.clone()),
+            reason,
+            comment: comment.into(),
+        }
+    }
+    /// A part that is not a DICOM file: no UID to refer to it by.
+    fn not_dicom(comment: impl Into<String>) -> Outcome {
+        Outcome::Failed {
+            sop_class: None,
+            sop_instance: None,
+            reason: status::CANNOT_UNDERSTAND,
+            comment: comment.into(),
+        }
+    }
+}
+
+/// What a part's file meta group says.
+struct PartMeta {
+    sop_class: String,
+    sop_instance: String,
+    transfer_syntax: String,
+}
+
+async fn stow(state: &WebState, study: Option<String>, request: Request) -> Response {
+    let config = &state.config;
+    let max_request = config.dicomweb.max_request_mb.saturating_mul(1 << 20);
+    let (parts, body) = request.into_parts();
+    let boundary = match boundary_of(&parts.headers) {
+        Ok(b) => b,
+        Err(e) => return cut_short(e, &[]),
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_request) {
+        return cut_short(too_large(), &[]);
+    }
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let origin = origin_of(&parts.headers, &parts.uri);
+
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_request));
+    let mut multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let accepted_classes = crate::node::storage_sop_classes(config);
+    let accepted_syntaxes = crate::node::decodable_transfer_syntaxes();
+    let max_dataset = config.storage.max_instance_mb.saturating_mul(1 << 20);
+    let mut outcomes = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return cut_short(multipart_error(e), &outcomes),
+        };
+        if let Err(e) = check_part_type(field.headers()) {
+            return cut_short(e, &outcomes);
+        }
+        let received = match receive_part(field, &state.store.spool_dir(), max_dataset).await {
+            Ok(r) => r,
+            Err(e) => return cut_short(e, &outcomes),
+        };
+        let outcome = match received {
+            Received::Failed(outcome) => outcome,
+            Received::Part(meta, dataset) => {
+                if !accepted_classes.contains(&meta.sop_class) {
+                    Outcome::failed(
+                        &meta,
+                        status::SOP_CLASS_NOT_SUPPORTED,
+                        "SOP Class not supported by this node",
+                    )
+                } else if !accepted_syntaxes.contains(&meta.transfer_syntax) {
+                    Outcome::failed(
+                        &meta,
+                        TRANSFER_SYNTAX_NOT_SUPPORTED,
+                        "Transfer Syntax not supported by this node",
+                    )
+                } else if let Some(false) = match study.as_deref() {
+                    Some(s) => study_of(&dataset, &meta.transfer_syntax, config)
+                        .await
+                        .map(|found| found == s),
+                    None => None,
+                } {
+                    Outcome::failed(
+                        &meta,
+                        status::DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                        "Study Instance UID does not match the study of the request",
+                    )
+                } else {
+                    ingest(state, &meta, dataset, peer).await
+                }
+            }
+        };
+        if let Outcome::Failed {
+            sop_instance,
+            reason,
+            comment,
+            ..
+        } = &outcome
+        {
+            // Each failed instance in STOW-RS terms (ingest logs its own refusals too).
+            info!(
+                sop_instance = sop_instance.as_deref().unwrap_or("unknown"),
+                status = format!("{reason:#06x}"),
+                reason = %comment,
+                "STOW-RS instance failed"
+            );
+        }
+        outcomes.push(outcome);
+    }
+    if outcomes.is_empty() {
+        return WebError::bad_request("the multipart/related body holds no instance").into_response();
+    }
+    respond(state, &origin, study.as_deref(), &outcomes).await
+}
+
+/// Hands one spooled instance to the one ingest, routed as `[dicomweb] sender`.
+async fn ingest(state: &WebState, meta: &PartMeta, dataset: SpooledDataSet, peer: SocketAddr) -> Outcome {
+    let outcome = state
+        .ingest
+        .store(ReceivedInstance {
+            calling_ae_title: state.config.dicomweb.sender.clone(),
+            peer_addr: peer,
+            sop_class_uid: meta.sop_class.clone(),
+            sop_instance_uid: meta.sop_instance.clone(),
+            transfer_syntax: meta.transfer_syntax.clone(),
+            dataset,
+        })
+        .await;
+    let comment = outcome.comment.unwrap_or_default();
+    match status::kind(outcome.status) {
+        StatusKind::Success => Outcome::Stored {
+            sop_class: meta.sop_class.clone(),
+            sop_instance: meta.sop_instance.clone(),
+            warning: None,
+        },
+        StatusKind::Warning => Outcome::Stored {
+            sop_class: meta.sop_class.clone(),
+            sop_instance: meta.sop_instance.clone(),
+            warning: Some((outcome.status, comment)),
+        },
+        StatusKind::Failure => Outcome::failed(meta, outcome.status, comment),
+    }
+}
+
+/// The Study Instance UID of a spooled data set, by the same walk ingest does; None when the
+/// walk fails (ingest then refuses the data set with its own reason).
+async fn study_of(
+    dataset: &SpooledDataSet,
+    transfer_syntax: &str,
+    config: &crate::config::Config,
+) -> Option<String> {
+    use crate::ingest::scan;
+    let limits = config.ingest_limits();
+    let (path, len, ts) = (
+        dataset.path().to_path_buf(),
+        dataset.len(),
+        transfer_syntax.to_string(),
+    );
+    // A walk of the file: blocking work, off the runtime.
+    tokio::task::spawn_blocking(move || {
+        let file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+        let scanned = if ts == DEFLATED {
+            scan::scan_deflated(file, &limits)
+        } else {
+            scan::scan(file, len, TransferSyntaxRegistry.get(&ts)?, &limits)
+        };
+        scanned.ok()?.study_uid.filter(|s| !s.is_empty())
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// A part received: its file meta and its data set spooled, or a failure of its own.
+enum Received {
+    Part(PartMeta, SpooledDataSet),
+    Failed(Outcome),
+}
+
+/// A spool file removed on drop unless handed to a [`SpooledDataSet`].
+struct SpoolGuard(Option<PathBuf>);
+
+impl Drop for SpoolGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Reads one part: the preamble and file meta group into memory (bounded), the data set into a
+/// spool file, at most `max_dataset` bytes of it. A part that is not DICOM, or too large, is read
+/// to its end and fails on its own; a body that is not valid multipart ends the request (Err).
+async fn receive_part(
+    mut field: multer::Field<'_>,
+    spool_dir: &FsPath,
+    max_dataset: u64,
+) -> Result<Received, WebError> {
+    let mut head: Vec<u8> = Vec::new();
+    let ended = fill(&mut field, &mut head, META_GROUP_LENGTH_END).await?;
+    if head.len() < META_GROUP_LENGTH_END || &head[128..PREAMBLE_AND_MAGIC] != b"DICM" {
+        drain(&mut field, ended).await?;
+        return Ok(Received::Failed(Outcome::not_dicom(
+            "not a DICOM Part 10 file (no preamble and DICM prefix)",
+        )));
+    }
+    // (0002,0000) UL, length 4, in Explicit VR Little Endian (PS3.10 7.1).
+    let group = &head[PREAMBLE_AND_MAGIC..META_GROUP_LENGTH_END];
+    let group_length = u32::from_le_bytes([group[8], group[9], group[10], group[11]]);
+    if group[..8] != [0x02, 0x00, 0x00, 0x00, b'U', b'L', 0x04, 0x00] || group_length > MAX_META_BYTES {
+        drain(&mut field, ended).await?;
+        return Ok(Received::Failed(Outcome::not_dicom(
+            "file meta information malformed (group length)",
+        )));
+    }
+    let meta_end = META_GROUP_LENGTH_END + group_length as usize;
+    let ended = ended || fill(&mut field, &mut head, meta_end).await?;
+    if head.len() < meta_end {
+        return Ok(Received::Failed(Outcome::not_dicom(
+            "file meta information truncated",
+        )));
+    }
+    let mut cursor = Cursor::new(&head[128..meta_end]);
+    let meta = match FileMetaTable::from_reader(&mut cursor) {
+        Ok(m) if cursor.position() as usize == meta_end - 128 => m,
+        other => {
+            if let Err(e) = other {
+                debug!(error = %e, "file meta information refused");
+            }
+            drain(&mut field, ended).await?;
+            return Ok(Received::Failed(Outcome::not_dicom(
+                "file meta information malformed",
+            )));
+        }
+    };
+    let part = PartMeta {
+        sop_class: vcnode_scp::trim_value(meta.media_storage_sop_class_uid()).to_string(),
+        sop_instance: vcnode_scp::trim_value(meta.media_storage_sop_instance_uid()).to_string(),
+        transfer_syntax: vcnode_scp::trim_value(meta.transfer_syntax()).to_string(),
+    };
+
+    let path = spool_dir.join(format!(
+        "{}.{}",
+        uuid::Uuid::new_v4().simple(),
+        vcnode_scp::SPOOL_SUFFIX
+    ));
+    let guard = SpoolGuard(Some(path.clone()));
+    let spool_failed = |e: std::io::Error| {
+        warn!(error = %e, "cannot spool a STOW-RS instance");
+        if matches!(e.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT) {
+            (status::OUT_OF_RESOURCES, "vcnode disk full")
+        } else {
+            (
+                status::PROCESSING_FAILURE,
+                "vcnode could not receive the data set",
+            )
+        }
+    };
+    let mut file = match tokio::fs::File::create(&path).await {
+        Ok(f) => tokio::io::BufWriter::with_capacity(256 << 10, f),
+        Err(e) => {
+            let (reason, comment) = spool_failed(e);
+            drain(&mut field, ended).await?;
+            return Ok(Received::Failed(Outcome::failed(&part, reason, comment)));
+        }
+    };
+    let mut written = 0u64;
+    let mut failure: Option<(u16, &str)> = None;
+    let mut pending = Some(bytes::Bytes::from(head).slice(meta_end..));
+    loop {
+        let chunk = match pending.take() {
+            Some(c) => c,
+            None if ended => break,
+            None => match field.chunk().await.map_err(multipart_error)? {
+                Some(c) => c,
+                None => break,
+            },
+        };
+        if failure.is_some() {
+            continue;
+        }
+        written += chunk.len() as u64;
+        if written > max_dataset {
+            failure = Some((
+                status::OUT_OF_RESOURCES,
+                "instance larger than this node accepts (storage.max_instance_mb)",
+            ));
+        } else if let Err(e) = file.write_all(&chunk).await {
+            failure = Some(spool_failed(e));
+        }
+    }
+    if failure.is_none() {
+        if let Err(e) = file.flush().await {
+            failure = Some(spool_failed(e));
+        }
+    }
+    drop(file);
+    if let Some((reason, comment)) = failure {
+        return Ok(Received::Failed(Outcome::failed(&part, reason, comment)));
+    }
+    let mut guard = guard;
+    guard.0 = None;
+    let dataset = SpooledDataSet::adopt(path.clone()).map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        WebError::internal(e)
+    })?;
+    Ok(Received::Part(part, dataset))
+}
+
+/// Reads the part into `head` until it holds `want` bytes or the part ends; true when it ended.
+async fn fill(field: &mut multer::Field<'_>, head: &mut Vec<u8>, want: usize) -> Result<bool, WebError> {
+    while head.len() < want {
+        match field.chunk().await.map_err(multipart_error)? {
+            Some(chunk) => head.extend_from_slice(&chunk),
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+/// Reads the rest of a part that will not be stored (so a bad body still ends the request).
+async fn drain(field: &mut multer::Field<'_>, ended: bool) -> Result<(), WebError> {
+    if !ended {
+        while field.chunk().await.map_err(multipart_error)?.is_some() {}
+    }
+    Ok(())
+}
+
+fn too_large() -> WebError {
+    WebError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body larger than this node accepts ([dicomweb] max_request_mb)",
+    )
+}
+
+fn multipart_error(e: multer::Error) -> WebError {
+    match e {
+        multer::Error::StreamSizeExceeded { .. } => too_large(),
+        multer::Error::StreamReadFailed(_) => {
+            WebError::bad_request("request body could not be read (truncated or aborted)")
+        }
+        other => WebError::bad_request(format!("malformed multipart/related body: {other}")),
+    }
+}
+
+/// A request that ended in error after some parts: those already stored stay stored (a retry
+/// finds them as duplicates, acknowledged as stored), and the reason says so.
+fn cut_short(e: WebError, outcomes: &[Outcome]) -> Response {
+    let stored = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Stored { .. }))
+        .count();
+    let e = if stored > 0 {
+        WebError::new(
+            e.status,
+            format!("{}; {stored} instance(s) before it were stored", e.reason),
+        )
+    } else {
+        e
+    };
+    info!(status = %e.status, reason = %e.reason, stored, "STOW-RS request refused");
+    e.into_response()
+}
+
+/// A media type's essence (lower case) and its parameters (names in lower case, values
+/// unquoted), per RFC 9110 8.3.1.
+fn parse_media_type(value: &str) -> (String, Vec<(String, String)>) {
+    let mut pieces = Vec::new();
+    let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => {
+                current.push(c);
+                escaped = false;
+            }
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => pieces.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    pieces.push(current);
+    let mut pieces = pieces.into_iter();
+    let essence = pieces.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let params = pieces
+        .filter_map(|p| {
+            let (name, value) = p.split_once('=')?;
+            Some((name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        })
+        .collect();
+    (essence, params)
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// The boundary of a `multipart/related; type="application/dicom"` body; 415 for any other
+/// media type (PS3.18 10.5.1.1).
+fn boundary_of(headers: &HeaderMap) -> Result<String, WebError> {
+    let unsupported = |what: String| WebError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, what);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            unsupported("STOW-RS needs Content-Type: multipart/related; type=\"application/dicom\"".into())
+        })?;
+    let (essence, params) = parse_media_type(content_type);
+    if essence != "multipart/related" {
+        return Err(unsupported(format!(
+            "STOW-RS accepts multipart/related; type=\"application/dicom\", not {}",
+            printable(&essence)
+        )));
+    }
+    if let Some(t) = param(&params, "type") {
+        let (part_type, _) = parse_media_type(t);
+        if part_type != PART10 {
+            return Err(unsupported(format!(
+                "this node stores DICOM Part 10 files (type=\"application/dicom\") only, not {}",
+                printable(&part_type)
+            )));
+        }
+    }
+    param(&params, "boundary")
+        .filter(|b| !b.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| WebError::bad_request("multipart/related without a boundary"))
+}
+
+/// A part's own Content-Type, when it has one, must be application/dicom too.
+fn check_part_type(headers: &HeaderMap) -> Result<(), WebError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let (essence, _) = parse_media_type(value.to_str().unwrap_or(""));
+    if essence == PART10 {
+        Ok(())
+    } else {
+        Err(WebError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "a part is {}; this node stores DICOM Part 10 files (application/dicom) only",
+                printable(&essence)
+            ),
+        ))
+    }
+}
+
+/// A client's text echoed in a reason: short, printable.
+fn printable(s: &str) -> String {
+    let s: String = s.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+    if s.is_empty() {
+        "an empty media type".into()
+    } else {
+        s
+    }
+}
+
+/// The origin the client called (`http://host:port`), for the Retrieve URLs it gets back.
+fn origin_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
+        })
+        .unwrap_or_else(|| "localhost".into());
+    format!("http://{host}")
+}
+
+fn uid(value: &str) -> Value {
+    json!({ "vr": "UI", "Value": [value] })
+}
+
+/// An element with no value (DICOM JSON: no "Value"), for a UID a part that is not DICOM lacks.
+fn empty(vr: &str) -> Value {
+    json!({ "vr": vr })
+}
+
+async fn respond(state: &WebState, origin: &str, study: Option<&str>, outcomes: &[Outcome]) -> Response {
+    let mut referenced = Vec::new();
+    let mut failed = Vec::new();
+    let mut studies = std::collections::BTreeSet::new();
+    let mut warnings = false;
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Stored {
+                sop_class,
+                sop_instance,
+                warning,
+            } => {
+                let mut item = Map::new();
+                item.insert("00081150".into(), uid(sop_class));
+                item.insert("00081155".into(), uid(sop_instance));
+                // Where the node holds it (a duplicate is where it was first stored).
+                let row: Option<(String, String)> =
+                    sqlx::query_as("SELECT study_uid, series_uid FROM instances WHERE sop_instance_uid = ?")
+                        .bind(sop_instance)
+                        .fetch_optional(state.queue.pool())
+                        .await
+                        .unwrap_or_else(|e| {
+                            warn!(error = %e, "cannot look up a stored instance");
+                            None
+                        });
+                if let Some((study_uid, series_uid)) = row {
+                    item.insert(
+                        "00081190".into(),
+                        json!({ "vr": "UR", "Value": [format!(
+                            "{origin}/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_instance}"
+                        )] }),
+                    );
+                    studies.insert(study_uid);
+                }
+                if let Some((reason, comment)) = warning {
+                    warnings = true;
+                    item.insert("00081196".into(), json!({ "vr": "US", "Value": [reason] }));
+                    item.insert("00000902".into(), json!({ "vr": "LO", "Value": [comment] }));
+                }
+                referenced.push(Value::Object(item));
+            }
+            Outcome::Failed {
+                sop_class,
+                sop_instance,
+                reason,
+                comment,
+            } => {
+                let mut item = Map::new();
+                item.insert(
+                    "00081150".into(),
+                    sop_class.as_deref().map(uid).unwrap_or(empty("UI")),
+                );
+                item.insert(
+                    "00081155".into(),
+                    sop_instance.as_deref().map(uid).unwrap_or(empty("UI")),
+                );
+                item.insert("00081197".into(), json!({ "vr": "US", "Value": [reason] }));
+                // Error Comment, as a C-STORE-RSP carries it: what is wrong, in words.
+                item.insert("00000902".into(), json!({ "vr": "LO", "Value": [comment] }));
+                failed.push(Value::Object(item));
+            }
+        }
+    }
+    let mut body = Map::new();
+    // The study's Retrieve URL: the request's study, or the one study everything stored is in.
+    let study_url = match (study, studies.len()) {
+        (Some(s), _) => Some(s.to_string()),
+        (None, 1) => studies.iter().next().cloned(),
+        _ => None,
+    };
+    if let Some(s) = study_url {
+        body.insert(
+            "00081190".into(),
+            json!({ "vr": "UR", "Value": [format!("{origin}/dicomweb/studies/{s}")] }),
+        );
+    }
+    if !failed.is_empty() {
+        body.insert("00081198".into(), json!({ "vr": "SQ", "Value": failed }));
+    }
+    if !referenced.is_empty() {
+        body.insert("00081199".into(), json!({ "vr": "SQ", "Value": referenced }));
+    }
+    let status = if referenced.is_empty() {
+        StatusCode::CONFLICT
+    } else if failed.is_empty() && !warnings {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    info!(
+        status = status.as_u16(),
+        stored = referenced.len(),
+        failed = failed.len(),
+        "STOW-RS request answered"
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, DICOM_JSON)],
+        Value::Object(body).to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(content_type: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        h
+    }
+
+    #[test]
+    fn boundary_with_and_without_quotes() {
+        for ct in [
+            "multipart/related; type=\"application/dicom\"; boundary=\"a;b c\"",
+            "Multipart/Related;type=application/dicom;boundary=a;b c",
+        ] {
+            let b = boundary_of(&headers(ct));
+            assert!(b.is_ok(), "{ct}: {b:?}");
+        }
+        assert_eq!(
+            boundary_of(&headers(
+                "multipart/related; type=\"application/dicom\"; boundary=\"a;b c\""
+            ))
+            .unwrap(),
+            "a;b c"
+        );
+        assert_eq!(
+            boundary_of(&headers("multipart/related; boundary=xyz")).unwrap(),
+            "xyz",
+            "type may be left out; parts are checked one by one"
+        );
+    }
+
+    #[test]
+    fn other_media_types_are_415_with_a_reason() {
+        for ct in [
+            "application/dicom",
+            "multipart/form-data; boundary=x",
+            "multipart/related; type=\"application/dicom+xml\"; boundary=x",
+            "multipart/related; type=application/dicom+json; boundary=x",
+        ] {
+            let e = boundary_of(&headers(ct)).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+            assert!(e.reason.contains("application/dicom"), "{}", e.reason);
+        }
+        let e = boundary_of(&HeaderMap::new()).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let e = boundary_of(&headers("multipart/related; type=application/dicom")).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(check_part_type(&headers("application/dicom; transfer-syntax=1.2.840.10008.1.2.1")).is_ok());
+        assert_eq!(
+            check_part_type(&headers("application/dicom+json"))
+                .unwrap_err()
+                .status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+
+    #[test]
+    fn origin_is_the_host_the_client_called() {
+        let uri: axum::http::Uri = "/dicomweb/studies".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert_eq!(origin_of(&h, &uri), "http://127.0.0.1:8080");
+        h.insert(header::HOST, HeaderValue::from_static("evil\"/x"));
+        assert_eq!(origin_of(&h, &uri), "http://localhost");
+    }
 }

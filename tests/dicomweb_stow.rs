@@ -41,6 +41,13 @@ fn write_stow_fixtures(dir: &Path) {
     mammogram(&other)
         .write_to_file(dir.join("other-study.dcm"))
         .unwrap();
+    // About 1.6 MB: over storage.max_instance_mb = 1, under [dicomweb] max_request_mb = 2.
+    let big = MammogramSpec {
+        rows: 1024,
+        columns: 800,
+        ..MammogramSpec::low_energy(92)
+    };
+    mammogram(&big).write_to_file(dir.join("big.dcm")).unwrap();
 }
 
 fn run_python(script: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
@@ -57,7 +64,10 @@ fn run_python(script: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stow_rs_stores_like_c_store_and_answers_bad_requests_per_ps3_18() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "[dicomweb]\nmax_request_mb = 2\n");
+    let node = Node::start(
+        dir.path(),
+        "[dicomweb]\nmax_request_mb = 2\n[storage]\nmax_instance_mb = 1\n",
+    );
     let fixtures = dir.path().join("fixtures");
     write_stow_fixtures(&fixtures);
     let report = dir.path().join("report.json");

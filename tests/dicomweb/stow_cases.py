@@ -205,12 +205,24 @@ out = subprocess.run(["curl", "-s", "--max-time", "60", "-o", "/dev/null", "-w",
 check(out.stdout == "413", f"too large: {out.stdout} {out.stderr}")
 serving("a request that is too large")
 
-# 12. The raw Part 10 file, unquoted type: stored; the Rust side compares the stored data set.
+# 12. One instance larger than storage.max_instance_mb (1 MiB here): it fails on its own (A700),
+# the instance after it in the same request is stored.
+big_path = os.path.join(FIXTURES, "big.dcm")
+rsp = post(multipart([read(big_path), read(les[1])]))
+check(rsp.status_code == 202, f"an instance too large: {rsp.status_code} {rsp.text}")
+(uid, reason, comment), = failures(rsp)
+check(uid == sop_of(pydicom.dcmread(big_path)) and reason == 0xA700 and "max_instance_mb" in comment,
+      f"an instance too large: {uid} {reason} {comment}")
+check([value(i, SOP_INSTANCE) for i in items(rsp.json(), REFERENCED)] == [sop_of(le_ds[1])],
+      "the instance after the one too large is stored")
+serving("an instance too large")
+
+# 13. The raw Part 10 file, unquoted type: stored; the Rust side compares the stored data set.
 rsp = post(multipart([read(les[5])]), content_type=f"multipart/related; type=application/dicom; boundary={BOUNDARY}")
 check(rsp.status_code == 200, f"raw store: {rsp.status_code} {rsp.text}")
 
 stored = sorted({sop_of(d) for d in le_ds[:6]})
 with open(REPORT, "w") as f:
     json.dump({"stored": stored, "raw": {"sop": sop_of(le_ds[5]), "file": les[5]},
-               "refused": [sop_of(ct), sop_of(pydicom.dcmread(other_path))]}, f)
+               "refused": [sop_of(ct), sop_of(pydicom.dcmread(other_path)), sop_of(pydicom.dcmread(big_path))]}, f)
 print("stow cases passed")

@@ -48,6 +48,18 @@ fn write_stow_fixtures(dir: &Path) {
         ..MammogramSpec::low_energy(92)
     };
     mammogram(&big).write_to_file(dir.join("big.dcm")).unwrap();
+    // Encodings the SCP accepts (JPEG-LS, deflated) and one it does not offer (JPEG 12-bit).
+    for (seed, tool, args, name) in [
+        (40, "/usr/bin/dcmcjpls", &[][..], "ts-jpeg-ls.dcm"),
+        (41, "/usr/bin/dcmconv", &["+td"][..], "ts-deflated.dcm"),
+        (42, "/usr/bin/dcmcjpeg", &["+ee"][..], "ts-unsupported.dcm"),
+    ] {
+        let explicit = dir.join(format!("explicit-{seed}.dcm"));
+        mammogram(&MammogramSpec::low_energy(seed))
+            .write_to_file(&explicit)
+            .unwrap();
+        convert(tool, args, &explicit, &dir.join(name));
+    }
 }
 
 fn run_python(script: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
@@ -89,7 +101,13 @@ async fn stow_rs_stores_like_c_store_and_answers_bad_requests_per_ps3_18() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(stored.len(), 6);
+    assert_eq!(stored.len(), 8, "6 LE images, one JPEG-LS, one deflated");
+    let compressed: Vec<(String, String)> = report["compressed"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(uid, ts)| (uid.clone(), ts.as_str().unwrap().to_string()))
+        .collect();
 
     // One C-STORE of another LE image, to compare rows with.
     let by_dimse = dir.path().join("dimse");
@@ -121,8 +139,23 @@ async fn stow_rs_stores_like_c_store_and_answers_bad_requests_per_ps3_18() {
     };
     let dimse_row = db.strings(&row(&dimse_uid)).await;
     assert_eq!(dimse_row.len(), 1, "the C-STOREd image has its row and job");
+    for (uid, ts) in &compressed {
+        assert_eq!(
+            db.strings(&format!(
+                "SELECT transfer_syntax FROM instances WHERE sop_instance_uid = '{uid}'"
+            ))
+            .await,
+            vec![ts.clone()],
+            "stored in the encoding it came in"
+        );
+    }
     for uid in &stored {
-        assert_eq!(db.strings(&row(uid)).await, dimse_row, "{uid}: as by C-STORE");
+        let row = db.strings(&row(uid)).await;
+        if compressed.iter().any(|(c, _)| c == uid) {
+            assert_eq!(row.len(), 1, "{uid}: a job for the compressed LE image");
+        } else {
+            assert_eq!(row, dimse_row, "{uid}: as by C-STORE");
+        }
         assert_eq!(
             db.strings(&format!(
                 "SELECT calling_ae FROM instances WHERE sop_instance_uid = '{uid}'"
@@ -131,10 +164,10 @@ async fn stow_rs_stores_like_c_store_and_answers_bad_requests_per_ps3_18() {
             vec!["DICOMWEB".to_string()]
         );
     }
-    assert_eq!(db.count("SELECT COUNT(*) FROM instances").await, 7);
+    assert_eq!(db.count("SELECT COUNT(*) FROM instances").await, 9);
     assert_eq!(
         db.count("SELECT COUNT(*) FROM jobs").await,
-        7,
+        9,
         "one job per LE image, duplicates queue none"
     );
     for uid in report["refused"].as_array().unwrap() {

@@ -217,12 +217,32 @@ check([value(i, SOP_INSTANCE) for i in items(rsp.json(), REFERENCED)] == [sop_of
       "the instance after the one too large is stored")
 serving("an instance too large")
 
-# 13. The raw Part 10 file, unquoted type: stored; the Rust side compares the stored data set.
+# 13. Compressed and deflated encodings the node decodes are stored as they came; one it does
+# not offer at C-STORE negotiation fails with C122 (Referenced Transfer Syntax not supported).
+compressed = {}
+for name in ("ts-jpeg-ls.dcm", "ts-deflated.dcm"):
+    ds = pydicom.dcmread(os.path.join(FIXTURES, name))
+    compressed[sop_of(ds)] = str(ds.file_meta.TransferSyntaxUID)
+statuses.clear()
+answer = client.store_instances([pydicom.dcmread(os.path.join(FIXTURES, n)) for n in ("ts-jpeg-ls.dcm", "ts-deflated.dcm")])
+check(statuses == [200], f"JPEG-LS and deflated: {statuses}")
+check(sorted(ref_of(i) for i in answer.ReferencedSOPSequence) == sorted(compressed), "both stored")
+unsupported = pydicom.dcmread(os.path.join(FIXTURES, "ts-unsupported.dcm"))
+check(str(unsupported.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.51", "the fixture is JPEG 12-bit")
+rsp = post(multipart([read(os.path.join(FIXTURES, "ts-unsupported.dcm"))]))
+check(rsp.status_code == 409, f"JPEG 12-bit: {rsp.status_code} {rsp.text}")
+(uid, reason, comment), = failures(rsp)
+check(uid == sop_of(unsupported) and reason == 0xC122 and "Transfer Syntax" in comment,
+      f"JPEG 12-bit: {uid} {reason} {comment}")
+serving("an unsupported transfer syntax")
+
+# 14. The raw Part 10 file, unquoted type: stored; the Rust side compares the stored data set.
 rsp = post(multipart([read(les[5])]), content_type=f"multipart/related; type=application/dicom; boundary={BOUNDARY}")
 check(rsp.status_code == 200, f"raw store: {rsp.status_code} {rsp.text}")
 
-stored = sorted({sop_of(d) for d in le_ds[:6]})
+stored = sorted({sop_of(d) for d in le_ds[:6]} | set(compressed))
 with open(REPORT, "w") as f:
-    json.dump({"stored": stored, "raw": {"sop": sop_of(le_ds[5]), "file": les[5]},
-               "refused": [sop_of(ct), sop_of(pydicom.dcmread(other_path)), sop_of(pydicom.dcmread(big_path))]}, f)
+    json.dump({"stored": stored, "compressed": compressed, "raw": {"sop": sop_of(le_ds[5]), "file": les[5]},
+               "refused": [sop_of(ct), sop_of(pydicom.dcmread(other_path)), sop_of(pydicom.dcmread(big_path)),
+                            sop_of(unsupported)]}, f)
 print("stow cases passed")

@@ -73,14 +73,23 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     info!(%local, "DICOMweb server listening (/dicomweb)");
-    // The peer's address reaches handlers (ConnectInfo) for ingest's records and logs.
+    // Handlers see the listening address (ListenAddr) and the peer's (ConnectInfo, which STOW-RS
+    // hands to ingest as a C-STORE's peer).
     axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state)
+            .layer(axum::Extension(ListenAddr(local)))
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
 }
+
+/// The address the server listens on, an extension of every request: URLs the server writes
+/// (WADO-RS BulkDataURIs) need the port when a client's Host header leaves it out
+/// (dicomweb-client 0.60 sends `Host: 127.0.0.1` to port 8042).
+#[derive(Debug, Clone, Copy)]
+pub struct ListenAddr(pub SocketAddr);
 
 /// A request the server refuses or cannot answer: an HTTP status and a reason that names what
 /// is wrong (never a path of the node's or a patient's data). The reason goes in the body and,

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use vcnode_scp::status::{self, StatusKind};
 use vcnode_scp::{ReceivedInstance, SpooledDataSet, StoreHandler};
 
-use super::{WebError, WebState, DICOM_JSON};
+use super::{ListenAddr, WebError, WebState, DICOM_JSON};
 
 pub(super) fn routes() -> Router<Arc<WebState>> {
     Router::new()
@@ -142,7 +142,10 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let origin = origin_of(&parts.headers, &parts.uri);
+    let base = base_url(
+        &parts.headers,
+        parts.extensions.get::<ListenAddr>().map(|l| l.0.port()),
+    );
 
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_request));
@@ -215,7 +218,7 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
     if outcomes.is_empty() {
         return WebError::bad_request("the multipart/related body holds no instance").into_response();
     }
-    respond(state, &origin, study.as_deref(), &outcomes).await
+    respond(state, &base, study.as_deref(), &outcomes).await
 }
 
 /// Hands one spooled instance to the one ingest, routed as `[dicomweb] sender`.
@@ -561,24 +564,45 @@ fn printable(s: &str) -> String {
     }
 }
 
-/// The origin the client called (`http://host:port`), for the Retrieve URLs it gets back.
-fn origin_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
-    let host = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+/// `{scheme}://{host}/dicomweb` of the request, for the Retrieve URLs it gets back: the Host the
+/// client used (a proxy's X-Forwarded-Host and -Proto first). A Host without a port on a direct
+/// request gets the port the request came in on: dicomweb-client 0.60 leaves it out of requests
+/// it does not send chunked. The same rule as WADO-RS's BulkDataURIs.
+fn base_url(headers: &HeaderMap, listen_port: Option<u16>) -> String {
+    let header_text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let forwarded_host = header_text("x-forwarded-host");
+    let forwarded_proto = header_text("x-forwarded-proto");
+    let proxied = forwarded_host.is_some() || forwarded_proto.is_some();
+    let host = forwarded_host
+        .or_else(|| header_text(header::HOST.as_str()))
         .filter(|h| {
-            !h.is_empty()
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
-        })
-        .unwrap_or_else(|| "localhost".into());
-    format!("http://{host}")
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        });
+    let proto = match forwarded_proto {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    match host {
+        Some(h) => {
+            // The port follows the last ':' outside an IPv6 literal's brackets.
+            let has_port = h.rsplit_once(']').map_or(h, |(_, rest)| rest).contains(':');
+            match listen_port {
+                Some(port) if !has_port && !proxied && port != 80 => {
+                    format!("{proto}://{h}:{port}/dicomweb")
+                }
+                _ => format!("{proto}://{h}/dicomweb"),
+            }
+        }
+        None => "/dicomweb".to_string(),
+    }
 }
 
 fn uid(value: &str) -> Value {
@@ -590,7 +614,8 @@ fn empty(vr: &str) -> Value {
     json!({ "vr": vr })
 }
 
-async fn respond(state: &WebState, origin: &str, study: Option<&str>, outcomes: &[Outcome]) -> Response {
+/// The PS3.18 10.5.3 answer; `base` is the DICOMweb root URL the client called.
+async fn respond(state: &WebState, base: &str, study: Option<&str>, outcomes: &[Outcome]) -> Response {
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     let mut studies = std::collections::BTreeSet::new();
@@ -619,7 +644,7 @@ async fn respond(state: &WebState, origin: &str, study: Option<&str>, outcomes: 
                     item.insert(
                         "00081190".into(),
                         json!({ "vr": "UR", "Value": [format!(
-                            "{origin}/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_instance}"
+                            "{base}/studies/{study_uid}/series/{series_uid}/instances/{sop_instance}"
                         )] }),
                     );
                     studies.insert(study_uid);
@@ -663,7 +688,7 @@ async fn respond(state: &WebState, origin: &str, study: Option<&str>, outcomes: 
     if let Some(s) = study_url {
         body.insert(
             "00081190".into(),
-            json!({ "vr": "UR", "Value": [format!("{origin}/dicomweb/studies/{s}")] }),
+            json!({ "vr": "UR", "Value": [format!("{base}/studies/{s}")] }),
         );
     }
     if !failed.is_empty() {
@@ -753,12 +778,18 @@ mod tests {
     }
 
     #[test]
-    fn origin_is_the_host_the_client_called() {
-        let uri: axum::http::Uri = "/dicomweb/studies".parse().unwrap();
+    fn retrieve_urls_use_the_host_the_client_called() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert_eq!(origin_of(&h, &uri), "http://127.0.0.1:8080");
+        assert_eq!(base_url(&h, Some(8080)), "http://127.0.0.1:8080/dicomweb");
+        // dicomweb-client leaves the port out: the port the request came in on.
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1"));
+        assert_eq!(base_url(&h, Some(8042)), "http://127.0.0.1:8042/dicomweb");
+        h.insert("x-forwarded-host", HeaderValue::from_static("pacs.example"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(base_url(&h, Some(8042)), "https://pacs.example/dicomweb");
+        let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("evil\"/x"));
-        assert_eq!(origin_of(&h, &uri), "http://localhost");
+        assert_eq!(base_url(&h, Some(8042)), "/dicomweb");
     }
 }

@@ -95,6 +95,23 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// A C-STORE status from ingest, as STOW-RS reports it.
+    fn of(meta: &PartMeta, outcome: vcnode_scp::StoreOutcome) -> Outcome {
+        let comment = outcome.comment.unwrap_or_default();
+        match status::kind(outcome.status) {
+            StatusKind::Success => Outcome::Stored {
+                sop_class: meta.sop_class.clone(),
+                sop_instance: meta.sop_instance.clone(),
+                warning: None,
+            },
+            StatusKind::Warning => Outcome::Stored {
+                sop_class: meta.sop_class.clone(),
+                sop_instance: meta.sop_instance.clone(),
+                warning: Some((outcome.status, comment)),
+            },
+            StatusKind::Failure => Outcome::failed(meta, outcome.status, comment),
+        }
+    }
     fn failed(part: &PartMeta, reason: u16, comment: impl Into<String>) -> Outcome {
         Outcome::Failed {
             sop_class: Some(part.sop_class.clone()),
@@ -150,8 +167,13 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_request));
     let mut multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let accepted_classes = crate::node::storage_sop_classes(config);
-    let accepted_syntaxes = crate::node::decodable_transfer_syntaxes();
+    let request = Target {
+        state,
+        study,
+        peer,
+        sop_classes: crate::node::storage_sop_classes(config),
+        transfer_syntaxes: crate::node::decodable_transfer_syntaxes(),
+    };
     let max_dataset = config.storage.max_instance_mb.saturating_mul(1 << 20);
     let mut outcomes = Vec::new();
     loop {
@@ -169,34 +191,7 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
         };
         let outcome = match received {
             Received::Failed(outcome) => outcome,
-            Received::Part(meta, dataset) => {
-                if !accepted_classes.contains(&meta.sop_class) {
-                    Outcome::failed(
-                        &meta,
-                        status::SOP_CLASS_NOT_SUPPORTED,
-                        "SOP Class not supported by this node",
-                    )
-                } else if !accepted_syntaxes.contains(&meta.transfer_syntax) {
-                    Outcome::failed(
-                        &meta,
-                        TRANSFER_SYNTAX_NOT_SUPPORTED,
-                        "Transfer Syntax not supported by this node",
-                    )
-                } else if let Some(false) = match study.as_deref() {
-                    Some(s) => study_of(&dataset, &meta.transfer_syntax, config)
-                        .await
-                        .map(|found| found == s),
-                    None => None,
-                } {
-                    Outcome::failed(
-                        &meta,
-                        status::DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                        "Study Instance UID does not match the study of the request",
-                    )
-                } else {
-                    ingest(state, &meta, dataset, peer).await
-                }
-            }
+            Received::Part(meta, dataset) => request.store(&meta, dataset).await,
         };
         if let Outcome::Failed {
             sop_instance,
@@ -216,37 +211,67 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
         outcomes.push(outcome);
     }
     if outcomes.is_empty() {
-        return WebError::bad_request("the multipart/related body holds no instance").into_response();
+        return cut_short(
+            WebError::bad_request("the multipart/related body holds no instance"),
+            &outcomes,
+        );
     }
-    respond(state, &base, study.as_deref(), &outcomes).await
+    respond(state, &base, request.study.as_deref(), &outcomes).await
 }
 
-/// Hands one spooled instance to the one ingest, routed as `[dicomweb] sender`.
-async fn ingest(state: &WebState, meta: &PartMeta, dataset: SpooledDataSet, peer: SocketAddr) -> Outcome {
-    let outcome = state
-        .ingest
-        .store(ReceivedInstance {
-            calling_ae_title: state.config.dicomweb.sender.clone(),
-            peer_addr: peer,
-            sop_class_uid: meta.sop_class.clone(),
-            sop_instance_uid: meta.sop_instance.clone(),
-            transfer_syntax: meta.transfer_syntax.clone(),
-            dataset,
-        })
-        .await;
-    let comment = outcome.comment.unwrap_or_default();
-    match status::kind(outcome.status) {
-        StatusKind::Success => Outcome::Stored {
-            sop_class: meta.sop_class.clone(),
-            sop_instance: meta.sop_instance.clone(),
-            warning: None,
-        },
-        StatusKind::Warning => Outcome::Stored {
-            sop_class: meta.sop_class.clone(),
-            sop_instance: meta.sop_instance.clone(),
-            warning: Some((outcome.status, comment)),
-        },
-        StatusKind::Failure => Outcome::failed(meta, outcome.status, comment),
+/// One STOW-RS request's target and what it accepts.
+struct Target<'a> {
+    state: &'a WebState,
+    /// The study of `/studies/{study}`.
+    study: Option<String>,
+    peer: SocketAddr,
+    /// What the SCP accepts at negotiation; STOW-RS, which does not negotiate, checks each
+    /// instance against the same lists.
+    sop_classes: Vec<String>,
+    transfer_syntaxes: Vec<String>,
+}
+
+impl Target<'_> {
+    /// The SCP's negotiation checks and the target study's, then the one ingest, routed as
+    /// `[dicomweb] sender`.
+    async fn store(&self, meta: &PartMeta, dataset: SpooledDataSet) -> Outcome {
+        if !self.sop_classes.contains(&meta.sop_class) {
+            return Outcome::failed(
+                meta,
+                status::SOP_CLASS_NOT_SUPPORTED,
+                "SOP Class not supported by this node",
+            );
+        }
+        if !self.transfer_syntaxes.contains(&meta.transfer_syntax) {
+            return Outcome::failed(
+                meta,
+                TRANSFER_SYNTAX_NOT_SUPPORTED,
+                "Transfer Syntax not supported by this node",
+            );
+        }
+        if let Some(study) = &self.study {
+            let found = study_of(&dataset, &meta.transfer_syntax, &self.state.config).await;
+            if found.is_some_and(|found| &found != study) {
+                return Outcome::failed(
+                    meta,
+                    status::DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                    "Study Instance UID does not match the study of the request",
+                );
+            }
+        }
+        let outcome = self
+            .state
+            .ingest
+            .store(ReceivedInstance {
+                calling_ae_title: self.state.config.dicomweb.sender.clone(),
+                peer_addr: self.peer,
+                sop_class_uid: meta.sop_class.clone(),
+                sop_instance_uid: meta.sop_instance.clone(),
+                transfer_syntax: meta.transfer_syntax.clone(),
+                dataset,
+            })
+            .await;
+        Outcome::of(meta, outcome)
     }
 }
 

@@ -15,7 +15,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("cannot read the instance: {0}")]
-    Read(#[from] dicom_object::ReadError),
+    Read(Box<dicom_object::ReadError>),
     #[error("the instance has no pixel data")]
     NoPixelData,
     /// 1-based, as in the request.
@@ -24,13 +24,30 @@ pub enum FrameError {
     #[error("the pixel data is shorter than its frames")]
     Truncated,
     #[error("cannot decode the pixel data: {0}")]
-    Decode(#[from] dicom_pixeldata::Error),
+    Decode(Box<dicom_pixeldata::Error>),
     #[error("unknown transfer syntax {0}")]
     UnknownSyntax(String),
     #[error("cannot transcode: {0}")]
-    Transcode(#[from] dicom_pixeldata::TranscodeError),
+    Transcode(Box<dicom_pixeldata::TranscodeError>),
     #[error("cannot write the instance: {0}")]
-    Write(#[from] dicom_object::WriteError),
+    Write(Box<dicom_object::WriteError>),
+}
+
+// The dicom-rs errors are large; boxed, a Result stays small on the happy path.
+macro_rules! boxed_from {
+    ($($source:ty => $variant:ident),* $(,)?) => {$(
+        impl From<$source> for FrameError {
+            fn from(e: $source) -> Self {
+                FrameError::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+boxed_from! {
+    dicom_object::ReadError => Read,
+    dicom_pixeldata::Error => Decode,
+    dicom_pixeldata::TranscodeError => Transcode,
+    dicom_object::WriteError => Write,
 }
 
 fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u32> {

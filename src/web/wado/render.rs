@@ -157,17 +157,34 @@ impl RenderParams {
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("cannot read the instance: {0}")]
-    Read(#[from] dicom_object::ReadError),
+    Read(Box<dicom_object::ReadError>),
     #[error("frame {0} does not exist")]
     NoFrame(u32),
     #[error("cannot decode the pixel data: {0}")]
-    Decode(#[from] dicom_pixeldata::Error),
+    Decode(Box<dicom_pixeldata::Error>),
     #[error("the pixel values do not fill {rows} rows of {cols} columns")]
     Shape { rows: u32, cols: u32 },
     #[error("unsupported image: {0}")]
     Unsupported(String),
     #[error("cannot encode the image: {0}")]
-    Encode(#[from] image::ImageError),
+    Encode(Box<image::ImageError>),
+}
+
+// The dicom-rs and image errors are large; boxed, a Result stays small on the happy path.
+impl From<dicom_object::ReadError> for RenderError {
+    fn from(e: dicom_object::ReadError) -> Self {
+        RenderError::Read(Box::new(e))
+    }
+}
+impl From<dicom_pixeldata::Error> for RenderError {
+    fn from(e: dicom_pixeldata::Error) -> Self {
+        RenderError::Decode(Box::new(e))
+    }
+}
+impl From<image::ImageError> for RenderError {
+    fn from(e: image::ImageError) -> Self {
+        RenderError::Encode(Box::new(e))
+    }
 }
 
 fn first_f64(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<f64> {

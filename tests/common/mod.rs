@@ -894,3 +894,27 @@ pub fn pytools_python() -> PathBuf {
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Putting studies into Orthanc over its REST API (tests/pull.rs: a PACS to pull from).
+// ---------------------------------------------------------------------------------------------
+
+impl Orthanc {
+    /// Uploads DICOM files with `POST /instances`, as a modality's study would be in the PACS.
+    pub fn upload(&self, files: &[PathBuf]) {
+        for f in files {
+            let out = Command::new("curl")
+                .args(["-sf", "--max-time", "30", "-X", "POST", "--data-binary"])
+                .arg(format!("@{}", f.display()))
+                .arg(format!("http://127.0.0.1:{}/instances", self.http_port))
+                .output()
+                .expect("curl");
+            assert!(
+                out.status.success(),
+                "Orthanc refused {}: {}",
+                f.display(),
+                text(&out)
+            );
+        }
+    }
+}

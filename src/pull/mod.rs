@@ -104,7 +104,7 @@ struct Listed {
 }
 
 /// What the node shares with a pull.
-pub struct Node<'a> {
+pub struct PullContext<'a> {
     pub config: &'a Config,
     pub store: &'a InstanceStore,
     pub queue: &'a Queue,
@@ -113,7 +113,7 @@ pub struct Node<'a> {
 }
 
 /// Pulls the study `study` from the source named `source` and ingests what may become jobs.
-pub async fn pull_study(node: &Node<'_>, source: &str, study: &str) -> Result<PullReport, PullError> {
+pub async fn pull_study(node: &PullContext<'_>, source: &str, study: &str) -> Result<PullReport, PullError> {
     let src = node
         .config
         .sources
@@ -310,7 +310,7 @@ impl Source<'_> {
     /// [`Source::retrieve_and_ingest_one`], with the instance's UID for the report.
     async fn retrieve_and_ingest(
         &self,
-        node: &Node<'_>,
+        node: &PullContext<'_>,
         study: &str,
         l: &Listed,
     ) -> (String, Result<bool, Failure>) {
@@ -324,7 +324,7 @@ impl Source<'_> {
     /// ingest queued a job for it.
     async fn retrieve_and_ingest_one(
         &self,
-        node: &Node<'_>,
+        node: &PullContext<'_>,
         study: &str,
         l: &Listed,
     ) -> Result<bool, Failure> {

@@ -62,7 +62,7 @@ async fn process(
     };
     // In its own task: a client that hangs up does not cut an ingest short.
     let pulled = tokio::spawn(async move {
-        let node = crate::pull::Node {
+        let node = crate::pull::PullContext {
             config: &state.config,
             store: &state.store,
             queue: &state.queue,

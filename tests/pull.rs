@@ -190,11 +190,13 @@ async fn a_study_pulled_from_orthanc_is_processed_and_routed_once() {
 }
 
 /// An instance the node refuses is reported with its reason while the rest of the study is
-/// stored; a source that does not answer is a 502 naming it.
+/// stored; a source's credentials are sent; a source that refuses or does not answer is a 502
+/// naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_are_reported_per_instance_and_an_unreachable_source_is_clear() {
+async fn per_instance_failures_credentials_and_refusing_or_unreachable_sources() {
     let dir = tempfile::tempdir().unwrap();
-    let pacs = Orthanc::start(&dir.path().join("pacs"));
+    // Its DICOMweb API wants credentials: a source's are sent, a source without gets 403.
+    let pacs = Orthanc::start_requiring_basic_auth(&dir.path().join("pacs"), "vcnode", "s3cret");
     // One study: a small LE image and one of 2 MiB, over this node's 1 MiB limit.
     let small = MammogramSpec::low_energy(911);
     let large = MammogramSpec {
@@ -207,11 +209,13 @@ async fn failures_are_reported_per_instance_and_an_unreachable_source_is_clear()
     let study = study_uid(&files[0]);
     assert_eq!(study, study_uid(&files[1]));
     let config = format!(
-        "[[sources]]\nname = \"PACS\"\nurl = \"http://127.0.0.1:{}/dicom-web\"\n\
-         [[sources]]\nname = \"GONE\"\nurl = \"http://127.0.0.1:{}/dicom-web\"\n\
+        "[[sources]]\nname = \"PACS\"\nurl = \"http://127.0.0.1:{port}/dicom-web\"\n\
+         auth = {{ basic = \"vcnode:s3cret\" }}\nallow_insecure_auth = true\n\
+         [[sources]]\nname = \"NOAUTH\"\nurl = \"http://127.0.0.1:{port}/dicom-web\"\n\
+         [[sources]]\nname = \"GONE\"\nurl = \"http://127.0.0.1:{gone}/dicom-web\"\n\
          [storage]\nmax_instance_mb = 1\n",
-        pacs.http_port,
-        free_port()
+        port = pacs.http_port,
+        gone = free_port()
     );
     let node = Node::start(dir.path(), &config);
     let node_url = format!("http://{}", node.http);
@@ -233,6 +237,14 @@ async fn failures_are_reported_per_instance_and_an_unreachable_source_is_clear()
     assert_eq!(count(&node, "SELECT COUNT(*) FROM jobs").await, 1);
     let spool: Vec<_> = std::fs::read_dir(node.data_dir.join("tmp")).unwrap().collect();
     assert!(spool.is_empty(), "spool files left: {spool:?}");
+
+    let out = pull(&node.config, &node_url, "NOAUTH", &study);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("HTTP 502") && said.contains("source \"NOAUTH\" failed: QIDO-RS answered HTTP 403"),
+        "{said}"
+    );
 
     let out = pull(&node.config, &node_url, "GONE", &study);
     assert!(!out.status.success());

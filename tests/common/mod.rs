@@ -918,3 +918,35 @@ impl Orthanc {
         }
     }
 }
+
+impl Orthanc {
+    /// Starts Orthanc with its DICOMweb API (`/dicom-web/…`) closed to requests without HTTP
+    /// basic credentials `user:password` (a Lua `IncomingHttpRequestFilter`, so the rest of the
+    /// REST API, which the harness polls, stays open).
+    pub fn start_requiring_basic_auth(dir: &Path, user: &str, password: &str) -> Orthanc {
+        use std::io::Write;
+        std::fs::create_dir_all(dir).unwrap();
+        let script = dir.join("dicomweb-basic-auth.lua");
+        let expected = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{password}")
+            )
+        );
+        let mut f = std::fs::File::create(&script).unwrap();
+        write!(
+            f,
+            "function IncomingHttpRequestFilter(method, uri, ip, username, headers)\n\
+             \x20 if string.sub(uri, 1, 11) ~= '/dicom-web/' then return true end\n\
+             \x20 return headers['authorization'] == {expected:?}\n\
+             end\n"
+        )
+        .unwrap();
+        let mut o = Orthanc::on_free_ports(dir);
+        o.extra_config
+            .insert("LuaScripts".into(), serde_json::json!([script]));
+        o.restart();
+        o
+    }
+}

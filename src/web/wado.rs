@@ -606,6 +606,43 @@ mod tests {
         assert_eq!(base_url(&h, Some(8042)), "/dicomweb");
     }
 
+    /// The node's own WADO-RS client (src/pull) parses parts with multer: our bodies must suit it.
+    #[tokio::test]
+    async fn multipart_bodies_parse_part_by_part() {
+        let parts = stream::iter([
+            Ok(bytes_part(
+                "application/dicom; transfer-syntax=1.2.840.10008.1.2.1".into(),
+                Bytes::from_static(b"first\r\n--not-a-boundary"),
+            )),
+            Ok(bytes_part(
+                "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90".into(),
+                Bytes::from_static(b"second"),
+            )),
+        ])
+        .boxed();
+        let response = multipart_response("application/dicom", parts).unwrap();
+        let ct = response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            ct.starts_with("multipart/related; type=\"application/dicom\"; boundary="),
+            "{ct}"
+        );
+        let boundary = ct.rsplit_once("boundary=").unwrap().1.to_string();
+        let body = response.into_body().into_data_stream();
+        let mut multipart = multer::Multipart::new(body, boundary);
+        let mut got = Vec::new();
+        while let Some(field) = multipart.next_field().await.unwrap() {
+            let ct = field.content_type().unwrap().to_string();
+            got.push((ct, field.bytes().await.unwrap()));
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, "application/dicom; transfer-syntax=1.2.840.10008.1.2.1");
+        assert_eq!(&got[0].1[..], b"first\r\n--not-a-boundary");
+        assert_eq!(&got[1].1[..], b"second");
+    }
+
     #[test]
     fn frame_lists_are_one_based() {
         assert_eq!(frame_list("1,3, 5").unwrap(), vec![1, 3, 5]);

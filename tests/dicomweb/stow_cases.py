@@ -140,6 +140,8 @@ check(rsp.status_code == 409, f"another study's instance to /studies/{{study}}: 
 check(uid == sop_of(pydicom.dcmread(other_path)) and reason == 0xA900 and "Study" in comment,
       f"another study's instance: {uid} {reason} {comment}")
 serving("another study's instance")
+rsp = post(multipart([read(les[0])]), path="/studies/1.2.bad..uid")
+check(rsp.status_code == 400 and "Study Instance UID" in rsp.text, f"bad study UID in the path: {rsp.status_code} {rsp.text}")
 
 # 4. A mix with a CT instance (SOP class the node does not accept): 202 with a FailedSOPSequence.
 ct = pydicom.dcmread(ct_path)

@@ -296,3 +296,47 @@ async fn a_stow_rs_image_is_processed_and_its_result_routed_by_the_dicomweb_send
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stow_rs_client_that_stops_sending_gets_408_and_the_node_keeps_serving() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    // A short idle timeout, so the test waits seconds, not the default half minute.
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("idle_timeout_s = 30", "idle_timeout_s = 2");
+    std::fs::write(&config, text).unwrap();
+    let node = Node::start_with(dir.path(), config);
+    let le = dir.path().join("le.dcm");
+    mammogram(&MammogramSpec::low_energy(5))
+        .write_to_file(&le)
+        .unwrap();
+
+    // The headers and half of the body, then silence with the connection open.
+    let body = stow_body(std::slice::from_ref(&le));
+    let mut sock = std::net::TcpStream::connect(node.http).unwrap();
+    write!(
+        sock,
+        "POST /dicomweb/studies HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: multipart/related; type=\"application/dicom\"; boundary=vcnode-b\r\n\
+         Content-Length: {}\r\n\r\n",
+        node.http,
+        body.len()
+    )
+    .unwrap();
+    sock.write_all(&body[..body.len() / 2]).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut answer = [0u8; 512];
+    let n = sock.read(&mut answer).expect("an answer before the read timeout");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    let spool: Vec<_> = std::fs::read_dir(node.data_dir.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(spool.is_empty(), "spool files left: {spool:?}");
+    let (status, body) = stow_with_curl(&node, dir.path(), &[le]);
+    assert_eq!(status, "200", "{body}");
+}

@@ -17,6 +17,7 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -175,17 +176,20 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
         transfer_syntaxes: crate::node::decodable_transfer_syntaxes(),
     };
     let max_dataset = config.storage.max_instance_mb.saturating_mul(1 << 20);
+    let idle = config.idle_timeout();
     let mut outcomes = Vec::new();
     loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return cut_short(multipart_error(e), &outcomes),
+        let field = match tokio::time::timeout(idle, multipart.next_field()).await {
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return cut_short(multipart_error(e), &outcomes),
+            Err(_) => return cut_short(idle_timeout(), &outcomes),
         };
         if let Err(e) = check_part_type(field.headers()) {
             return cut_short(e, &outcomes);
         }
-        let received = match receive_part(field, &state.store.spool_dir(), max_dataset).await {
+        let part = Part { field, idle };
+        let received = match receive_part(part, &state.store.spool_dir(), max_dataset).await {
             Ok(r) => r,
             Err(e) => return cut_short(e, &outcomes),
         };
@@ -313,6 +317,12 @@ enum Received {
 /// A spool file removed on drop unless handed to a [`SpooledDataSet`].
 struct SpoolGuard(Option<PathBuf>);
 
+impl SpoolGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
 impl Drop for SpoolGuard {
     fn drop(&mut self) {
         if let Some(path) = self.0.take() {
@@ -325,14 +335,14 @@ impl Drop for SpoolGuard {
 /// spool file, at most `max_dataset` bytes of it. A part that is not DICOM, or too large, is read
 /// to its end and fails on its own; a body that is not valid multipart ends the request (Err).
 async fn receive_part(
-    mut field: multer::Field<'_>,
+    mut part: Part<'_>,
     spool_dir: &FsPath,
     max_dataset: u64,
 ) -> Result<Received, WebError> {
     let mut head: Vec<u8> = Vec::new();
-    let ended = fill(&mut field, &mut head, META_GROUP_LENGTH_END).await?;
+    let ended = part.fill(&mut head, META_GROUP_LENGTH_END).await?;
     if head.len() < META_GROUP_LENGTH_END || &head[128..PREAMBLE_AND_MAGIC] != b"DICM" {
-        drain(&mut field, ended).await?;
+        part.drain(ended).await?;
         return Ok(Received::Failed(Outcome::not_dicom(
             "not a DICOM Part 10 file (no preamble and DICM prefix)",
         )));
@@ -341,35 +351,35 @@ async fn receive_part(
     let group = &head[PREAMBLE_AND_MAGIC..META_GROUP_LENGTH_END];
     let group_length = u32::from_le_bytes([group[8], group[9], group[10], group[11]]);
     if group[..8] != [0x02, 0x00, 0x00, 0x00, b'U', b'L', 0x04, 0x00] || group_length > MAX_META_BYTES {
-        drain(&mut field, ended).await?;
+        part.drain(ended).await?;
         return Ok(Received::Failed(Outcome::not_dicom(
             "file meta information malformed (group length)",
         )));
     }
     let meta_end = META_GROUP_LENGTH_END + group_length as usize;
-    let ended = ended || fill(&mut field, &mut head, meta_end).await?;
+    let ended = ended || part.fill(&mut head, meta_end).await?;
     if head.len() < meta_end {
         return Ok(Received::Failed(Outcome::not_dicom(
             "file meta information truncated",
         )));
     }
     let mut cursor = Cursor::new(&head[128..meta_end]);
-    let meta = match FileMetaTable::from_reader(&mut cursor) {
-        Ok(m) if cursor.position() as usize == meta_end - 128 => m,
+    let table = match FileMetaTable::from_reader(&mut cursor) {
+        Ok(t) if cursor.position() as usize == meta_end - 128 => t,
         other => {
             if let Err(e) = other {
                 debug!(error = %e, "file meta information refused");
             }
-            drain(&mut field, ended).await?;
+            part.drain(ended).await?;
             return Ok(Received::Failed(Outcome::not_dicom(
                 "file meta information malformed",
             )));
         }
     };
-    let part = PartMeta {
-        sop_class: vcnode_scp::trim_value(meta.media_storage_sop_class_uid()).to_string(),
-        sop_instance: vcnode_scp::trim_value(meta.media_storage_sop_instance_uid()).to_string(),
-        transfer_syntax: vcnode_scp::trim_value(meta.transfer_syntax()).to_string(),
+    let meta = PartMeta {
+        sop_class: vcnode_scp::trim_value(table.media_storage_sop_class_uid()).to_string(),
+        sop_instance: vcnode_scp::trim_value(table.media_storage_sop_instance_uid()).to_string(),
+        transfer_syntax: vcnode_scp::trim_value(table.transfer_syntax()).to_string(),
     };
 
     let path = spool_dir.join(format!(
@@ -393,8 +403,8 @@ async fn receive_part(
         Ok(f) => tokio::io::BufWriter::with_capacity(256 << 10, f),
         Err(e) => {
             let (reason, comment) = spool_failed(e);
-            drain(&mut field, ended).await?;
-            return Ok(Received::Failed(Outcome::failed(&part, reason, comment)));
+            part.drain(ended).await?;
+            return Ok(Received::Failed(Outcome::failed(&meta, reason, comment)));
         }
     };
     let mut written = 0u64;
@@ -404,7 +414,7 @@ async fn receive_part(
         let chunk = match pending.take() {
             Some(c) => c,
             None if ended => break,
-            None => match field.chunk().await.map_err(multipart_error)? {
+            None => match part.chunk().await? {
                 Some(c) => c,
                 None => break,
             },
@@ -429,34 +439,53 @@ async fn receive_part(
     }
     drop(file);
     if let Some((reason, comment)) = failure {
-        return Ok(Received::Failed(Outcome::failed(&part, reason, comment)));
+        return Ok(Received::Failed(Outcome::failed(&meta, reason, comment)));
     }
-    let mut guard = guard;
-    guard.0 = None;
-    let dataset = SpooledDataSet::adopt(path.clone()).map_err(|e| {
-        let _ = std::fs::remove_file(&path);
-        WebError::internal(e)
-    })?;
-    Ok(Received::Part(part, dataset))
+    let dataset = SpooledDataSet::adopt(path).map_err(WebError::internal)?;
+    guard.disarm();
+    Ok(Received::Part(meta, dataset))
 }
 
-/// Reads the part into `head` until it holds `want` bytes or the part ends; true when it ended.
-async fn fill(field: &mut multer::Field<'_>, head: &mut Vec<u8>, want: usize) -> Result<bool, WebError> {
-    while head.len() < want {
-        match field.chunk().await.map_err(multipart_error)? {
-            Some(chunk) => head.extend_from_slice(&chunk),
-            None => return Ok(true),
+/// One part of the body as it arrives, each read bounded by the node's idle timeout (as a
+/// C-STORE's PDUs are): a client that stops sending mid-request gets 408, not a held spool file.
+struct Part<'a> {
+    field: multer::Field<'a>,
+    idle: Duration,
+}
+
+impl Part<'_> {
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, WebError> {
+        match tokio::time::timeout(self.idle, self.field.chunk()).await {
+            Ok(read) => read.map_err(multipart_error),
+            Err(_) => Err(idle_timeout()),
         }
     }
-    Ok(false)
+
+    /// Reads into `head` until it holds `want` bytes or the part ends; true when it ended.
+    async fn fill(&mut self, head: &mut Vec<u8>, want: usize) -> Result<bool, WebError> {
+        while head.len() < want {
+            match self.chunk().await? {
+                Some(chunk) => head.extend_from_slice(&chunk),
+                None => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Reads the rest of a part that will not be stored (so a bad body still ends the request).
+    async fn drain(&mut self, ended: bool) -> Result<(), WebError> {
+        if !ended {
+            while self.chunk().await?.is_some() {}
+        }
+        Ok(())
+    }
 }
 
-/// Reads the rest of a part that will not be stored (so a bad body still ends the request).
-async fn drain(field: &mut multer::Field<'_>, ended: bool) -> Result<(), WebError> {
-    if !ended {
-        while field.chunk().await.map_err(multipart_error)?.is_some() {}
-    }
-    Ok(())
+fn idle_timeout() -> WebError {
+    WebError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "the request body stopped arriving (node.idle_timeout_s)",
+    )
 }
 
 fn too_large() -> WebError {

@@ -8,10 +8,18 @@
 //! (and job) committed before this answers. The HTTP client is routed like a calling AE named
 //! `[dicomweb] sender`.
 //!
+//! STOW-RS does not negotiate, so each instance is checked as the SCP checks a presentation
+//! context (SOP class 0122H, transfer syntax C122H), and against the study of
+//! `/studies/{study}` (A900H). A part that is not DICOM fails on its own (C000H); so does one over
+//! `storage.max_instance_mb` (A700H), the rest of the request going on.
+//!
 //! The answer is PS3.18 10.5.3's: a DICOM JSON data set with a Referenced SOP Sequence for what
 //! was stored and a Failed SOP Sequence, with a Failure Reason (the C-STORE status) and an Error
 //! Comment, for what was not; 200 when all were stored, 202 when some were (or with warnings),
-//! 409 when none were.
+//! 409 when none were. The request as a whole: 415 for another media type, 413 over
+//! `[dicomweb] max_request_mb`, 400 for a body that is not valid multipart, 408 when it stops
+//! arriving for `node.idle_timeout_s`. Instances stored before such an error stay stored (their
+//! rows are committed); the reason says how many, and a retry finds them as duplicates.
 
 use std::io::Cursor;
 use std::net::SocketAddr;

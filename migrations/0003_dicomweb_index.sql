@@ -35,8 +35,10 @@ ALTER TABLE instances ADD COLUMN synthetic_data TEXT;
 ALTER TABLE instances ADD COLUMN conversion_type TEXT;
 
 -- The matching keys clients use most (OHIF: StudyInstanceUID, PatientID; worklists: dates,
--- accession numbers, modality). Series already has instances_series.
-CREATE INDEX instances_study ON instances (study_uid);
+-- accession numbers, modality). Series already has instances_series. The study index also
+-- holds what the study list is ordered by (newest first), so a page of studies is chosen from
+-- the index alone before only its studies are aggregated.
+CREATE INDEX instances_study ON instances (study_uid, study_date, study_time);
 CREATE INDEX instances_patient_id ON instances (patient_id);
 CREATE INDEX instances_study_date ON instances (study_date);
 CREATE INDEX instances_accession ON instances (accession_number);

@@ -587,24 +587,57 @@ fn columns_up_to(level: Level) -> impl Iterator<Item = &'static Indexed> {
 }
 
 /// The statement of the page of `search` (without the aggregates of higher levels).
+///
+/// Studies and series are paged first, on the few columns they are ordered by (an index-only
+/// scan for studies), and only the page's entities are then aggregated over their instances.
 fn page_sql(search: &Search) -> std::result::Result<Sql, BadMatch> {
     let mut sql = Sql::default();
-    let (key, order) = match search.level {
+    let limit = Bind::Int(search.limit.map(|l| l.min(i64::MAX as u64) as i64).unwrap_or(-1));
+    let offset = Bind::Int(search.offset.min(i64::MAX as u64) as i64);
+    if search.level == Level::Instance {
+        let columns: Vec<&str> = columns_up_to(Level::Instance).map(|a| a.column).collect();
+        sql.push(&format!("SELECT {} FROM instances", columns.join(", ")));
+        if !search.conditions.is_empty() {
+            sql.push(" WHERE ");
+            conditions_sql(&search.conditions, &mut sql)?;
+        }
+        sql.push(" ORDER BY study_uid, series_uid, instance_number, sop_instance_uid LIMIT ");
+        sql.param(limit);
+        sql.push(" OFFSET ");
+        sql.param(offset);
+        return Ok(sql);
+    }
+    // Newest studies first; series in study and series number order.
+    let (key, order_by, page_order, outer_order) = match search.level {
         Level::Study => (
             "study_uid",
-            "MAX(study_date) DESC, MAX(study_time) DESC, study_uid",
+            "MAX(study_date) AS page_a, MAX(study_time) AS page_b",
+            "page_a DESC, page_b DESC, study_uid",
+            "MIN(page.page_a) DESC, MIN(page.page_b) DESC, instances.study_uid",
         ),
-        Level::Series => ("series_uid", "MIN(study_uid), MIN(series_number), series_uid"),
-        Level::Instance => (
-            "sop_instance_uid",
-            "study_uid, series_uid, instance_number, sop_instance_uid",
+        _ => (
+            "series_uid",
+            "MIN(study_uid) AS page_a, MIN(series_number) AS page_b",
+            "page_a, page_b, series_uid",
+            "MIN(page.page_a), MIN(page.page_b), instances.series_uid",
         ),
     };
-    sql.push("SELECT ");
+    sql.push(&format!("WITH page AS (SELECT {key}, {order_by} FROM instances"));
+    if !search.conditions.is_empty() {
+        // The entity matches through any of its instances; its aggregates count them all.
+        sql.push(&format!(" WHERE {key} IN (SELECT {key} FROM instances WHERE "));
+        conditions_sql(&search.conditions, &mut sql)?;
+        sql.push(")");
+    }
+    sql.push(&format!(" GROUP BY {key} ORDER BY {page_order} LIMIT "));
+    sql.param(limit);
+    sql.push(" OFFSET ");
+    sql.param(offset);
+    sql.push(") SELECT ");
     let columns: Vec<String> = columns_up_to(search.level)
         .map(|a| {
-            if search.level == Level::Instance || a.column == key {
-                a.column.to_string()
+            if a.column == key {
+                format!("instances.{key} AS {key}")
             } else {
                 // One value per study or series: any instance's (they agree), never a NULL of
                 // an instance indexed before migration 0003 over another's value; YES over NO
@@ -619,35 +652,16 @@ fn page_sql(search: &Search) -> std::result::Result<Sql, BadMatch> {
         })
         .collect();
     sql.push(&columns.join(", "));
-    match search.level {
-        Level::Study => sql.push(
+    sql.push(match search.level {
+        Level::Study => {
             ", COUNT(DISTINCT series_uid) AS n_series, COUNT(*) AS n_instances, \
-             GROUP_CONCAT(DISTINCT modality) AS modalities, GROUP_CONCAT(DISTINCT sop_class_uid) AS sop_classes",
-        ),
-        Level::Series => sql.push(", COUNT(*) AS n_series_instances"),
-        Level::Instance => {}
-    }
-    sql.push(" FROM instances");
-    if !search.conditions.is_empty() {
-        sql.push(" WHERE ");
-        if search.level == Level::Instance {
-            conditions_sql(&search.conditions, &mut sql)?;
-        } else {
-            // The entity matches through any of its instances; its aggregates count them all.
-            sql.push(&format!("{key} IN (SELECT {key} FROM instances WHERE "));
-            conditions_sql(&search.conditions, &mut sql)?;
-            sql.push(")");
+             GROUP_CONCAT(DISTINCT modality) AS modalities, GROUP_CONCAT(DISTINCT sop_class_uid) AS sop_classes"
         }
-    }
-    if search.level != Level::Instance {
-        sql.push(&format!(" GROUP BY {key}"));
-    }
-    sql.push(&format!(" ORDER BY {order} LIMIT "));
-    sql.param(Bind::Int(
-        search.limit.map(|l| l.min(i64::MAX as u64) as i64).unwrap_or(-1),
+        _ => ", COUNT(*) AS n_series_instances",
+    });
+    sql.push(&format!(
+        " FROM page JOIN instances ON instances.{key} = page.{key} GROUP BY instances.{key} ORDER BY {outer_order}"
     ));
-    sql.push(" OFFSET ");
-    sql.param(Bind::Int(search.offset.min(i64::MAX as u64) as i64));
     Ok(sql)
 }
 
@@ -659,11 +673,12 @@ fn split_list(s: Option<String>) -> Option<Value> {
 
 fn row_to_found(row: &SqliteRow, level: Level) -> Result<Found> {
     let mut found = Found::default();
-    for a in columns_up_to(level) {
+    // The page's columns come first, in this order (by position: no lookup by name per value).
+    for (i, a) in columns_up_to(level).enumerate() {
         let value = if is_integer(a.vr) {
-            row.try_get::<Option<i64>, _>(a.column)?.map(Value::Int)
+            row.try_get::<Option<i64>, _>(i)?.map(Value::Int)
         } else {
-            row.try_get::<Option<String>, _>(a.column)?.map(Value::Text)
+            row.try_get::<Option<String>, _>(i)?.map(Value::Text)
         };
         if let Some(v) = value {
             found.0.insert(a.tag, v);

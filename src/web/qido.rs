@@ -4,7 +4,8 @@
 //! - Matching keys by keyword (`PatientID=`) or tag (`00100020=`): single value, universal
 //!   (empty or `*`), wildcards `*` `?` (person names ignore ASCII case, other attributes do not),
 //!   date and time ranges (`a-b`, `-b`, `a-`), lists of UIDs (and of modalities) separated by
-//!   `,` or `\`, and ModalitiesInStudy (a study matches when any of its series has one of them).
+//!   `,` or `\` (a UID key given twice adds to its list; other repeated keys must all match),
+//!   and ModalitiesInStudy (a study matches when any of its series has one of them).
 //!   A key the index cannot match, of a level below the search's, or with a malformed value is
 //!   refused with 400 and the reason.
 //! - `includefield` (repeated or comma-separated, keyword or tag, or `all`); a valid attribute
@@ -15,8 +16,9 @@
 //!   nothing matches (what OHIF expects). They carry the attributes PS3.18 Table 6.7.1-2, -2a and
 //!   -2b require for their level (and those of the levels above when the path names no study
 //!   or series), the matching keys, the included fields, and RetrieveURL built from the
-//!   request's own origin (Host or X-Forwarded-Host, X-Forwarded-Proto). Series and instance
-//!   answers also carry Synthetic Data and Image Type, so a derived series is unmistakable.
+//!   request's own origin (Host or X-Forwarded-Host, X-Forwarded-Proto). Series answers also
+//!   carry Synthetic Data, instance answers Synthetic Data and Image Type, so a derived series
+//!   is unmistakable beside its SeriesDescription.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -241,13 +243,33 @@ fn parse_params(params: &[(String, String)], level: Level) -> Result<Parsed, Web
                 out.include.insert(tag);
                 let matcher =
                     Matcher::parse(&attr, value).map_err(|e| WebError::bad_request(format!("{key}: {e}")))?;
-                if let Some(matcher) = matcher {
-                    out.conditions.push(Condition { tag, matcher });
+                // A UID key given again adds to its list (as dicomweb-client sends a list);
+                // other keys given again must all match.
+                let earlier = out
+                    .conditions
+                    .iter_mut()
+                    .find(|c| c.tag == tag && attr.vr == VR::UI);
+                match (matcher, earlier) {
+                    (None, _) => {}
+                    (Some(matcher), Some(earlier)) => earlier.matcher = uid_union(&earlier.matcher, matcher),
+                    (Some(matcher), None) => out.conditions.push(Condition { tag, matcher }),
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// Two UID matchers as one list.
+fn uid_union(a: &Matcher, b: Matcher) -> Matcher {
+    let uids = |m: &Matcher| match m {
+        Matcher::Single(u) => vec![u.clone()],
+        Matcher::List(l) => l.clone(),
+        _ => Vec::new(),
+    };
+    let mut all = uids(a);
+    all.extend(uids(&b));
+    Matcher::List(all)
 }
 
 /// Whether the client takes DICOM JSON (no Accept header: it does).
@@ -472,6 +494,16 @@ mod tests {
                 tag: tags::STUDY_INSTANCE_UID,
                 matcher: Matcher::Single("1.2.3".into())
             }]
+        );
+        let p = parse_params(
+            &params(&[("StudyInstanceUID", "1.2"), ("0020000D", "1.3,1.4")]),
+            Level::Study,
+        )
+        .unwrap();
+        assert_eq!(
+            p.conditions[0].matcher,
+            Matcher::List(vec!["1.2".into(), "1.3".into(), "1.4".into()]),
+            "a repeated UID key adds to the list"
         );
         let p = parse_params(&params(&[("00100020", "PID")]), Level::Study).unwrap();
         assert_eq!(p.conditions[0].tag, tags::PATIENT_ID);

@@ -65,6 +65,8 @@ expect(study_uids(client.search_for_studies(search_filters={"ModalitiesInStudy":
 expect(client.search_for_studies(search_filters={"ModalitiesInStudy": "CT"}), [], "ModalitiesInStudy=CT")
 expect(study_uids(client.search_for_studies(search_filters={"StudyInstanceUID": f"{a},{b}"})),
        sorted([a, b]), "a list of StudyInstanceUIDs")
+expect(study_uids(client.search_for_studies(search_filters={"StudyInstanceUID": [a, c]})),
+       sorted([a, c]), "StudyInstanceUID given twice")
 
 # includefield=all on instances: the image attributes and the study's.
 instances = client.search_for_instances(study_instance_uid=a, fields=["all"])

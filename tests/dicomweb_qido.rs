@@ -151,7 +151,7 @@ async fn stored_studies_are_found_by_dicomweb_client_and_by_ohifs_requests() {
     for (query, reason) in [
         ("/studies?StudyDate=2026-01-01", "not a date"),
         ("/studies?NoSuchKey=1", "not a query parameter"),
-        ("/studies?Modality=MG", "series attribute"),
+        ("/studies?00291010=x", "not supported"),
         ("/studies?limit=many", "limit"),
         ("/instances?StudyInstanceUID=1.2.*", "UID"),
     ] {
@@ -224,6 +224,10 @@ async fn a_derived_series_is_found_and_marked_ai_generated() {
         vcnode::derive::SECONDARY_CAPTURE
     );
     assert_eq!(first(&instances[0], "00280010"), 512, "Rows of the LE image");
+    // Its study, by a series-level key: the studies with such a series.
+    let studies = get_json(&node, "/studies?SeriesDescription=AI%20SYNTHETIC*").await;
+    assert_eq!(studies.len(), 1);
+    assert_eq!(first(&studies[0], "0020000D"), study.as_str());
     // Found by its description with a wildcard, across studies.
     let by_description = get_json(&node, "/series?SeriesDescription=AI%20SYNTHETIC*").await;
     assert_eq!(by_description.len(), 1);

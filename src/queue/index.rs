@@ -1046,6 +1046,12 @@ mod tests {
             Value::Int(3),
             "a condition never shrinks a count"
         );
+        let found = by(&q, vec![single(tags::MODALITY, "CT")]).await;
+        assert_eq!(
+            uids(&found, tags::STUDY_INSTANCE_UID),
+            ["1.2"],
+            "a series key in a study search: the studies with such a series"
+        );
         let found = by(&q, vec![single(tags::STUDY_INSTANCE_UID, "1.1,1.2")]).await;
         assert_eq!(found.len(), 2);
 

@@ -6,8 +6,9 @@
 //!   date and time ranges (`a-b`, `-b`, `a-`), lists of UIDs (and of modalities) separated by
 //!   `,` or `\` (a UID key given twice adds to its list; other repeated keys must all match),
 //!   and ModalitiesInStudy (a study matches when any of its series has one of them).
-//!   A key the index cannot match, of a level below the search's, or with a malformed value is
-//!   refused with 400 and the reason.
+//!   A key of a level below the search's matches through any of the entity's instances
+//!   (`/studies?SeriesDescription=AI*`: the studies with such a series), as dcm4chee does. A key
+//!   the index cannot match or with a malformed value is refused with 400 and the reason.
 //! - `includefield` (repeated or comma-separated, keyword or tag, or `all`); a valid attribute
 //!   the index does not keep is ignored. `limit`, `offset`. `fuzzymatching` is accepted and
 //!   ignored: matching is literal, and `fuzzymatching=true` is answered with the `Warning: 299`
@@ -121,14 +122,6 @@ impl Scope {
     }
 }
 
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Study => "study",
-        Level::Series => "series",
-        Level::Instance => "instance",
-    }
-}
-
 /// The attributes PS3.18 Table 6.7.1-2 (study), -2a (series) and -2b (instance) require, plus
 /// what marks a derived series (Synthetic Data, Image Type). Specific Character Set, Instance
 /// Availability and RetrieveURL are added when the answer is built.
@@ -203,7 +196,7 @@ struct Parsed {
     fuzzy: bool,
 }
 
-fn parse_params(params: &[(String, String)], level: Level) -> Result<Parsed, WebError> {
+fn parse_params(params: &[(String, String)]) -> Result<Parsed, WebError> {
     let mut out = Parsed::default();
     let number = |key: &str, v: &str| {
         v.trim()
@@ -233,13 +226,6 @@ fn parse_params(params: &[(String, String)], level: Level) -> Result<Parsed, Web
                 let attr = index::attribute(tag)
                     .filter(|a| a.matchable)
                     .ok_or_else(|| WebError::bad_request(format!("matching on {key} is not supported")))?;
-                if attr.level > level {
-                    return Err(WebError::bad_request(format!(
-                        "{key} is a {} attribute: not a matching key of a {} search",
-                        level_name(attr.level),
-                        level_name(level)
-                    )));
-                }
                 out.include.insert(tag);
                 let matcher =
                     Matcher::parse(&attr, value).map_err(|e| WebError::bad_request(format!("{key}: {e}")))?;
@@ -330,7 +316,7 @@ async fn qido(
             "QIDO-RS answers in application/dicom+json",
         ));
     }
-    let mut parsed = parse_params(params, level)?;
+    let mut parsed = parse_params(params)?;
     let mut path_uids = Vec::new();
     match &scope {
         Scope::All => {}
@@ -474,16 +460,13 @@ mod tests {
 
     #[test]
     fn ohif_study_list_request_parses() {
-        let p = parse_params(
-            &params(&[
-                ("limit", "101"),
-                ("offset", "0"),
-                ("fuzzymatching", "false"),
-                ("includefield", "00081030,00080060,00080090,00100030"),
-                ("StudyInstanceUID", "1.2.3"),
-            ]),
-            Level::Study,
-        )
+        let p = parse_params(&params(&[
+            ("limit", "101"),
+            ("offset", "0"),
+            ("fuzzymatching", "false"),
+            ("includefield", "00081030,00080060,00080090,00100030"),
+            ("StudyInstanceUID", "1.2.3"),
+        ]))
         .unwrap();
         assert_eq!(p.limit, Some(101));
         assert!(p.include.contains(&tags::STUDY_DESCRIPTION));
@@ -495,23 +478,15 @@ mod tests {
                 matcher: Matcher::Single("1.2.3".into())
             }]
         );
-        let p = parse_params(
-            &params(&[("StudyInstanceUID", "1.2"), ("0020000D", "1.3,1.4")]),
-            Level::Study,
-        )
-        .unwrap();
+        let p = parse_params(&params(&[("StudyInstanceUID", "1.2"), ("0020000D", "1.3,1.4")])).unwrap();
         assert_eq!(
             p.conditions[0].matcher,
             Matcher::List(vec!["1.2".into(), "1.3".into(), "1.4".into()]),
             "a repeated UID key adds to the list"
         );
-        let p = parse_params(&params(&[("00100020", "PID")]), Level::Study).unwrap();
+        let p = parse_params(&params(&[("00100020", "PID")])).unwrap();
         assert_eq!(p.conditions[0].tag, tags::PATIENT_ID);
-        let p = parse_params(
-            &params(&[("includefield", "all"), ("includefield", "Rows")]),
-            Level::Instance,
-        )
-        .unwrap();
+        let p = parse_params(&params(&[("includefield", "all"), ("includefield", "Rows")])).unwrap();
         assert!(p.include_all && p.include.contains(&tags::ROWS));
     }
 
@@ -521,11 +496,11 @@ mod tests {
             (("Nonsense", "1"), "not a query parameter"),
             (("limit", "-1"), "non-negative"),
             (("StudyDate", "yesterday"), "not a date"),
-            (("Modality", "MG"), "series attribute"),
+            (("SOPClassUID", "MG"), "not a UID"),
             (("00291010", "x"), "not supported"),
             (("fuzzymatching", "maybe"), "true or false"),
         ] {
-            let e = parse_params(&params(&[q]), Level::Study).unwrap_err();
+            let e = parse_params(&params(&[q])).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert!(e.reason.contains(why), "{q:?}: {}", e.reason);
         }

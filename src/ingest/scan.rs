@@ -120,7 +120,7 @@ const MAX_READ_VALUE: u32 = 1024;
 const MAX_INDEXED_VALUE: u32 = 1024;
 
 /// Whether a top-level element is read for the DICOMweb index (besides [`WANTED`]).
-fn indexed(tag: Tag) -> bool {
+fn read_for_index(tag: Tag) -> bool {
     (tag == tags::SPECIFIC_CHARACTER_SET || IndexedAttributes::is_indexed(tag)) && !WANTED.contains(&tag)
 }
 
@@ -322,7 +322,7 @@ fn walk<R: Read>(
                 if depth == 0 && header.tag == tags::PIXEL_DATA {
                     out.pixel_data_len = Some(Some(value_len as u64));
                 }
-                if depth == 0 && indexed(header.tag) && value_len <= MAX_INDEXED_VALUE {
+                if depth == 0 && read_for_index(header.tag) && value_len <= MAX_INDEXED_VALUE {
                     let mut raw = Vec::with_capacity(value_len as usize);
                     token
                         .read_value_into(&mut raw)

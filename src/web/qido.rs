@@ -377,19 +377,18 @@ async fn qido(
     })?;
 
     let base = format!("{}/dicomweb", origin(headers));
-    let answer: Vec<InMemDicomObject> = found
-        .iter()
-        .map(|f| {
-            dataset(
-                f,
-                &emitted,
-                level,
-                returned(Level::Study) || returned(Level::Instance),
-                &base,
-            )
-        })
-        .collect();
-    let body = dicom_json::to_string(answer).map_err(WebError::internal)?;
+    let available = returned(Level::Study) || returned(Level::Instance);
+    // Thousands of instances take a while to encode: off the runtime's threads.
+    let body = tokio::task::spawn_blocking(move || {
+        let answer: Vec<InMemDicomObject> = found
+            .iter()
+            .map(|f| dataset(f, &emitted, level, available, &base))
+            .collect();
+        dicom_json::to_string(answer)
+    })
+    .await
+    .map_err(WebError::internal)?
+    .map_err(WebError::internal)?;
     let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, DICOM_JSON)], body).into_response();
     if parsed.fuzzy {
         response.headers_mut().insert(

@@ -384,7 +384,9 @@ async fn qido(
             .iter()
             .map(|f| dataset(f, &emitted, level, available, &base))
             .collect();
-        dicom_json::to_string(answer)
+        let mut json = dicom_json::to_value(answer)?;
+        empty_values_as_null(&mut json);
+        serde_json::to_string(&json)
     })
     .await
     .map_err(WebError::internal)?
@@ -399,6 +401,22 @@ async fn qido(
         );
     }
     Ok(response)
+}
+
+/// PS3.18 F.2.5: an empty value among several is `null` in DICOM JSON, not `""` (Image Type
+/// `ORIGINAL\PRIMARY\POST_CONTRAST\\LOW_ENERGY` has one).
+fn empty_values_as_null(answer: &mut serde_json::Value) {
+    let datasets = answer.as_array_mut().into_iter().flatten();
+    let elements = datasets
+        .filter_map(|d| d.as_object_mut())
+        .flat_map(|d| d.values_mut());
+    for element in elements {
+        if let Some(values) = element.get_mut("Value").and_then(|v| v.as_array_mut()) {
+            for v in values.iter_mut().filter(|v| v.as_str() == Some("")) {
+                *v = serde_json::Value::Null;
+            }
+        }
+    }
 }
 
 /// One entity of the answer as a data set.
@@ -557,5 +575,24 @@ mod tests {
         );
         assert_eq!(study["00081190"]["Value"][0], "http://h/dicomweb/studies/1.2");
         assert_eq!(study["00080056"]["Value"][0], "ONLINE");
+
+        let mut found = Found::default();
+        found.0.insert(
+            tags::IMAGE_TYPE,
+            Value::Text("ORIGINAL\\PRIMARY\\\\LOW_ENERGY".into()),
+        );
+        let obj = dataset(
+            &found,
+            &[(tags::IMAGE_TYPE, VR::CS)],
+            Level::Instance,
+            true,
+            "http://h",
+        );
+        let mut json = dicom_json::to_value(vec![obj]).unwrap();
+        empty_values_as_null(&mut json);
+        assert_eq!(
+            json[0]["00080008"]["Value"],
+            serde_json::json!(["ORIGINAL", "PRIMARY", null, "LOW_ENERGY"])
+        );
     }
 }

@@ -6,6 +6,7 @@ study's PatientID to its StudyInstanceUID. Exits non-zero with the failed check'
 import json
 import sys
 
+import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 
@@ -72,6 +73,9 @@ expect(study_uids(client.search_for_studies(search_filters={"StudyInstanceUID": 
 instances = client.search_for_instances(study_instance_uid=a, fields=["all"])
 expect(len(instances), 2, "instances of A")
 for i in instances:
+    # pydicom reads the answer as a data set (PS3.18 F: an empty value is null).
+    expect(list(pydicom.Dataset.from_json(i).ImageType),
+           ["ORIGINAL", "PRIMARY", "POST_CONTRAST", "", "LOW_ENERGY"], "ImageType via pydicom")
     expect(value(i, "00280010"), 512, "Rows")
     expect(value(i, "00080020"), "20250110", "StudyDate with includefield=all")
     expect(value(i, "00200062") in ("L", "R"), True, "ImageLaterality")

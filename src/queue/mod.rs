@@ -23,9 +23,11 @@ use sqlx::{Row, SqlitePool};
 
 mod exports;
 pub mod index;
+mod instances;
 mod lease;
 pub use exports::{ExportBatch, ExportItem, ExportRow};
 pub use index::IndexedAttributes;
+pub use instances::StoredInstance;
 pub use lease::{keep_leases, LeaseRenewal};
 
 pub const DB_FILE: &str = "vcnode.sqlite";

@@ -17,14 +17,16 @@
 //!   nothing matches (what OHIF expects). They carry the attributes PS3.18 Table 6.7.1-2, -2a and
 //!   -2b require for their level (and those of the levels above when the path names no study
 //!   or series), the matching keys, the included fields, and RetrieveURL built from the
-//!   request's own origin (Host or X-Forwarded-Host, X-Forwarded-Proto). Series answers also
+//!   request's own origin (as WADO-RS's BulkDataURIs: Host or X-Forwarded-Host and -Proto, the
+//!   listening port where a client's Host leaves it out). Series answers also
 //!   carry Synthetic Data, instance answers Synthetic Data and Image Type, so a derived series
 //!   is unmistakable beside its SeriesDescription.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,7 +36,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 
-use super::{WebError, WebState, DICOM_JSON};
+use super::{ListenAddr, WebError, WebState, DICOM_JSON};
 use crate::queue::index::{self, Condition, Found, Level, Matcher, Search, SearchError, Value};
 
 pub(super) fn routes() -> Router<Arc<WebState>> {
@@ -52,55 +54,75 @@ pub(super) fn routes() -> Router<Arc<WebState>> {
 
 type Params = Query<Vec<(String, String)>>;
 
+/// `{scheme}://{host}/dicomweb` as the client reached this server, for RetrieveURL: the same
+/// rule as WADO-RS's BulkDataURIs ([`super::wado::base_url`]: Host or X-Forwarded-Host and
+/// -Proto, the listening port when a direct request's Host leaves it out).
+struct Base(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Base {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Base, Self::Rejection> {
+        let port = parts.extensions.get::<ListenAddr>().map(|a| a.0.port());
+        Ok(Base(super::wado::base_url(&parts.headers, port)))
+    }
+}
+
 async fn studies(
     State(s): State<Arc<WebState>>,
     h: HeaderMap,
+    base: Base,
     Query(p): Params,
 ) -> Result<Response, WebError> {
-    qido(&s, &h, &p, Level::Study, Scope::All).await
+    qido(&s, &h, base, &p, Level::Study, Scope::All).await
 }
 
 async fn all_series(
     State(s): State<Arc<WebState>>,
     h: HeaderMap,
+    base: Base,
     Query(p): Params,
 ) -> Result<Response, WebError> {
-    qido(&s, &h, &p, Level::Series, Scope::All).await
+    qido(&s, &h, base, &p, Level::Series, Scope::All).await
 }
 
 async fn all_instances(
     State(s): State<Arc<WebState>>,
     h: HeaderMap,
+    base: Base,
     Query(p): Params,
 ) -> Result<Response, WebError> {
-    qido(&s, &h, &p, Level::Instance, Scope::All).await
+    qido(&s, &h, base, &p, Level::Instance, Scope::All).await
 }
 
 async fn study_series(
     State(s): State<Arc<WebState>>,
     Path(study): Path<String>,
     h: HeaderMap,
+    base: Base,
     Query(p): Params,
 ) -> Result<Response, WebError> {
-    qido(&s, &h, &p, Level::Series, Scope::Study(study)).await
+    qido(&s, &h, base, &p, Level::Series, Scope::Study(study)).await
 }
 
 async fn study_instances(
     State(s): State<Arc<WebState>>,
     Path(study): Path<String>,
     h: HeaderMap,
+    base: Base,
     Query(p): Params,
 ) -> Result<Response, WebError> {
-    qido(&s, &h, &p, Level::Instance, Scope::Study(study)).await
+    qido(&s, &h, base, &p, Level::Instance, Scope::Study(study)).await
 }
 
 async fn series_instances(
     State(s): State<Arc<WebState>>,
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
+    base: Base,
     Query(p): Params,
 ) -> Result<Response, WebError> {
-    qido(&s, &h, &p, Level::Instance, Scope::Series(study, series)).await
+    qido(&s, &h, base, &p, Level::Instance, Scope::Series(study, series)).await
 }
 
 /// What the path restricts the search to.
@@ -276,29 +298,6 @@ fn accepts_json(headers: &HeaderMap) -> bool {
         })
 }
 
-/// `scheme://host` of the request as the client sees it, for RetrieveURL.
-fn origin(headers: &HeaderMap) -> String {
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
-    };
-    let proto = first("x-forwarded-proto")
-        .filter(|p| p == "http" || p == "https")
-        .unwrap_or_else(|| "http".into());
-    let host = first("x-forwarded-host")
-        .or_else(|| first(header::HOST.as_str()))
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        })
-        .unwrap_or_else(|| "localhost".into());
-    format!("{proto}://{host}")
-}
-
 fn is_uid(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
@@ -306,6 +305,7 @@ fn is_uid(s: &str) -> bool {
 async fn qido(
     state: &WebState,
     headers: &HeaderMap,
+    Base(base): Base,
     params: &[(String, String)],
     level: Level,
     scope: Scope,
@@ -376,7 +376,6 @@ async fn qido(
         SearchError::Queue(e) => WebError::internal(e),
     })?;
 
-    let base = format!("{}/dicomweb", origin(headers));
     let available = returned(Level::Study) || returned(Level::Instance);
     // Thousands of instances take a while to encode: off the runtime's threads.
     let body = tokio::task::spawn_blocking(move || {
@@ -521,17 +520,6 @@ mod tests {
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert!(e.reason.contains(why), "{q:?}: {}", e.reason);
         }
-    }
-
-    #[test]
-    fn retrieve_urls_use_the_requests_origin() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("pacs.example:8042"));
-        assert_eq!(origin(&h), "http://pacs.example:8042");
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        assert_eq!(origin(&h), "https://pacs.example:8042");
-        h.insert(header::HOST, HeaderValue::from_static("evil\"host"));
-        assert_eq!(origin(&h), "https://localhost");
     }
 
     #[test]

@@ -168,7 +168,9 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let base = base_url(
+    // Retrieve URLs by the rule of every URL the server writes (Host, X-Forwarded-*, the
+    // listening port where dicomweb-client's Host leaves it out).
+    let base = super::wado::base_url(
         &parts.headers,
         parts.extensions.get::<ListenAddr>().map(|l| l.0.port()),
     );
@@ -626,47 +628,6 @@ fn printable(s: &str) -> String {
     }
 }
 
-/// `{scheme}://{host}/dicomweb` of the request, for the Retrieve URLs it gets back: the Host the
-/// client used (a proxy's X-Forwarded-Host and -Proto first). A Host without a port on a direct
-/// request gets the port the request came in on: dicomweb-client 0.60 leaves it out of requests
-/// it does not send chunked. The same rule as WADO-RS's BulkDataURIs.
-fn base_url(headers: &HeaderMap, listen_port: Option<u16>) -> String {
-    let header_text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let forwarded_host = header_text("x-forwarded-host");
-    let forwarded_proto = header_text("x-forwarded-proto");
-    let proxied = forwarded_host.is_some() || forwarded_proto.is_some();
-    let host = forwarded_host
-        .or_else(|| header_text(header::HOST.as_str()))
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        });
-    let proto = match forwarded_proto {
-        Some(p) if p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
-    match host {
-        Some(h) => {
-            // The port follows the last ':' outside an IPv6 literal's brackets.
-            let has_port = h.rsplit_once(']').map_or(h, |(_, rest)| rest).contains(':');
-            match listen_port {
-                Some(port) if !has_port && !proxied && port != 80 => {
-                    format!("{proto}://{h}:{port}/dicomweb")
-                }
-                _ => format!("{proto}://{h}/dicomweb"),
-            }
-        }
-        None => "/dicomweb".to_string(),
-    }
-}
-
 fn uid(value: &str) -> Value {
     json!({ "vr": "UI", "Value": [value] })
 }
@@ -837,21 +798,5 @@ mod tests {
                 .status,
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
-    }
-
-    #[test]
-    fn retrieve_urls_use_the_host_the_client_called() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert_eq!(base_url(&h, Some(8080)), "http://127.0.0.1:8080/dicomweb");
-        // dicomweb-client leaves the port out: the port the request came in on.
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1"));
-        assert_eq!(base_url(&h, Some(8042)), "http://127.0.0.1:8042/dicomweb");
-        h.insert("x-forwarded-host", HeaderValue::from_static("pacs.example"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        assert_eq!(base_url(&h, Some(8042)), "https://pacs.example/dicomweb");
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("evil\"/x"));
-        assert_eq!(base_url(&h, Some(8042)), "/dicomweb");
     }
 }

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # The OHIF viewer that vcnode serves at / : the prebuilt single-page app of npm's @ohif/app
-# (its package/dist), unpacked into viewer/ohif (not committed: about 200 MB). vcnode replaces
-# its app-config.js with one pointing at its own /dicomweb and a mammography hanging protocol.
+# (its package/dist), unpacked into viewer/ohif (not committed: about 200 MB). vcnode serves
+# its own app config (viewer/app-config.js, compiled in) instead of the one in the dist: it
+# points OHIF at vcnode's /dicomweb and registers the mammography hanging protocol.
+# Then the viewer test's browser driver (tests/viewer: playwright-core, pinned by its
+# package-lock.json; it drives Debian's chromium, it downloads no browser).
 # Idempotent.
 #
 #   scripts/fetch-viewer.sh [DIR]      (default: viewer/ohif in the checkout)
 set -euo pipefail
 VERSION=3.13.2
-DEST="${1:-$(cd "$(dirname "$0")/.." && pwd)/viewer/ohif}"
-if [ -f "$DEST/.ohif-$VERSION" ]; then exit 0; fi
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DEST="${1:-$ROOT/viewer/ohif}"
 command -v npm >/dev/null || { echo "npm is needed to fetch the OHIF viewer" >&2; exit 1; }
+if [ ! -d "$ROOT/tests/viewer/node_modules/playwright-core" ]; then
+  (cd "$ROOT/tests/viewer" && npm ci --silent --no-audit --no-fund)
+fi
+if [ -f "$DEST/.ohif-$VERSION" ]; then exit 0; fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 echo "fetching OHIF viewer @ohif/app@$VERSION (about 50 MB, once)" >&2

@@ -13,8 +13,11 @@ VERSION=3.13.2
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DEST="${1:-$ROOT/viewer/ohif}"
 command -v npm >/dev/null || { echo "npm is needed to fetch the OHIF viewer" >&2; exit 1; }
-if [ ! -d "$ROOT/tests/viewer/node_modules/playwright-core" ]; then
-  (cd "$ROOT/tests/viewer" && npm ci --silent --no-audit --no-fund)
+driver="$ROOT/tests/viewer"
+want=$(node -p "require('$driver/package.json').dependencies['playwright-core']")
+have=$(node -p "require('$driver/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+  (cd "$driver" && npm ci --silent --no-audit --no-fund)
 fi
 if [ -f "$DEST/.ohif-$VERSION" ]; then exit 0; fi
 tmp="$(mktemp -d)"

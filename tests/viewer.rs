@@ -248,11 +248,15 @@ async fn ohif_shows_each_le_image_beside_its_synthetic_rc() {
     }
     assert!(json_str(&report["page_text"]).contains("AI-GENERATED"));
     eprintln!(
-        "viewer test: processing {:.1} s, browser {:.1} s (script {} ms); screenshot {}",
+        "viewer test: processing {:.1} s, browser {:.1} s (script {} ms); screenshot {}; \
+         DICOMweb requests {}, failed requests {}, console errors {}",
         processed.as_secs_f64(),
         browsed.as_secs_f64(),
         report["elapsed_ms"],
-        screenshot.display()
+        screenshot.display(),
+        requests.len(),
+        report["failed_requests"],
+        report["console_errors"],
     );
 }
 

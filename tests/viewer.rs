@@ -138,19 +138,33 @@ async fn ohif_shows_each_le_image_beside_its_synthetic_rc() {
     let (status, ctype, _) = get(&format!("{base}/dicomweb/no-such-resource")).await;
     assert_eq!(status, 404, "unknown API paths are not the app ({ctype})");
 
-    // A phantom patient's four views, processed.
-    let cases = phantom_pairs(dir.path(), 41, 1664, 1280);
-    let le: Vec<PathBuf> = cases.iter().map(|c| c.0.clone()).collect();
+    // A phantom patient's four views, and a repeated exposure of one of them (the same
+    // image under a new SOP Instance UID): two LE and two RC images of that view, so the
+    // protocol must pair by the RC's source image, not only by laterality and view.
+    let mut le: Vec<PathBuf> = phantom_pairs(dir.path(), 41, 1664, 1280)
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    let repeat = dir.path().join("repeated_LE.dcm");
+    std::fs::copy(&le[1], &repeat).unwrap();
+    let modified = Command::new("/usr/bin/dcmodify")
+        .args(["-nb", "-gin"])
+        .arg(&repeat)
+        .output()
+        .expect("dcmodify (dcmtk)");
+    assert!(modified.status.success(), "{}", common::text(&modified));
+    le.push(repeat);
     let out = storescu(&node, "MODALITY", &[], &le);
-    assert_eq!(successes(&out), 4, "{}", common::text(&out));
+    assert_eq!(successes(&out), le.len(), "{}", common::text(&out));
+    let jobs = le.len() as i64;
     let done = wait_count(
         &node,
         "SELECT COUNT(*) FROM jobs WHERE state = 'done'",
-        4,
+        jobs,
         PROCESSING_LIMIT,
     )
     .await;
-    assert_eq!(done, 4, "jobs not done:\n{}", node.jobs_cli());
+    assert_eq!(done, jobs, "jobs not done:\n{}", node.jobs_cli());
     let processed = started.elapsed();
 
     let db = DbReader::open(&node.data_dir).await;
@@ -163,7 +177,7 @@ async fn ohif_shows_each_le_image_beside_its_synthetic_rc() {
         .pairs("SELECT source_uid, sop_instance_uid FROM instances WHERE origin = 'derived'")
         .await;
     db.close().await;
-    assert_eq!(pairs.len(), 4, "{pairs:?}");
+    assert_eq!(pairs.len(), le.len(), "{pairs:?}");
 
     let patient_id = dicom_object::open_file(&le[0])
         .unwrap()
@@ -209,21 +223,32 @@ async fn ohif_shows_each_le_image_beside_its_synthetic_rc() {
             .find(|v| v["id"] == id)
             .unwrap_or_else(|| panic!("no viewport {id}: {shown}"))
     };
-    for (le_path, _) in &cases {
-        let le_uid = sop_instance_uid(le_path);
-        let obj = dicom_object::open_file(le_path).unwrap();
+    // Each view's LE images (two for the repeated one).
+    let mut views: Vec<((String, String), Vec<String>)> = Vec::new();
+    for path in &le {
+        let obj = dicom_object::open_file(path).unwrap();
         let attr = |tag| obj.element(tag).unwrap().to_str().unwrap().trim().to_string();
-        let laterality = attr(dicom_dictionary_std::tags::IMAGE_LATERALITY);
-        let view = attr(dicom_dictionary_std::tags::VIEW_POSITION);
-        let derived_uid = &pairs.iter().find(|(s, _)| *s == le_uid).unwrap().1;
-
+        let key = (
+            attr(dicom_dictionary_std::tags::IMAGE_LATERALITY),
+            attr(dicom_dictionary_std::tags::VIEW_POSITION),
+        );
+        match views.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, uids)) => uids.push(sop_instance_uid(path)),
+            None => views.push((key, vec![sop_instance_uid(path)])),
+        }
+    }
+    assert_eq!(views.len(), 4);
+    for ((laterality, view), le_uids) in &views {
         let le_vp = viewport(&format!("{laterality}{view}LE"));
         let rc_vp = viewport(&format!("{laterality}{view}RC"));
-        assert_eq!(json_str(&le_vp["sop"]), le_uid, "{laterality} {view} LE: {shown}");
+        let le_uid = json_str(&le_vp["sop"]).to_string();
+        assert!(le_uids.contains(&le_uid), "{laterality} {view} LE: {shown}");
+        // The RC beside it is the one derived from it.
+        let derived_uid = &pairs.iter().find(|(s, _)| *s == le_uid).unwrap().1;
         assert_eq!(
             json_str(&rc_vp["sop"]),
             derived_uid,
-            "{laterality} {view} RC: {shown}"
+            "{laterality} {view} RC (LEs of this view: {le_uids:?}): {shown}"
         );
         assert!(
             json_str(&rc_vp["series_description"]).starts_with(AI_SERIES),

@@ -24,6 +24,22 @@
   // vcnode's derived series (src/derive: SERIES_DESCRIPTION_PREFIX).
   const SYNTHETIC_RC = 'AI SYNTHETIC RC';
 
+  const DERIVED_FROM_HUNG_LE = 'vcnodeDerivedFromHungLe';
+
+  /**
+   * Custom hanging protocol attribute (`this` is the rule): whether the display set's image
+   * names, in its Source Image Sequence, the LE image matched for `this.leSelector`. OHIF
+   * matches a stage's viewports in order, so the LE viewport of a pair is matched before its RC.
+   */
+  function derivedFromHungLe(displaySet, options) {
+    const match = options?.displaySetMatchDetails?.get(this.leSelector);
+    const le = match && options?.displaySets?.find(ds => ds.displaySetInstanceUID === match.displaySetInstanceUID);
+    const leUid = (le?.instances?.[0] ?? le?.images?.[0])?.SOPInstanceUID;
+    const source = (displaySet?.instances?.[0] ?? displaySet?.images?.[0])?.SourceImageSequence;
+    const items = Array.isArray(source) ? source : source ? [source] : [];
+    return Boolean(leUid) && items.some(item => item?.ReferencedSOPInstanceUID === leUid);
+  }
+
   /** Display set selector: the LE image or the synthetic RC of one breast and view. */
   function selector(laterality, view, kind) {
     const rules = [
@@ -43,11 +59,21 @@
         { attribute: 'ImageType', constraint: { includes: ['LOW_ENERGY'] }, weight: 10 }
       );
     } else {
-      rules.push({
-        attribute: 'SeriesDescription',
-        constraint: { startsWith: SYNTHETIC_RC },
-        required: true,
-      });
+      rules.push(
+        {
+          attribute: 'SeriesDescription',
+          constraint: { startsWith: SYNTHETIC_RC },
+          required: true,
+        },
+        // Among several RC images of one view (a repeated exposure), the one derived from
+        // the LE image hung beside it.
+        {
+          attribute: DERIVED_FROM_HUNG_LE,
+          leSelector: laterality + view + 'LE',
+          constraint: { equals: true },
+          weight: 20,
+        }
+      );
     }
     return { seriesMatchingRules: rules };
   }
@@ -113,6 +139,13 @@
 
   const vcnodeExtension = {
     id: '@vcnode/extension-mammography',
+    preRegistration: ({ servicesManager }) => {
+      servicesManager.services.hangingProtocolService.addCustomAttribute(
+        DERIVED_FROM_HUNG_LE,
+        'Derived from the LE image hung beside it',
+        derivedFromHungLe
+      );
+    },
     getHangingProtocolModule: () => [{ name: mammoLeRc.id, protocol: mammoLeRc }],
   };
 

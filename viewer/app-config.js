@@ -5,7 +5,8 @@
  * - One data source: this node's own DICOMweb (/dicomweb on the page's origin, so no CORS).
  * - A mammography hanging protocol, "@vcnode/mammo-le-rc": each low-energy (LE) image beside
  *   the synthetic recombined (RC) image vcnode derived from it, matched by Image Laterality
- *   and View Position. OHIF 3.13 takes extension objects in `extensions` (appInit's
+ *   and View Position and, among repeated exposures of a view, by the RC's Source Image
+ *   Sequence. OHIF 3.13 takes extension objects in `extensions` (appInit's
  *   importItems passes non-strings through) and registers an extension's hanging protocol
  *   module with the hangingProtocolService; `modesConfiguration` (immutability-helper
  *   commands applied by the mode factory) makes the Basic Viewer mode consider it before

@@ -22,8 +22,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 mod exports;
+mod instances;
 mod lease;
 pub use exports::{ExportBatch, ExportItem, ExportRow};
+pub use instances::StoredInstance;
 pub use lease::{keep_leases, LeaseRenewal};
 
 pub const DB_FILE: &str = "vcnode.sqlite";

@@ -19,7 +19,18 @@ have=$(node -p "require('$driver/node_modules/playwright-core/package.json').ver
 if [ "$want" != "$have" ]; then
   (cd "$driver" && npm ci --silent --no-audit --no-fund)
 fi
-if [ -f "$DEST/.ohif-$VERSION" ]; then exit 0; fi
+# Gzipped copies of the files the viewer loads at start (about 45 MB, 10 MB gzipped) beside
+# them: vcnode sends them to browsers that accept gzip (not the ONNX runtime under ort/, which
+# only some AI tools load).
+precompress() {
+  find "$DEST" -maxdepth 1 -type f \( -name '*.js' -o -name '*.css' -o -name '*.wasm' -o -name '*.html' \) \
+    ! -name app-config.js -size +1k -exec gzip -k -f -6 {} +
+  touch "$DEST/.gzip-$VERSION"
+}
+if [ -f "$DEST/.ohif-$VERSION" ]; then
+  [ -f "$DEST/.gzip-$VERSION" ] || precompress
+  exit 0
+fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 echo "fetching OHIF viewer @ohif/app@$VERSION (about 50 MB, once)" >&2
@@ -28,4 +39,5 @@ tar -xzf "$tmp"/ohif-app-"$VERSION".tgz -C "$tmp" package/dist
 rm -rf "$DEST"
 mkdir -p "$(dirname "$DEST")"
 mv "$tmp/package/dist" "$DEST"
+precompress
 touch "$DEST/.ohif-$VERSION"

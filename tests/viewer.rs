@@ -129,6 +129,28 @@ async fn ohif_shows_each_le_image_beside_its_synthetic_rc() {
         .expect("OHIF ships WebAssembly decoders");
     let (status, ctype, _) = get(&format!("{base}/{wasm}")).await;
     assert_eq!((status, ctype.as_str()), (200, "application/wasm"));
+    // Content-hashed files are cached for good, and sent gzipped to a browser that takes it.
+    let r = reqwest::Client::new()
+        .get(format!("{base}/{wasm}"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        r.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    assert_eq!(header("cache-control"), "public, max-age=31536000, immutable");
+    assert_eq!(
+        header("content-encoding"),
+        "gzip",
+        "no {wasm}.gz: run scripts/fetch-viewer.sh (it adds the gzipped copies)"
+    );
+    assert!(header("vary").contains("accept-encoding"));
     let (status, ctype, _) = get(&format!("{base}/viewer?StudyInstanceUIDs=1.2.3")).await;
     assert_eq!(
         (status, ctype.as_str()),

@@ -258,7 +258,7 @@ fn retrieve(
 /// client used (a proxy's X-Forwarded-Host and -Proto first). A Host without a port on a
 /// direct request gets the port the request came in on: some clients (dicomweb-client) leave
 /// it out. Without a usable host the URLs are relative to the origin.
-fn base_url(headers: &HeaderMap, listen_port: Option<u16>) -> String {
+pub(super) fn base_url(headers: &HeaderMap, listen_port: Option<u16>) -> String {
     let header_text = |name: &str| {
         headers
             .get(name)

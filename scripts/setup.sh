@@ -9,11 +9,15 @@
 #   python3-venv the PyTorch peer of `make bench` (scripts/fetch-pytorch.sh) and the DICOMweb
 #                client of the tests (scripts/fetch-pytools.sh)
 #   chromium     headless browser for the viewer test (OHIF served by vcnode)
+#   nodejs, npm  fetch OHIF (npm @ohif/app) and drive chromium in the viewer test (playwright-core)
 # Then libtorch, the tests' Python tools and the OHIF viewer (npm).
 set -euo pipefail
 packages=(dcmtk dicom3tools libgdcm-tools cmake sqlite3 curl orthanc orthanc-dicomweb python3-venv chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# Node.js (>= 18) and npm fetch the OHIF viewer and run the viewer test's browser driver; a
+# Node.js installed otherwise (e.g. NodeSource's, which bundles npm) is used as it is.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

@@ -64,6 +64,28 @@ pub struct DicomwebConfig {
     pub max_request_mb: u64,
 }
 
+impl DicomwebConfig {
+    /// The viewer's folder if it is installed. A relative path is looked up in the working
+    /// directory, then in the source checkout (so `make run` and `cargo run` find
+    /// `viewer/ohif` from anywhere), as [`InferenceConfig::model_manifest`] finds the model.
+    pub fn viewer_root(&self) -> Option<PathBuf> {
+        if self.viewer_dir.as_os_str().is_empty() {
+            return None;
+        }
+        let candidates = if self.viewer_dir.is_absolute() {
+            vec![self.viewer_dir.clone()]
+        } else {
+            vec![
+                self.viewer_dir.clone(),
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(&self.viewer_dir),
+            ]
+        };
+        candidates
+            .into_iter()
+            .find(|dir| dir.join("index.html").is_file())
+    }
+}
+
 /// A DICOMweb PACS that studies are pulled from (QIDO-RS to find, WADO-RS to retrieve).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

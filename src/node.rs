@@ -228,6 +228,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Plain lines on stdout for scripts and tests that start the node on port 0 (the DIMSE
     // line last: once it is printed, both doors are open).
     println!("vcnode DICOMweb on http://{http_local}/dicomweb");
+    // The viewer (OHIF) is optional: without it the DICOMweb API still serves.
+    match config.dicomweb.viewer_root() {
+        Some(root) => {
+            // A browser on this machine cannot open the wildcard address: name the host.
+            let host = if http_local.ip().is_unspecified() {
+                format!("localhost:{}", http_local.port())
+            } else {
+                http_local.to_string()
+            };
+            info!(viewer = %root.display(), url = %format!("http://{host}/"), "OHIF viewer installed");
+            println!("vcnode viewer on http://{host}/");
+        }
+        None => warn!(
+            "OHIF viewer not installed ([dicomweb] viewer_dir); run scripts/fetch-viewer.sh to serve it at /"
+        ),
+    }
     println!("vcnode {} listening on {local}", config.node.ae_title);
 
     let served = StorageScp::new(scp, ingest)

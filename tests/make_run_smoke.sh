@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make run` starts the node on its embedded defaults and dcmtk's echoscu gets success from the
-# default peer (MODALITY at 127.0.0.1). Only the port and data_dir are overridden, so the test
-# neither collides with a running node nor writes into the checkout.
+# default peer (MODALITY at 127.0.0.1), and the OHIF viewer (viewer/ohif, scripts/fetch-viewer.sh)
+# is served at / with vcnode's app config. Only the ports and data_dir are overridden, so the
+# test neither collides with a running node nor writes into the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 port=$(scripts/free-port)
-VCNODE__NODE__DIMSE_PORT=$port VCNODE__NODE__DATA_DIR=$tmp/var setsid make --no-print-directory run >"$tmp/run.log" 2>&1 &
+http_port=$(scripts/free-port)
+VCNODE__NODE__DIMSE_PORT=$port VCNODE__NODE__HTTP_PORT=$http_port VCNODE__NODE__DATA_DIR=$tmp/var setsid make --no-print-directory run >"$tmp/run.log" 2>&1 &
 pid=$!
 cleanup() { kill -TERM -- -"$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -16,9 +18,18 @@ for _ in $(seq 1 300); do
   sleep 1
 done
 grep -q "listening on" "$tmp/run.log" || { cat "$tmp/run.log"; echo "make run did not start the node"; exit 1; }
-if /usr/bin/echoscu -aet MODALITY -aec VCNODE 127.0.0.1 "$port"; then
-  echo "make run: C-ECHO from MODALITY to VCNODE on port $port succeeded"
-  echo "1 passed, 0 failed"
-else
+if ! /usr/bin/echoscu -aet MODALITY -aec VCNODE 127.0.0.1 "$port"; then
   cat "$tmp/run.log"; echo "make run: C-ECHO failed"; echo "0 passed, 1 failed"; exit 1
+fi
+echo "make run: C-ECHO from MODALITY to VCNODE on port $port succeeded"
+base="http://127.0.0.1:$http_port"
+index=$(curl -fsS "$base/" || true)
+app_config=$(curl -fsS "$base/app-config.js" || true)
+if grep -q "viewer on http://localhost:$http_port/" "$tmp/run.log" \
+  && [[ $index == *'src="/app-config.js"'* ]] && [[ $app_config == *'@vcnode/mammo-le-rc'* ]]; then
+  echo "make run: the OHIF viewer is served at $base/ with vcnode's app config"
+  echo "2 passed, 0 failed"
+else
+  cat "$tmp/run.log"; echo "make run: the viewer is not served at $base/ (scripts/fetch-viewer.sh)"
+  echo "1 passed, 1 failed"; exit 1
 fi

@@ -61,6 +61,11 @@ const TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
 /// file meta group.
 const MAX_META_BYTES: u32 = 64 << 10;
 
+/// The most parts one request may hold. Each leaves an item in the answer, and a part that is
+/// not DICOM costs the client a few bytes: without a bound, a body of tiny parts within
+/// max_request_mb would make an answer of gigabytes. A mammography study has a handful.
+const MAX_PARTS: usize = 10_000;
+
 /// Deflated Explicit VR Little Endian: its data set is walked as it inflates.
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
@@ -189,6 +194,15 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
     let idle = config.idle_timeout();
     let mut outcomes = Vec::new();
     loop {
+        if outcomes.len() == MAX_PARTS {
+            return cut_short(
+                WebError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("more than {MAX_PARTS} parts in one request"),
+                ),
+                &outcomes,
+            );
+        }
         let field = match tokio::time::timeout(idle, multipart.next_field()).await {
             Ok(Ok(Some(f))) => f,
             Ok(Ok(None)) => break,

@@ -212,6 +212,9 @@ out = subprocess.run(["curl", "-s", "--max-time", "60", "-o", "/dev/null", "-w",
                       "--data-binary", "@" + big, BASE + "/studies"], capture_output=True, text=True)
 check(out.stdout == "413", f"too large: {out.stdout} {out.stderr}")
 serving("a request that is too large")
+rsp = post(multipart([b"x"] * 10_001))
+check(rsp.status_code == 413 and "parts" in rsp.text, f"10001 parts: {rsp.status_code} {rsp.text}")
+serving("a request of too many parts")
 
 # 12. One instance larger than storage.max_instance_mb (1 MiB here): it fails on its own (A700),
 # the instance after it in the same request is stored.

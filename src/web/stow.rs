@@ -221,20 +221,19 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
             Received::Failed(outcome) => outcome,
             Received::Part(meta, dataset) => request.store(&meta, dataset).await,
         };
-        if let Outcome::Failed {
-            sop_instance,
-            reason,
-            comment,
-            ..
-        } = &outcome
-        {
+        match &outcome {
             // Each failed instance in STOW-RS terms (ingest logs its own refusals too).
-            info!(
-                sop_instance = sop_instance.as_deref().unwrap_or("unknown"),
-                status = format!("{reason:#06x}"),
-                reason = %comment,
-                "STOW-RS instance failed"
-            );
+            Outcome::Failed {
+                sop_instance: Some(uid),
+                reason,
+                comment,
+                ..
+            } => {
+                info!(sop_instance = %uid, status = format!("{reason:#06x}"), reason = %comment, "STOW-RS instance failed")
+            }
+            // Parts that are not DICOM: one line per request (the answer's count), not per part.
+            Outcome::Failed { comment, .. } => debug!(reason = %comment, "STOW-RS part is not DICOM"),
+            Outcome::Stored { .. } => {}
         }
         outcomes.push(outcome);
     }

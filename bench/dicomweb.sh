@@ -75,6 +75,8 @@ for _ in $(seq 1 300); do
 done
 grep -q "listening on" "$tmp/vcnode.out" || { echo "vcnode did not start:"; cat "$tmp/vcnode.log"; exit 1; }
 curl -sf "http://127.0.0.1:$ohttp/system" >/dev/null || { echo "Orthanc did not start:"; cat "$tmp/orthanc.log"; exit 1; }
+version() { curl -sf "http://127.0.0.1:$ohttp$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Version"])'; }
+echo "vcnode $("$bin" --version | awk '{print $NF}') ($bin); Orthanc $(version /system) with its DICOMweb plugin $(version /plugins/dicom-web), default settings"
 
 load() { # label called-ae port -> prints seconds; storescu's log in $tmp/scu-<label>.log
   local t0 t1 log="$tmp/scu-$1.log"

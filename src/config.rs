@@ -405,56 +405,38 @@ impl Config {
                         ));
                     }
                 }
-                DestinationKind::Dicomweb => {
-                    let url = d.url.as_deref().unwrap_or("");
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(invalid(key("url"), format!("{url:?} is not an http(s) URL")));
-                    }
-                    let https = url.starts_with("https://");
-                    if let Some(tls) = &d.tls {
-                        if !https {
-                            return Err(invalid(
-                                key("tls"),
-                                format!("{:?}: TLS settings need an https:// URL, not {url:?}", d.name),
-                            ));
-                        }
-                        if let Some(ca) = &tls.ca_file {
-                            if !ca.is_file() {
-                                return Err(invalid(
-                                    key("tls.ca_file"),
-                                    format!("{:?}: {} is not a readable file", d.name, ca.display()),
-                                ));
-                            }
-                        }
-                    }
-                    if let Some(auth) = &d.auth {
-                        if auth.bearer.is_some() == auth.basic.is_some() {
-                            return Err(invalid(
-                                key("auth"),
-                                format!("{:?}: give either bearer or basic", d.name),
-                            ));
-                        }
-                        if auth.basic.as_deref().is_some_and(|b| !b.contains(':')) {
-                            return Err(invalid(
-                                key("auth.basic"),
-                                format!("{:?}: must be user:password", d.name),
-                            ));
-                        }
-                        // Basic credentials are the password itself, and a bearer token is as
-                        // good as one: neither crosses a hospital network in clear text unless
-                        // the site says so for this destination.
-                        if !https && !d.allow_insecure_auth {
-                            return Err(invalid(
-                                key("auth"),
-                                format!(
-                                    "destination {:?} sends credentials over plain http:// ({url}); use https:// or set allow_insecure_auth = true on it",
-                                    d.name
-                                ),
-                            ));
-                        }
-                    }
-                }
+                DestinationKind::Dicomweb => check_dicomweb_peer(
+                    &format!("destinations[{i}]"),
+                    "destination",
+                    &d.name,
+                    d.url.as_deref().unwrap_or(""),
+                    d.tls.as_ref(),
+                    d.auth.as_ref(),
+                    d.allow_insecure_auth,
+                )?,
             }
+        }
+        // A source's name is the calling AE title its pulled instances are recorded and routed
+        // by (`[[routes]] from_ae`), and goes into their file meta as Source AE Title (AE VR).
+        let mut source_names = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = format!("sources[{i}]");
+            check_ae_title(&format!("{key}.name"), &s.name)?;
+            if !source_names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", s.name),
+                ));
+            }
+            check_dicomweb_peer(
+                &key,
+                "source",
+                &s.name,
+                &s.url,
+                s.tls.as_ref(),
+                s.auth.as_ref(),
+                s.allow_insecure_auth,
+            )?;
         }
         for (i, r) in self.routes.iter().enumerate() {
             for to in &r.to {
@@ -512,6 +494,65 @@ impl Config {
             max_inflated_bytes: self.storage.max_instance_mb.saturating_mul(1 << 20),
         }
     }
+}
+
+/// The URL, TLS and credential settings of a DICOMweb peer (a destination or a source), under
+/// `key` (e.g. `destinations[0]`).
+fn check_dicomweb_peer(
+    key: &str,
+    role: &str,
+    name: &str,
+    url: &str,
+    tls: Option<&TlsConfig>,
+    auth: Option<&AuthConfig>,
+    allow_insecure_auth: bool,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("{key}.{k}");
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid(key("url"), format!("{url:?} is not an http(s) URL")));
+    }
+    let https = url.starts_with("https://");
+    if let Some(tls) = tls {
+        if !https {
+            return Err(invalid(
+                key("tls"),
+                format!("{name:?}: TLS settings need an https:// URL, not {url:?}"),
+            ));
+        }
+        if let Some(ca) = &tls.ca_file {
+            if !ca.is_file() {
+                return Err(invalid(
+                    key("tls.ca_file"),
+                    format!("{name:?}: {} is not a readable file", ca.display()),
+                ));
+            }
+        }
+    }
+    if let Some(auth) = auth {
+        if auth.bearer.is_some() == auth.basic.is_some() {
+            return Err(invalid(
+                key("auth"),
+                format!("{name:?}: give either bearer or basic"),
+            ));
+        }
+        if auth.basic.as_deref().is_some_and(|b| !b.contains(':')) {
+            return Err(invalid(
+                key("auth.basic"),
+                format!("{name:?}: must be user:password"),
+            ));
+        }
+        // Basic credentials are the password itself, and a bearer token is as good as one:
+        // neither crosses a hospital network in clear text unless the site says so for this peer.
+        if !https && !allow_insecure_auth {
+            return Err(invalid(
+                key("auth"),
+                format!(
+                    "{role} {name:?} sends credentials over plain http:// ({url}); use https:// or set allow_insecure_auth = true on it"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// PS3.5 AE: 1 to 16 characters of the default repertoire, no backslash or control characters,
@@ -761,6 +802,72 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("auth.basic") && !err.contains("no-colon"), "{err}");
+    }
+
+    #[test]
+    fn sources_are_checked_like_dicomweb_destinations_and_named_as_ae_titles() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = |name: &str, url: &str, more: &str| {
+            format!("[[sources]]\nname = \"{name}\"\nurl = \"{url}\"\n{more}")
+        };
+        let c = load_dests(
+            dir.path(),
+            &source(
+                "PACS",
+                "https://pacs.example.org/dicom-web",
+                "auth = { bearer = \"t0ken\" }\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.sources[0].name, "PACS");
+        let err = load_dests(
+            dir.path(),
+            &format!(
+                "{}{}",
+                source("PACS", "http://a/dicom-web", ""),
+                source("PACS", "http://b/dicom-web", "")
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("sources[1].name") && err.contains("used twice"),
+            "{err}"
+        );
+        let err = load_dests(dir.path(), &source("PACS", "ftp://a", "")).unwrap_err();
+        assert!(err.contains("sources[0].url"), "{err}");
+        let err = load_dests(
+            dir.path(),
+            &source("A_NAME_LONGER_THAN_AN_AE_TITLE", "http://a/dicom-web", ""),
+        )
+        .unwrap_err();
+        assert!(err.contains("sources[0].name"), "{err}");
+        let insecure = source(
+            "PACS",
+            "http://10.0.0.9/dicom-web",
+            "auth = { basic = \"u:secret\" }\n",
+        );
+        let err = load_dests(dir.path(), &insecure).unwrap_err();
+        assert!(
+            err.contains("sources[0].auth")
+                && err.contains("source \"PACS\"")
+                && err.contains("allow_insecure_auth")
+                && !err.contains("secret"),
+            "{err}"
+        );
+        load_dests(dir.path(), &format!("{insecure}allow_insecure_auth = true\n")).unwrap();
+        let err = load_dests(
+            dir.path(),
+            &source(
+                "PACS",
+                "http://a/dicom-web",
+                "tls = { ca_file = \"/no/such/ca.pem\" }\n",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("sources[0].tls") && err.contains("https://"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,12 +12,15 @@
 //! - [`pipeline`]: workers and the model thread: LE instance → derived instance.
 //! - [`derive`]: the derived Secondary Capture instance, tagged as AI-generated.
 //! - [`export`]: delivery to destinations over DIMSE and STOW-RS, with retries.
+//! - [`pull`]: on-demand processing of a study pulled from a DICOMweb PACS (`[[sources]]`);
+//!   [`dicomweb_client`]: the HTTP clients of DICOMweb destinations and sources.
 //! - [`research`]: training, evaluation and the report; [`phantom`]: the phantom's DICOM files.
 //!
 //! DIMSE networking is in the `vcnode-scp` crate, the generators in `vcnode-models`.
 
 pub mod config;
 pub mod derive;
+pub mod dicomweb_client;
 pub mod export;
 pub mod fixture;
 pub mod ingest;
@@ -25,6 +28,7 @@ pub mod node;
 pub mod phantom;
 pub mod pipeline;
 pub mod pixels;
+pub mod pull;
 pub mod queue;
 pub mod research;
 pub mod store;

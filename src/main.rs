@@ -76,6 +76,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Pull a study from a DICOMweb PACS in [[sources]] and process it: asks the running node
+    /// (POST /api/process), which retrieves the study's LE images, stores and queues them; the
+    /// derived series goes where [[routes]] with from_ae = the source's name send it.
+    Pull {
+        /// The source's name in [[sources]].
+        #[arg(long)]
+        source: String,
+        /// The Study Instance UID.
+        #[arg(long)]
+        study: String,
+        /// The running node's HTTP address (default: http://127.0.0.1:<node.http_port>).
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Write synthetic mammograms for tests and benchmarks.
     #[command(hide = true)]
     Fixture {
@@ -204,6 +218,10 @@ fn main() -> anyhow::Result<()> {
             }
             anyhow::ensure!(failed == 0, "{failed} destination(s) failed the check");
             Ok(())
+        }
+        Command::Pull { source, study, node } => {
+            let config = load(cli.config.as_deref())?;
+            runtime()?.block_on(pull(&config, node, &source, &study))
         }
         Command::Process { files, out } => {
             let config = load(cli.config.as_deref())?;
@@ -379,6 +397,82 @@ async fn jobs(config: &Config, state: Option<State>) -> anyhow::Result<()> {
         jobs.len(),
         if counts.is_empty() { "" } else { "; " },
         counts.join(", ")
+    );
+    Ok(())
+}
+
+/// `vcnode pull`: one mechanism for pulls, the node's `POST /api/process`; this prints its
+/// report and fails unless every selected instance is stored or was present already.
+async fn pull(config: &Config, node: Option<String>, source: &str, study: &str) -> anyhow::Result<()> {
+    let base = match node {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            anyhow::ensure!(
+                config.node.http_port != 0,
+                "node.http_port is 0 (a port the OS picks): give the node's address with --node http://HOST:PORT"
+            );
+            // A node bound to every address answers on loopback; else on the address it binds.
+            let host = match config.node.bind {
+                ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            };
+            format!("http://{host}:{}", config.node.http_port)
+        }
+    };
+    let url = format!("{base}/api/process");
+    // No overall limit: a large study takes as long as the node needs to retrieve and store it.
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let rsp = http
+        .post(&url)
+        .json(&serde_json::json!({ "source": source, "study": study }))
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_connect() {
+                anyhow::anyhow!(
+                    "vcnode is not running at {base} (cannot connect: {}); start it with `vcnode serve`, or give its address with --node",
+                    vcnode::dicomweb_client::with_causes(&e)
+                )
+            } else {
+                anyhow::anyhow!("POST {url}: {}", vcnode::dicomweb_client::with_causes(&e))
+            }
+        })?;
+    let status = rsp.status();
+    let body = rsp.bytes().await.context("reading the node's answer")?;
+    let json: serde_json::Value = serde_json::from_slice(&body).with_context(|| {
+        format!(
+            "POST {url}: HTTP {status}, not a vcnode answer: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        )
+    })?;
+    if let Some(error) = json.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("pull failed (HTTP {}): {error}", status.as_u16());
+    }
+    let report: vcnode::pull::PullReport = serde_json::from_value(json)
+        .with_context(|| format!("POST {url}: HTTP {status}, unexpected answer"))?;
+    println!(
+        "source {}, study {}: {} instance(s) found, {} selected, {} already present, {} retrieved, {} stored, {} failed; {} job(s) queued",
+        report.source,
+        report.study,
+        report.found,
+        report.selected,
+        report.already_present,
+        report.retrieved,
+        report.stored,
+        report.failed.len(),
+        report.jobs_queued
+    );
+    for f in &report.failed {
+        println!("FAILED {}: {}", f.sop_instance_uid, f.reason);
+    }
+    anyhow::ensure!(
+        status.is_success() && report.failed.is_empty(),
+        "{} of {} selected instance(s) failed",
+        report.failed.len(),
+        report.selected
     );
     Ok(())
 }

@@ -55,52 +55,25 @@ fn limits(config: &Config) -> dimse::Limits {
     }
 }
 
-/// The HTTP clients of the DICOMweb destinations, by name. TLS is rustls with the system's CA
-/// store, Mozilla's roots and the destination's `tls.ca_file`; no redirects are followed, so
-/// credentials go only to the configured URL. Each request sets its own time limit.
+/// The HTTP clients of the DICOMweb destinations, by name, each trusting only its own extra CA
+/// ([`crate::dicomweb_client::client`]).
 fn http_clients(config: &Config) -> anyhow::Result<HashMap<String, reqwest::Client>> {
-    use anyhow::Context;
     let mut out = HashMap::new();
     for d in config
         .destinations
         .iter()
         .filter(|d| d.kind == DestinationKind::Dicomweb)
     {
-        let https = d.url.as_deref().is_some_and(|u| u.starts_with("https://"));
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .https_only(https)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.export.timeout());
-        if let Some(ca) = d.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-            let pem = std::fs::read(ca).with_context(|| {
-                format!(
-                    "destination {:?}: cannot read tls.ca_file {}",
-                    d.name,
-                    ca.display()
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-                format!(
-                    "destination {:?}: tls.ca_file {} is not PEM",
-                    d.name,
-                    ca.display()
-                )
-            })?;
-            anyhow::ensure!(
-                !certs.is_empty(),
-                "destination {:?}: tls.ca_file {} holds no certificate",
-                d.name,
-                ca.display()
-            );
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder
-            .build()
-            .with_context(|| format!("destination {:?}: cannot build its HTTP client", d.name))?;
-        out.insert(d.name.clone(), client);
+        let peer = crate::dicomweb_client::Peer {
+            role: "destination",
+            name: &d.name,
+            url: d.url.as_deref().unwrap_or(""),
+            tls: d.tls.as_ref(),
+        };
+        out.insert(
+            d.name.clone(),
+            crate::dicomweb_client::client(peer, config.export.timeout())?,
+        );
     }
     Ok(out)
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::dimse::Limits;
 use super::Outcome;
 use crate::config::DestinationConfig;
+use crate::dicomweb_client::with_causes;
 
 const BOUNDARY: &str = "vcnode-stow-7d1c0a5e4b3f";
 
@@ -17,15 +18,9 @@ const MAX_RESPONSE: usize = 4 << 20;
 /// Failure Reason 0111H: the destination already has an instance with this SOP Instance UID.
 const DUPLICATE_SOP_INSTANCE: u64 = 0x0111;
 
+/// The request with the destination's credentials.
 fn authorized(req: reqwest::RequestBuilder, dest: &DestinationConfig) -> reqwest::RequestBuilder {
-    match &dest.auth {
-        Some(a) if a.bearer.is_some() => req.bearer_auth(a.bearer.as_deref().unwrap_or("")),
-        Some(a) => match a.basic.as_deref().and_then(|b| b.split_once(':')) {
-            Some((user, pass)) => req.basic_auth(user, Some(pass)),
-            None => req,
-        },
-        None => req,
-    }
+    crate::dicomweb_client::authorized(req, dest.auth.as_ref())
 }
 
 /// The SOP Instance UIDs in a response sequence, with the failure reason where given.
@@ -48,22 +43,6 @@ fn uids_in(json: &serde_json::Value, tag: &str) -> Vec<(String, Option<u64>)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// An error with its causes: reqwest's own text ("error sending request") hides the one an
-/// operator needs (refused connection, unknown certificate issuer, ...).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 /// The response body, up to [`MAX_RESPONSE`] bytes.

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use vcnode_scp::{status, ReceivedInstance, StoreHandler, StoreOutcome};
 
 use crate::config::JobSelect;
-use crate::queue::{NewInstance, Queue};
+use crate::queue::{IndexedAttributes, NewInstance, Queue};
 use crate::store::{InstanceStore, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 mod image_type;
@@ -76,6 +76,8 @@ struct Checked {
     study_uid: String,
     series_uid: String,
     image_type: ImageType,
+    /// What the DICOMweb index keeps, from the same walk.
+    attrs: IndexedAttributes,
 }
 
 /// Why a data set is refused, already mapped to its C-STORE status. Comments name what is
@@ -173,6 +175,7 @@ fn check(inst: &ReceivedInstance, limits: &Limits) -> Result<Checked, Refusal> {
         study_uid,
         series_uid,
         image_type: ImageType::from_values(scanned.image_type.as_deref()),
+        attrs: scanned.indexed_attributes(),
     })
 }
 
@@ -271,6 +274,7 @@ impl Ingest {
                     bytes: bytes as i64,
                     image_type: Some(checked.image_type.to_string()),
                     calling_ae: Some(inst.calling_ae_title.clone()),
+                    attrs: checked.attrs,
                 },
                 job.then_some(self.max_attempts),
             )

@@ -20,6 +20,8 @@ use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_parser::dataset::LazyDataToken;
 use dicom_parser::StatefulDecode;
 
+use crate::queue::IndexedAttributes;
+
 /// What a data set may cost the node.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -64,11 +66,63 @@ pub struct Scanned {
     pub number_of_frames: Option<u64>,
     /// Pixel Data: None when absent; Some(None) when encapsulated (undefined length).
     pub pixel_data_len: Option<Option<u64>>,
+    /// The raw values of Specific Character Set and of the attributes the DICOMweb index keeps
+    /// ([`IndexedAttributes`]), decoded once the walk is done ([`Scanned::indexed_attributes`]).
+    pub indexed: Vec<(Tag, Vec<u8>)>,
+}
+
+impl Scanned {
+    /// The DICOMweb index's attributes of the data set, its text decoded by its Specific
+    /// Character Set (as UTF-8 where that set is unknown or the bytes do not fit it).
+    pub fn indexed_attributes(&self) -> IndexedAttributes {
+        use dicom_encoding::text::{SpecificCharacterSet, TextCodec};
+        let charset = self
+            .indexed
+            .iter()
+            .find(|(tag, _)| *tag == tags::SPECIFIC_CHARACTER_SET)
+            .and_then(|(_, raw)| {
+                let codes = String::from_utf8_lossy(raw).into_owned();
+                let first = codes
+                    .split('\\')
+                    .map(|c| c.trim_matches([' ', '\0']))
+                    .find(|c| !c.is_empty())?
+                    .to_string();
+                SpecificCharacterSet::from_code(&first)
+            })
+            .unwrap_or_default();
+        let mut attrs = IndexedAttributes::default();
+        for (tag, raw) in &self.indexed {
+            let text = charset
+                .decode(raw)
+                .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned());
+            attrs.set(*tag, &text);
+        }
+        for (tag, n) in [
+            (tags::ROWS, self.rows.map(u64::from)),
+            (tags::COLUMNS, self.columns.map(u64::from)),
+            (tags::BITS_ALLOCATED, self.bits_allocated.map(u64::from)),
+            (tags::NUMBER_OF_FRAMES, self.number_of_frames),
+        ] {
+            if let Some(n) = n {
+                attrs.set(tag, &n.to_string());
+            }
+        }
+        attrs
+    }
 }
 
 /// The longest value ingest reads. Every value it needs is far shorter; one that is longer is
 /// refused rather than skipped, so a padded value cannot pass as missing.
 const MAX_READ_VALUE: u32 = 1024;
+
+/// The longest value of an indexed attribute that is kept; a longer one is not indexed (left
+/// out of QIDO-RS answers), not refused: nothing in ingest relies on it.
+const MAX_INDEXED_VALUE: u32 = 1024;
+
+/// Whether a top-level element is read for the DICOMweb index (besides [`WANTED`]).
+fn read_for_index(tag: Tag) -> bool {
+    (tag == tags::SPECIFIC_CHARACTER_SET || IndexedAttributes::is_indexed(tag)) && !WANTED.contains(&tag)
+}
 
 /// Elements (at any depth) a data set may have. A mammogram has a few hundred; millions of empty
 /// elements cost nothing here but would each become an object when a job loads the file.
@@ -268,6 +322,15 @@ fn walk<R: Read>(
                 if depth == 0 && header.tag == tags::PIXEL_DATA {
                     out.pixel_data_len = Some(Some(value_len as u64));
                 }
+                if depth == 0 && read_for_index(header.tag) && value_len <= MAX_INDEXED_VALUE {
+                    let mut raw = Vec::with_capacity(value_len as usize);
+                    token
+                        .read_value_into(&mut raw)
+                        .map_err(|_| ScanError::Malformed)?;
+                    arrived(end)?;
+                    out.indexed.push((header.tag, raw));
+                    continue;
+                }
                 if !wanted {
                     token.skip().map_err(|_| ScanError::Malformed)?;
                     arrived(end)?;
@@ -396,6 +459,45 @@ mod tests {
             ),
             Err(ScanError::Malformed)
         );
+    }
+
+    #[test]
+    fn the_same_walk_reads_what_the_dicomweb_index_keeps() {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let spec = crate::fixture::MammogramSpec::low_energy(5);
+        let mut obj = crate::fixture::mammogram(&spec);
+        // ISO_IR 100 (Latin-1), as the fixture declares: decoded, not taken for UTF-8.
+        obj.put(DataElement::new(
+            tags::PATIENT_NAME,
+            VR::PN,
+            PrimitiveValue::from("Müller^Anna"),
+        ));
+        // Longer than any indexed value may be: left out, not refused.
+        obj.put(DataElement::new(
+            tags::STUDY_DESCRIPTION,
+            VR::LO,
+            PrimitiveValue::from("x".repeat(2000)),
+        ));
+        let mut bytes = Vec::new();
+        obj.write_dataset_with_ts(&mut bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+            .unwrap();
+        let s = scan(
+            Cursor::new(&bytes),
+            bytes.len() as u64,
+            &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            &LIMITS,
+        )
+        .unwrap();
+        let attrs = s.indexed_attributes();
+        assert_eq!(attrs.get(tags::PATIENT_NAME), Some("Müller^Anna"));
+        assert_eq!(attrs.get(tags::PATIENT_ID), Some("FIX1"));
+        assert_eq!(attrs.get(tags::STUDY_DATE), Some("20261126"));
+        assert_eq!(attrs.get(tags::MODALITY), Some("MG"));
+        assert_eq!(attrs.get(tags::VIEW_POSITION), Some("CC"));
+        assert_eq!(attrs.get(tags::ROWS), Some("512"));
+        assert_eq!(attrs.get(tags::STUDY_DESCRIPTION), None);
+        let raw_name = s.indexed.iter().find(|(t, _)| *t == tags::PATIENT_NAME).unwrap();
+        assert!(raw_name.1.contains(&0xFC), "written as Latin-1: {:?}", raw_name.1);
     }
 
     #[test]

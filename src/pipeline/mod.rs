@@ -402,6 +402,9 @@ pub fn derived_record(obj: &FileDicomObject<InMemDicomObject>) -> anyhow::Result
         bytes: 0,
         image_type: Some("DERIVED\\SECONDARY".into()),
         calling_ae: None,
+        // From the data set just built, as ingest reads a received one: QIDO-RS shows the
+        // derived series with its description, Synthetic Data and Conversion Type.
+        attrs: crate::queue::IndexedAttributes::from_object(obj),
     })
 }
 

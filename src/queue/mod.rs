@@ -22,8 +22,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 mod exports;
+pub mod index;
+mod instances;
 mod lease;
 pub use exports::{ExportBatch, ExportItem, ExportRow};
+pub use index::IndexedAttributes;
+pub use instances::StoredInstance;
 pub use lease::{keep_leases, LeaseRenewal};
 
 pub const DB_FILE: &str = "vcnode.sqlite";
@@ -137,6 +141,8 @@ pub struct NewInstance {
     pub bytes: i64,
     pub image_type: Option<String>,
     pub calling_ae: Option<String>,
+    /// What QIDO-RS matches and returns (migration 0003), read from the data set.
+    pub attrs: IndexedAttributes,
 }
 
 /// What recording an instance did.
@@ -383,27 +389,23 @@ async fn insert_instance(
     source_uid: Option<&str>,
     now: i64,
 ) -> Result<bool> {
-    let n = sqlx::query(
-        "INSERT INTO instances (sop_instance_uid, sop_class_uid, study_uid, series_uid, transfer_syntax,
-                                origin, path, bytes, image_type, calling_ae, source_uid, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (sop_instance_uid) DO NOTHING",
-    )
-    .bind(&inst.sop_instance_uid)
-    .bind(&inst.sop_class_uid)
-    .bind(&inst.study_uid)
-    .bind(&inst.series_uid)
-    .bind(&inst.transfer_syntax)
-    .bind(origin)
-    .bind(&inst.path)
-    .bind(inst.bytes)
-    .bind(&inst.image_type)
-    .bind(&inst.calling_ae)
-    .bind(source_uid)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let q = sqlx::query(&index::INSERT_INSTANCE)
+        .bind(&inst.sop_instance_uid)
+        .bind(&inst.sop_class_uid)
+        .bind(&inst.study_uid)
+        .bind(&inst.series_uid)
+        .bind(&inst.transfer_syntax)
+        .bind(origin)
+        .bind(&inst.path)
+        .bind(inst.bytes)
+        .bind(&inst.image_type)
+        .bind(&inst.calling_ae)
+        .bind(source_uid)
+        .bind(now);
+    let n = index::bind_indexed(q, &inst.attrs)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     Ok(n == 1)
 }
 

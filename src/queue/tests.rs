@@ -11,6 +11,7 @@ fn instance(uid: &str) -> NewInstance {
         bytes: 10,
         image_type: Some("ORIGINAL\\PRIMARY\\\\\\LOW_ENERGY".into()),
         calling_ae: Some("MODALITY".into()),
+        attrs: Default::default(),
     }
 }
 

@@ -73,10 +73,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     info!(%local, "DICOMweb server listening (/dicomweb)");
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state).layer(axum::Extension(ListenAddr(local))))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
+
+/// The address the server listens on, an extension of every request: URLs the server writes
+/// (WADO-RS BulkDataURIs) need the port when a client's Host header leaves it out
+/// (dicomweb-client 0.60 sends `Host: 127.0.0.1` to port 8042).
+#[derive(Debug, Clone, Copy)]
+pub struct ListenAddr(pub SocketAddr);
 
 /// A request the server refuses or cannot answer: an HTTP status and a reason that names what
 /// is wrong (never a path of the node's or a patient's data). The reason goes in the body and,

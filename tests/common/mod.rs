@@ -894,3 +894,59 @@ pub fn pytools_python() -> PathBuf {
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Putting studies into Orthanc over its REST API (tests/pull.rs: a PACS to pull from).
+// ---------------------------------------------------------------------------------------------
+
+impl Orthanc {
+    /// Uploads DICOM files with `POST /instances`, as a modality's study would be in the PACS.
+    pub fn upload(&self, files: &[PathBuf]) {
+        for f in files {
+            let out = Command::new("curl")
+                .args(["-sf", "--max-time", "30", "-X", "POST", "--data-binary"])
+                .arg(format!("@{}", f.display()))
+                .arg(format!("http://127.0.0.1:{}/instances", self.http_port))
+                .output()
+                .expect("curl");
+            assert!(
+                out.status.success(),
+                "Orthanc refused {}: {}",
+                f.display(),
+                text(&out)
+            );
+        }
+    }
+}
+
+impl Orthanc {
+    /// Starts Orthanc with its DICOMweb API (`/dicom-web/…`) closed to requests without HTTP
+    /// basic credentials `user:password` (a Lua `IncomingHttpRequestFilter`, so the rest of the
+    /// REST API, which the harness polls, stays open).
+    pub fn start_requiring_basic_auth(dir: &Path, user: &str, password: &str) -> Orthanc {
+        use std::io::Write;
+        std::fs::create_dir_all(dir).unwrap();
+        let script = dir.join("dicomweb-basic-auth.lua");
+        let expected = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{password}")
+            )
+        );
+        let mut f = std::fs::File::create(&script).unwrap();
+        write!(
+            f,
+            "function IncomingHttpRequestFilter(method, uri, ip, username, headers)\n\
+             \x20 if string.sub(uri, 1, 11) ~= '/dicom-web/' then return true end\n\
+             \x20 return headers['authorization'] == {expected:?}\n\
+             end\n"
+        )
+        .unwrap();
+        let mut o = Orthanc::on_free_ports(dir);
+        o.extra_config
+            .insert("LuaScripts".into(), serde_json::json!([script]));
+        o.restart();
+        o
+    }
+}

@@ -13,10 +13,11 @@
 # The data reach both servers by C-STORE (dcmtk's storescu, one association each, in parallel);
 # the load times are printed too. TCP_NODELAY=1 makes dcmtk (storescu, and Orthanc's DICOM
 # server) disable Nagle's algorithm, which Debian's build leaves on: with it, every small
-# instance waits for a delayed ACK (40-90 ms each instead of about 1 ms). vcnode runs without a model (`[inference] model = ""`): its LE
-# jobs queue and wait, so no inference competes with the requests.
-# Timings are client-side (Python requests, one kept-alive connection per server, alternating
-# servers request by request); see bench/dicomweb.py.
+# instance waits for a delayed ACK (40-90 ms each instead of about 1 ms). vcnode runs without a
+# model (`[inference] model = ""`): its LE jobs queue and wait, so no inference competes with
+# the requests. Timings are curl's, client-side, on kept-alive connections, alternating servers
+# request by request; see bench/dicomweb.py.
+# Knobs: BENCH_STUDIES (2500), BENCH_QIDO_REPS (30), BENCH_WADO_REPS (10), VCNODE_BIN, TMPDIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STUDIES=${BENCH_STUDIES:-2500}

@@ -32,11 +32,13 @@ test: libtorch
 demo: release
 	scripts/demo.sh
 
-## Benchmarks: each prints a ratio against a peer measured in the same run.
+## Benchmarks: each prints a ratio against a peer measured in the same run (dicomweb.sh: QIDO-RS
+## and WADO-RS against Orthanc's DICOMweb plugin on the same 10,001 instances).
 bench: release
 	bench/ingest.sh
 	bench/ingest_memory.sh
 	bench/pipeline.sh
+	bench/dicomweb.sh
 	VCNODE_BENCH_PYTHON=$$(scripts/fetch-pytorch.sh) $(CARGO) bench -p vcnode-models --bench inference
 
 ## Fuzzing on stable Rust (fuzz/): the DIMSE command parser, P-DATA reassembly and the ingest

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run` starts the node on its embedded defaults and dcmtk's echoscu gets success from the
 # default peer (MODALITY at 127.0.0.1), and the OHIF viewer (viewer/ohif, scripts/fetch-viewer.sh)
-# is served at / with vcnode's app config. Only the ports and data_dir are overridden, so the
+# is served at / with vcnode's app config, and QIDO-RS answers under /dicomweb. Only the ports and data_dir are overridden, so the
 # test neither collides with a running node nor writes into the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,13 @@ if ! /usr/bin/echoscu -aet MODALITY -aec VCNODE 127.0.0.1 "$port"; then
 fi
 echo "make run: C-ECHO from MODALITY to VCNODE on port $port succeeded"
 base="http://127.0.0.1:$http_port"
+studies=$(curl -fsS -H 'Accept: application/dicom+json' "$base/dicomweb/studies" || true)
+if [[ $studies == "[]" ]]; then
+  echo "make run: QIDO-RS at $base/dicomweb/studies answers (no studies yet)"
+else
+  cat "$tmp/run.log"; echo "make run: QIDO-RS at $base/dicomweb/studies answered: $studies"
+  echo "1 passed, 1 failed"; exit 1
+fi
 index=$(curl -fsS "$base/" || true)
 app_config=$(curl -fsS "$base/app-config.js" || true)
 if grep -q "viewer on http://localhost:$http_port/" "$tmp/run.log" \

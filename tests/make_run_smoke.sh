@@ -35,8 +35,8 @@ app_config=$(curl -fsS "$base/app-config.js" || true)
 if grep -q "viewer on http://localhost:$http_port/" "$tmp/run.log" \
   && [[ $index == *'src="/app-config.js"'* ]] && [[ $app_config == *'@vcnode/mammo-le-rc'* ]]; then
   echo "make run: the OHIF viewer is served at $base/ with vcnode's app config"
-  echo "2 passed, 0 failed"
+  echo "3 passed, 0 failed"
 else
   cat "$tmp/run.log"; echo "make run: the viewer is not served at $base/ (scripts/fetch-viewer.sh)"
-  echo "1 passed, 1 failed"; exit 1
+  echo "2 passed, 1 failed"; exit 1
 fi

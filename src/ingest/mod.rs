@@ -21,6 +21,7 @@ use crate::queue::{IndexedAttributes, NewInstance, Queue};
 use crate::store::{InstanceStore, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 mod image_type;
+pub mod part10;
 pub mod scan;
 pub use image_type::{becomes_job, ImageType};
 pub use scan::Limits;

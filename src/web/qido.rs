@@ -25,8 +25,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -36,7 +35,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 
-use super::{ListenAddr, WebError, WebState, DICOM_JSON};
+use super::{BaseUrl, WebError, WebState, DICOM_JSON};
 use crate::queue::index::{self, Condition, Found, Level, Matcher, Search, SearchError, Value};
 
 pub(super) fn routes() -> Router<Arc<WebState>> {
@@ -54,24 +53,10 @@ pub(super) fn routes() -> Router<Arc<WebState>> {
 
 type Params = Query<Vec<(String, String)>>;
 
-/// `{scheme}://{host}/dicomweb` as the client reached this server, for RetrieveURL: the same
-/// rule as WADO-RS's BulkDataURIs ([`super::wado::base_url`]: Host or X-Forwarded-Host and
-/// -Proto, the listening port when a direct request's Host leaves it out).
-struct Base(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Base {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Base, Self::Rejection> {
-        let port = parts.extensions.get::<ListenAddr>().map(|a| a.0.port());
-        Ok(Base(super::wado::base_url(&parts.headers, port)))
-    }
-}
-
 async fn studies(
     State(s): State<Arc<WebState>>,
     h: HeaderMap,
-    base: Base,
+    base: BaseUrl,
     Query(p): Params,
 ) -> Result<Response, WebError> {
     qido(&s, &h, base, &p, Level::Study, Scope::All).await
@@ -80,7 +65,7 @@ async fn studies(
 async fn all_series(
     State(s): State<Arc<WebState>>,
     h: HeaderMap,
-    base: Base,
+    base: BaseUrl,
     Query(p): Params,
 ) -> Result<Response, WebError> {
     qido(&s, &h, base, &p, Level::Series, Scope::All).await
@@ -89,7 +74,7 @@ async fn all_series(
 async fn all_instances(
     State(s): State<Arc<WebState>>,
     h: HeaderMap,
-    base: Base,
+    base: BaseUrl,
     Query(p): Params,
 ) -> Result<Response, WebError> {
     qido(&s, &h, base, &p, Level::Instance, Scope::All).await
@@ -99,7 +84,7 @@ async fn study_series(
     State(s): State<Arc<WebState>>,
     Path(study): Path<String>,
     h: HeaderMap,
-    base: Base,
+    base: BaseUrl,
     Query(p): Params,
 ) -> Result<Response, WebError> {
     qido(&s, &h, base, &p, Level::Series, Scope::Study(study)).await
@@ -109,7 +94,7 @@ async fn study_instances(
     State(s): State<Arc<WebState>>,
     Path(study): Path<String>,
     h: HeaderMap,
-    base: Base,
+    base: BaseUrl,
     Query(p): Params,
 ) -> Result<Response, WebError> {
     qido(&s, &h, base, &p, Level::Instance, Scope::Study(study)).await
@@ -119,7 +104,7 @@ async fn series_instances(
     State(s): State<Arc<WebState>>,
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
-    base: Base,
+    base: BaseUrl,
     Query(p): Params,
 ) -> Result<Response, WebError> {
     qido(&s, &h, base, &p, Level::Instance, Scope::Series(study, series)).await
@@ -305,7 +290,7 @@ fn is_uid(s: &str) -> bool {
 async fn qido(
     state: &WebState,
     headers: &HeaderMap,
-    Base(base): Base,
+    BaseUrl(base): BaseUrl,
     params: &[(String, String)],
     level: Level,
     scope: Scope,

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 use vcnode_scp::status::{self, StatusKind};
 use vcnode_scp::{ReceivedInstance, SpooledDataSet, StoreHandler};
 
-use super::{ListenAddr, WebError, WebState, DICOM_JSON};
+use super::{BaseUrl, WebError, WebState, DICOM_JSON};
 use crate::ingest::part10::{self, FileMeta, Part10, SpoolError};
 
 pub(super) fn routes() -> Router<Arc<WebState>> {
@@ -64,20 +64,21 @@ const MAX_PARTS: usize = 10_000;
 /// Deflated Explicit VR Little Endian: its data set is walked as it inflates.
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
-async fn store_instances(State(state): State<Arc<WebState>>, request: Request) -> Response {
-    stow(&state, None, request).await
+async fn store_instances(State(state): State<Arc<WebState>>, base: BaseUrl, request: Request) -> Response {
+    stow(&state, None, base, request).await
 }
 
 async fn store_study_instances(
     State(state): State<Arc<WebState>>,
     Path(study): Path<String>,
+    base: BaseUrl,
     request: Request,
 ) -> Response {
     if !vcnode_scp::is_valid_uid(&study) {
         return WebError::bad_request("the Study Instance UID in the path is not a valid UID")
             .into_response();
     }
-    stow(&state, Some(study), request).await
+    stow(&state, Some(study), base, request).await
 }
 
 /// What became of one part.
@@ -134,7 +135,7 @@ impl Outcome {
     }
 }
 
-async fn stow(state: &WebState, study: Option<String>, request: Request) -> Response {
+async fn stow(state: &WebState, study: Option<String>, BaseUrl(base): BaseUrl, request: Request) -> Response {
     let config = &state.config;
     let max_request = config.dicomweb.max_request_mb.saturating_mul(1 << 20);
     let (parts, body) = request.into_parts();
@@ -155,12 +156,6 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    // Retrieve URLs by the rule of every URL the server writes (Host, X-Forwarded-*, the
-    // listening port where dicomweb-client's Host leaves it out).
-    let base = super::wado::base_url(
-        &parts.headers,
-        parts.extensions.get::<ListenAddr>().map(|l| l.0.port()),
-    );
 
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_request));

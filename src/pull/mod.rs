@@ -15,10 +15,11 @@
 //! 4. Each instance is retrieved by WADO-RS (`multipart/related; type="application/dicom"`, in
 //!    the transfer syntax the source holds), streamed part by part into a spool file in the
 //!    store's spool folder (never a whole study or instance in memory), its Part 10 file meta
-//!    read on the way (by [`crate::ingest::part10`], STOW-RS's spooler too), and handed to the one [`Ingest`](crate::ingest::Ingest) as a
-//!    [`ReceivedInstance`] whose calling AE title is the source's name: checked, stored
-//!    durably, indexed and queued exactly like a C-STORE, and its derived series follows the
-//!    `[[routes]]` whose `from_ae` is the source's name.
+//!    read on the way (by [`crate::ingest::part10`], STOW-RS's spooler too), and handed to
+//!    the one [`Ingest`](crate::ingest::Ingest) as a [`ReceivedInstance`] whose calling AE
+//!    title is the source's name: checked, stored durably, indexed and queued exactly like a
+//!    C-STORE, and its derived series follows the `[[routes]]` whose `from_ae` is the
+//!    source's name.
 //!
 //! Time limits are `[export]`'s: `timeout_s` for connecting and for each wait on the source,
 //! and `min_rate_kbps` as the slowest retrieval accepted.

@@ -194,23 +194,9 @@ async fn stow(state: &WebState, study: Option<String>, BaseUrl(base): BaseUrl, r
             Err(e) => return cut_short(e, &outcomes),
         };
         let outcome = match received {
-            Received::Failed(outcome) => outcome,
+            Received::Failed(outcome) => request.refused(outcome),
             Received::Part(part) => request.store(&part.meta, part.dataset).await,
         };
-        match &outcome {
-            // Each failed instance in STOW-RS terms (ingest logs its own refusals too).
-            Outcome::Failed {
-                sop_instance: Some(uid),
-                reason,
-                comment,
-                ..
-            } => {
-                info!(sop_instance = %uid, status = format!("{reason:#06x}"), reason = %comment, "STOW-RS instance failed")
-            }
-            // Parts that are not DICOM: one line per request (the answer's count), not per part.
-            Outcome::Failed { comment, .. } => debug!(reason = %comment, "STOW-RS part is not DICOM"),
-            Outcome::Stored { .. } => {}
-        }
         outcomes.push(outcome);
     }
     if outcomes.is_empty() {
@@ -239,29 +225,30 @@ impl Target<'_> {
     /// `[dicomweb] sender`.
     async fn store(&self, meta: &FileMeta, dataset: SpooledDataSet) -> Outcome {
         if !self.sop_classes.contains(&meta.sop_class_uid) {
-            return Outcome::failed(
+            return self.refused(Outcome::failed(
                 meta,
                 status::SOP_CLASS_NOT_SUPPORTED,
                 "SOP Class not supported by this node",
-            );
+            ));
         }
         if !self.transfer_syntaxes.contains(&meta.transfer_syntax) {
-            return Outcome::failed(
+            return self.refused(Outcome::failed(
                 meta,
                 TRANSFER_SYNTAX_NOT_SUPPORTED,
                 "Transfer Syntax not supported by this node",
-            );
+            ));
         }
         if let Some(study) = &self.study {
             let found = study_of(&dataset, &meta.transfer_syntax, &self.state.config).await;
             if found.is_some_and(|found| &found != study) {
-                return Outcome::failed(
+                return self.refused(Outcome::failed(
                     meta,
                     status::DATASET_DOES_NOT_MATCH_SOP_CLASS,
                     "Study Instance UID does not match the study of the request",
-                );
+                ));
             }
         }
+        // Ingest logs its own refusals.
         let outcome = self
             .state
             .ingest
@@ -275,6 +262,23 @@ impl Target<'_> {
             })
             .await;
         Outcome::of(meta, outcome)
+    }
+
+    /// A failure decided here, before ingest, logged as ingest logs its refusals. Parts that
+    /// are not DICOM: at debug, the request's summary line counts them (a body of junk parts
+    /// must not flood the log).
+    fn refused(&self, outcome: Outcome) -> Outcome {
+        match &outcome {
+            Outcome::Failed {
+                sop_instance: Some(uid),
+                reason,
+                comment,
+                ..
+            } => crate::ingest::log_refusal(uid, &self.state.config.dicomweb.sender, *reason, comment),
+            Outcome::Failed { comment, .. } => debug!(reason = %comment, "STOW-RS part is not DICOM"),
+            Outcome::Stored { .. } => {}
+        }
+        outcome
     }
 }
 

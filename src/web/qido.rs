@@ -22,13 +22,15 @@
 //!   carry Synthetic Data, instance answers Synthetic Data and Image Type, so a derived series
 //!   is unmistakable beside its SeriesDescription.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -40,74 +42,28 @@ use crate::queue::index::{self, Condition, Found, Level, Matcher, Search, Search
 
 pub(super) fn routes() -> Router<Arc<WebState>> {
     Router::new()
-        .route("/studies", get(studies))
-        .route("/series", get(all_series))
-        .route("/instances", get(all_instances))
-        .route("/studies/{study}/series", get(study_series))
-        .route("/studies/{study}/instances", get(study_instances))
+        .route("/studies", search(Level::Study))
+        .route("/series", search(Level::Series))
+        .route("/instances", search(Level::Instance))
+        .route("/studies/{study}/series", search(Level::Series))
+        .route("/studies/{study}/instances", search(Level::Instance))
         .route(
             "/studies/{study}/series/{series}/instances",
-            get(series_instances),
+            search(Level::Instance),
         )
 }
 
-type Params = Query<Vec<(String, String)>>;
-
-async fn studies(
-    State(s): State<Arc<WebState>>,
-    h: HeaderMap,
-    base: BaseUrl,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Study, Scope::All).await
-}
-
-async fn all_series(
-    State(s): State<Arc<WebState>>,
-    h: HeaderMap,
-    base: BaseUrl,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Series, Scope::All).await
-}
-
-async fn all_instances(
-    State(s): State<Arc<WebState>>,
-    h: HeaderMap,
-    base: BaseUrl,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Instance, Scope::All).await
-}
-
-async fn study_series(
-    State(s): State<Arc<WebState>>,
-    Path(study): Path<String>,
-    h: HeaderMap,
-    base: BaseUrl,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Series, Scope::Study(study)).await
-}
-
-async fn study_instances(
-    State(s): State<Arc<WebState>>,
-    Path(study): Path<String>,
-    h: HeaderMap,
-    base: BaseUrl,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Instance, Scope::Study(study)).await
-}
-
-async fn series_instances(
-    State(s): State<Arc<WebState>>,
-    Path((study, series)): Path<(String, String)>,
-    h: HeaderMap,
-    base: BaseUrl,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Instance, Scope::Series(study, series)).await
+/// The handler of a search at `level`, restricted to the study and series in the path.
+fn search(level: Level) -> MethodRouter<Arc<WebState>> {
+    get(
+        move |State(s): State<Arc<WebState>>,
+              scope: Scope,
+              h: HeaderMap,
+              base: BaseUrl,
+              Query(p): Query<Vec<(String, String)>>| async move {
+            qido(&s, &h, base, &p, level, scope).await
+        },
+    )
 }
 
 /// What the path restricts the search to.
@@ -116,6 +72,20 @@ enum Scope {
     All,
     Study(String),
     Series(String, String),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = PathRejection;
+
+    /// From the path's `{study}` and `{series}`.
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Scope, PathRejection> {
+        let Path(mut uids) = Path::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+        Ok(match (uids.remove("study"), uids.remove("series")) {
+            (Some(study), Some(series)) => Scope::Series(study, series),
+            (Some(study), None) => Scope::Study(study),
+            _ => Scope::All,
+        })
+    }
 }
 
 impl Scope {

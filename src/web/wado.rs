@@ -50,15 +50,15 @@ pub(super) fn routes() -> Router<Arc<WebState>> {
         .route(&format!("{INSTANCE}/metadata"), get(instance_metadata))
         .route(&format!("{INSTANCE}/frames/{{frames}}"), get(frames))
         .route(&format!("{INSTANCE}/bulkdata/{{tag}}"), get(bulkdata))
-        .route(&format!("{INSTANCE}/rendered"), get(instance_rendered))
-        .route(&format!("{INSTANCE}/thumbnail"), get(instance_thumbnail))
+        .route(&format!("{INSTANCE}/rendered"), get(instance_rendered::<false>))
+        .route(&format!("{INSTANCE}/thumbnail"), get(instance_rendered::<true>))
         .route(
             &format!("{INSTANCE}/frames/{{frames}}/rendered"),
-            get(frame_rendered),
+            get(frame_rendered::<false>),
         )
         .route(
             &format!("{INSTANCE}/frames/{{frames}}/thumbnail"),
-            get(frame_thumbnail),
+            get(frame_rendered::<true>),
         )
         .route(
             "/studies/{study}/series/{series}/thumbnail",
@@ -475,27 +475,19 @@ fn single_frame(list: &str) -> Result<u32, WebError> {
     }
 }
 
-async fn instance_rendered(
+/// An instance's `rendered` resource, or its `thumbnail` (THUMBNAIL: a default viewport).
+async fn instance_rendered<const THUMBNAIL: bool>(
     State(st): Shared,
     Path(ids): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let inst = one_instance(&st, &ids).await?;
-    rendered(&st, inst, 1, &query, &headers, false).await
+    rendered(&st, inst, 1, &query, &headers, THUMBNAIL).await
 }
 
-async fn instance_thumbnail(
-    State(st): Shared,
-    Path(ids): Path<(String, String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let inst = one_instance(&st, &ids).await?;
-    rendered(&st, inst, 1, &query, &headers, true).await
-}
-
-async fn frame_rendered(
+/// A frame's `rendered` resource, or its `thumbnail`.
+async fn frame_rendered<const THUMBNAIL: bool>(
     State(st): Shared,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
@@ -503,18 +495,7 @@ async fn frame_rendered(
 ) -> Result<Response, WebError> {
     let frame = single_frame(&list)?;
     let inst = one_instance(&st, &(study, series, instance)).await?;
-    rendered(&st, inst, frame, &query, &headers, false).await
-}
-
-async fn frame_thumbnail(
-    State(st): Shared,
-    Path((study, series, instance, list)): Path<(String, String, String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let frame = single_frame(&list)?;
-    let inst = one_instance(&st, &(study, series, instance)).await?;
-    rendered(&st, inst, frame, &query, &headers, true).await
+    rendered(&st, inst, frame, &query, &headers, THUMBNAIL).await
 }
 
 /// A series' thumbnail: its first instance's.

@@ -37,23 +37,11 @@ fn pull(config: &Path, node_url: &str, source: &str, study: &str) -> Output {
 
 /// The HTTP status and body of `POST /api/process`.
 fn post_process(node: &Node, body: &str) -> (String, String) {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "60",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .args(["-d", body])
-        .arg(format!("http://{}/api/process", node.http))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (status.to_string(), body.to_string())
+    http_post(
+        &format!("http://{}/api/process", node.http),
+        "application/json",
+        body.as_bytes(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,7 @@ use crate::ingest::Ingest;
 use crate::queue::Queue;
 use crate::store::InstanceStore;
 
+mod accept;
 mod process;
 mod qido;
 mod stow;

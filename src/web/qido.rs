@@ -235,24 +235,6 @@ fn uid_union(a: &Matcher, b: Matcher) -> Matcher {
     Matcher::List(all)
 }
 
-/// Whether the client takes DICOM JSON (no Accept header: it does).
-fn accepts_json(headers: &HeaderMap) -> bool {
-    let accepted: Vec<String> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|m| m.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .collect();
-    accepted.is_empty()
-        || accepted.iter().any(|m| {
-            matches!(
-                m.as_str(),
-                "application/dicom+json" | "application/json" | "application/*" | "*/*"
-            )
-        })
-}
-
 fn is_uid(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
@@ -265,12 +247,7 @@ async fn qido(
     level: Level,
     scope: Scope,
 ) -> Result<Response, WebError> {
-    if !accepts_json(headers) {
-        return Err(WebError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "QIDO-RS answers in application/dicom+json",
-        ));
-    }
+    super::accept::accepts_dicom_json(&super::accept::parse(headers)?, "a search")?;
     let mut parsed = parse_params(params)?;
     let mut path_uids = Vec::new();
     match &scope {

@@ -25,12 +25,11 @@ use tokio_util::io::ReaderStream;
 use super::{BaseUrl, WebError, WebState, DICOM_JSON};
 use crate::queue::StoredInstance;
 
-mod accept;
 mod frames;
 mod metadata;
 mod render;
 
-use accept::{Delivery, FrameDelivery, EXPLICIT_VR_LE};
+use super::accept::{self, Delivery, FrameDelivery, EXPLICIT_VR_LE};
 use frames::FrameError;
 use render::{RenderError, RenderParams};
 
@@ -259,7 +258,7 @@ async fn metadata_of(
     headers: &HeaderMap,
     BaseUrl(base): BaseUrl,
 ) -> Result<Response, WebError> {
-    accept::accepts_dicom_json(&accept::parse(headers)?)?;
+    accept::accepts_dicom_json(&accept::parse(headers)?, "metadata")?;
     let root = st.store.root().to_path_buf();
     let all = blocking(move || {
         instances

@@ -371,7 +371,7 @@ impl Source<'_> {
                 dataset: spooled.dataset,
             })
             .await;
-        if outcome.status != status::SUCCESS && outcome.status & 0xF000 != 0xB000 {
+        if status::kind(outcome.status) == status::StatusKind::Failure {
             return Err(retrieved(format!(
                 "refused by ingest (status {:04X}H: {})",
                 outcome.status,

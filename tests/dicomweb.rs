@@ -5,23 +5,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use vcnode::fixture::{mammogram, MammogramSpec};
 
 const LIMIT: Duration = Duration::from_secs(240);
-
-fn run_roundtrip(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicomweb/client_roundtrip.py");
-    Command::new(pytools_python())
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run the Python DICOMweb client")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dicomweb_client_stores_finds_retrieves_and_renders_le_images_and_their_derived_series() {
@@ -43,12 +32,15 @@ async fn dicomweb_client_stores_finds_retrieves_and_renders_le_images_and_their_
     let state = dir.path().join("roundtrip.json");
     let base = format!("http://{}/dicomweb", node.http);
 
-    let out = run_roundtrip(&[
-        "store".as_ref(),
-        base.as_ref(),
-        fixtures.as_os_str(),
-        state.as_os_str(),
-    ]);
+    let out = dicomweb_script(
+        "client_roundtrip.py",
+        &[
+            "store".as_ref(),
+            base.as_ref(),
+            fixtures.as_os_str(),
+            state.as_os_str(),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}\nnode log:\n{}",
@@ -61,7 +53,10 @@ async fn dicomweb_client_stores_finds_retrieves_and_renders_le_images_and_their_
     assert_eq!(done, 4, "{}\n{}", node.jobs_cli(), node.log_tail(40));
     assert_eq!(derived_uids(&node).await.len(), 4);
 
-    let out = run_roundtrip(&["derived".as_ref(), base.as_ref(), state.as_os_str()]);
+    let out = dicomweb_script(
+        "client_roundtrip.py",
+        &["derived".as_ref(), base.as_ref(), state.as_os_str()],
+    );
     assert!(
         out.status.success(),
         "{}\nnode log:\n{}",

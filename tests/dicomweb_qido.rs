@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -88,13 +87,10 @@ async fn stored_studies_are_found_by_dicomweb_client_and_by_ohifs_requests() {
         "QIDO-C": study_uid(&images[3]),
     });
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicomweb/qido_search.py");
-    let run = Command::new(pytools_python())
-        .arg(&script)
-        .arg(format!("http://{}/dicomweb", node.http))
-        .arg(studies.to_string())
-        .output()
-        .unwrap();
+    let run = dicomweb_script(
+        "qido_search.py",
+        &[format!("http://{}/dicomweb", node.http), studies.to_string()],
+    );
     assert!(
         run.status.success(),
         "qido_search.py failed:\n{}\nnode log:\n{}",

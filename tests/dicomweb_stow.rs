@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -62,17 +61,6 @@ fn write_stow_fixtures(dir: &Path) {
     }
 }
 
-fn run_python(script: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/dicomweb")
-        .join(script);
-    Command::new(pytools_python())
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run the Python DICOMweb client")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stow_rs_stores_like_c_store_and_answers_bad_requests_per_ps3_18() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +72,7 @@ async fn stow_rs_stores_like_c_store_and_answers_bad_requests_per_ps3_18() {
     write_stow_fixtures(&fixtures);
     let report = dir.path().join("report.json");
     let base = format!("http://{}/dicomweb", node.http);
-    let out = run_python(
+    let out = dicomweb_script(
         "stow_cases.py",
         &[base.as_ref(), fixtures.as_os_str(), report.as_os_str()],
     );
@@ -221,27 +209,12 @@ fn stow_body(files: &[PathBuf]) -> Vec<u8> {
 }
 
 /// POSTs a STOW-RS body with curl; returns (HTTP status, body).
-fn stow_with_curl(node: &Node, dir: &Path, files: &[PathBuf]) -> (String, String) {
-    let body = dir.join("stow.body");
-    std::fs::write(&body, stow_body(files)).unwrap();
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "60",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "Content-Type: multipart/related; type=\"application/dicom\"; boundary=vcnode-b",
-            "--data-binary",
-        ])
-        .arg(format!("@{}", body.display()))
-        .arg(format!("http://{}/dicomweb/studies", node.http))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.to_string(), body.to_string())
+fn stow_with_curl(node: &Node, files: &[PathBuf]) -> (String, String) {
+    http_post(
+        &format!("http://{}/dicomweb/studies", node.http),
+        "multipart/related; type=\"application/dicom\"; boundary=vcnode-b",
+        &stow_body(files),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,7 +235,7 @@ async fn a_stow_rs_image_is_processed_and_its_result_routed_by_the_dicomweb_send
         .take(1)
         .map(|(le, _)| le)
         .collect();
-    let (status, body) = stow_with_curl(&node, dir.path(), &le);
+    let (status, body) = stow_with_curl(&node, &le);
     assert_eq!(status, "200", "{body}\n{}", node.log_tail(30));
     assert!(body.contains(&sop_instance_uid(&le[0])), "{body}");
 
@@ -337,6 +310,6 @@ async fn a_stow_rs_client_that_stops_sending_gets_408_and_the_node_keeps_serving
         .map(|e| e.unwrap().path())
         .collect();
     assert!(spool.is_empty(), "spool files left: {spool:?}");
-    let (status, body) = stow_with_curl(&node, dir.path(), &[le]);
+    let (status, body) = stow_with_curl(&node, &[le]);
     assert_eq!(status, "200", "{body}");
 }

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use dicom_core::VR;
@@ -32,7 +31,6 @@ fn spec(seed: u64) -> MammogramSpec {
 
 #[test]
 fn dicomweb_client_retrieves_metadata_frames_and_rendered_images() {
-    let python = pytools_python();
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), "");
     let src = dir.path().join("src");
@@ -79,13 +77,14 @@ fn dicomweb_client_retrieves_metadata_frames_and_rendered_images() {
 
     let manifest_file = dir.path().join("manifest.json");
     std::fs::write(&manifest_file, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    let out = Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicomweb/wado_check.py"))
-        .arg(format!("http://{}/dicomweb", node.http))
-        .arg(&manifest_file)
-        .arg(&node.data_dir)
-        .output()
-        .unwrap();
+    let out = dicomweb_script(
+        "wado_check.py",
+        &[
+            std::ffi::OsString::from(format!("http://{}/dicomweb", node.http)),
+            manifest_file.clone().into(),
+            node.data_dir.clone().into(),
+        ],
+    );
     let report = text(&out);
     println!("{report}");
     assert!(

@@ -37,23 +37,11 @@ fn pull(config: &Path, node_url: &str, source: &str, study: &str) -> Output {
 
 /// The HTTP status and body of `POST /api/process`.
 fn post_process(node: &Node, body: &str) -> (String, String) {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "60",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .args(["-d", body])
-        .arg(format!("http://{}/api/process", node.http))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (status.to_string(), body.to_string())
+    http_post(
+        &format!("http://{}/api/process", node.http),
+        "application/json",
+        body.as_bytes(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,27 +134,26 @@ async fn a_study_pulled_from_orthanc_is_processed_and_routed_once() {
     db.close().await;
 
     // Failures say what is wrong and exit non-zero.
-    let out = pull(&node.config, &node_url, "NOPE", &study);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("no source named \"NOPE\""), "{}", text(&out));
-    let out = pull(&node.config, &node_url, "PACS", "1.2.826.0.1.3680043.10.999.1");
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("study 1.2.826.0.1.3680043.10.999.1 not found on source \"PACS\""),
-        "{}",
-        text(&out)
-    );
-    let out = pull(&node.config, &node_url, "PACS", "not-a-uid");
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("not a valid Study Instance UID"),
-        "{}",
-        text(&out)
-    );
     let nobody = format!("http://127.0.0.1:{}", free_port());
-    let out = pull(&node.config, &nobody, "PACS", &study);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("vcnode is not running at"), "{}", text(&out));
+    let unknown_study = "1.2.826.0.1.3680043.10.999.1";
+    for (url, source, study, says) in [
+        (&node_url, "NOPE", study.as_str(), "no source named \"NOPE\""),
+        (
+            &node_url,
+            "PACS",
+            unknown_study,
+            "study 1.2.826.0.1.3680043.10.999.1 not found on source \"PACS\"",
+        ),
+        (&node_url, "PACS", "not-a-uid", "not a valid Study Instance UID"),
+        (&nobody, "PACS", study.as_str(), "vcnode is not running at"),
+    ] {
+        let out = pull(&node.config, url, source, study);
+        let said = text(&out);
+        assert!(
+            !out.status.success() && said.contains(says),
+            "{source} {study}: {said}"
+        );
+    }
 
     // The HTTP API's statuses.
     let (status, body) = post_process(

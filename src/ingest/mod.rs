@@ -21,6 +21,7 @@ use crate::queue::{IndexedAttributes, NewInstance, Queue};
 use crate::store::{InstanceStore, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 mod image_type;
+pub mod part10;
 pub mod scan;
 pub use image_type::{becomes_job, ImageType};
 pub use scan::Limits;
@@ -302,20 +303,33 @@ impl Ingest {
 impl StoreHandler for Ingest {
     async fn store(&self, inst: ReceivedInstance) -> StoreOutcome {
         let uid = inst.sop_instance_uid.clone();
-        let peer = inst.calling_ae_title.clone();
+        let sender = inst.calling_ae_title.clone();
         match self.ingest(inst).await {
             Ok(outcome) => outcome,
             Err(Refusal(outcome)) => {
-                warn!(
-                    sop_instance = %uid, calling_ae = %peer,
-                    status = format!("{:#06x}", outcome.status),
-                    reason = outcome.comment.as_deref().unwrap_or(""),
-                    "C-STORE refused"
+                log_refusal(
+                    &uid,
+                    &sender,
+                    outcome.status,
+                    outcome.comment.as_deref().unwrap_or(""),
                 );
                 outcome
             }
         }
     }
+}
+
+/// The one log line of a refused instance, whichever way it came (C-STORE, STOW-RS, a pull):
+/// `calling_ae` is the sender it is routed as (a calling AE title, `[dicomweb] sender`, a
+/// source's name).
+pub fn log_refusal(sop_instance: &str, calling_ae: &str, status: u16, reason: &str) {
+    warn!(
+        sop_instance,
+        calling_ae,
+        status = format!("{status:#06x}"),
+        reason,
+        "instance refused"
+    );
 }
 
 #[cfg(test)]

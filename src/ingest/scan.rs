@@ -417,6 +417,16 @@ mod tests {
         max_inflated_bytes: 64 << 20,
     };
 
+    /// The walk of a data set in Explicit VR Little Endian, under [`LIMITS`].
+    fn scan_explicit_le(bytes: &[u8]) -> Result<Scanned, ScanError> {
+        scan(
+            Cursor::new(bytes),
+            bytes.len() as u64,
+            &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            &LIMITS,
+        )
+    }
+
     fn encoded(spec: &crate::fixture::MammogramSpec) -> (Vec<u8>, String) {
         let obj = crate::fixture::mammogram(spec);
         let mut bytes = Vec::new();
@@ -434,13 +444,7 @@ mod tests {
     fn a_mammogram_yields_what_ingest_checks() {
         let spec = crate::fixture::MammogramSpec::low_energy(1);
         let (bytes, sop) = encoded(&spec);
-        let s = scan(
-            Cursor::new(&bytes),
-            bytes.len() as u64,
-            &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
-            &LIMITS,
-        )
-        .unwrap();
+        let s = scan_explicit_le(&bytes).unwrap();
         assert_eq!(s.sop_instance_uid.as_deref(), Some(sop.as_str()));
         assert_eq!(s.rows, Some(spec.rows as u32));
         assert!(s.image_type.unwrap().iter().any(|v| v == "LOW_ENERGY"));
@@ -450,15 +454,7 @@ mod tests {
         );
         // Truncated anywhere in the pixels: refused, although every header before is whole.
         let cut = &bytes[..bytes.len() - 10];
-        assert_eq!(
-            scan(
-                Cursor::new(cut),
-                cut.len() as u64,
-                &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
-                &LIMITS
-            ),
-            Err(ScanError::Malformed)
-        );
+        assert_eq!(scan_explicit_le(cut), Err(ScanError::Malformed));
     }
 
     #[test]
@@ -481,13 +477,7 @@ mod tests {
         let mut bytes = Vec::new();
         obj.write_dataset_with_ts(&mut bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
             .unwrap();
-        let s = scan(
-            Cursor::new(&bytes),
-            bytes.len() as u64,
-            &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
-            &LIMITS,
-        )
-        .unwrap();
+        let s = scan_explicit_le(&bytes).unwrap();
         let attrs = s.indexed_attributes();
         assert_eq!(attrs.get(tags::PATIENT_NAME), Some("Müller^Anna"));
         assert_eq!(attrs.get(tags::PATIENT_ID), Some("FIX1"));
@@ -547,12 +537,7 @@ mod tests {
             let mut bytes = Vec::new();
             obj.write_dataset_with_ts(&mut bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
                 .unwrap();
-            scan(
-                Cursor::new(&bytes),
-                bytes.len() as u64,
-                &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
-                &LIMITS,
-            )
+            scan_explicit_le(&bytes)
         };
         // Found by the hostile suite: a second, empty value and a zero-padded value both
         // passed as one frame while the decoder would read 100000.
@@ -576,12 +561,7 @@ mod tests {
         let again = [0x08, 0x00, 0x18, 0x00, b'U', b'I', 4, 0, b'1', b'.', b'2', 0];
         bytes.splice(0..0, again.iter().copied());
         // Not ascending either way; what counts is that (0008,0018) now occurs twice.
-        let r = scan(
-            Cursor::new(&bytes),
-            bytes.len() as u64,
-            &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
-            &LIMITS,
-        );
+        let r = scan_explicit_le(&bytes);
         assert_eq!(r, Err(ScanError::Malformed));
     }
 

@@ -15,10 +15,11 @@
 //! 4. Each instance is retrieved by WADO-RS (`multipart/related; type="application/dicom"`, in
 //!    the transfer syntax the source holds), streamed part by part into a spool file in the
 //!    store's spool folder (never a whole study or instance in memory), its Part 10 file meta
-//!    read on the way, and handed to the one [`Ingest`](crate::ingest::Ingest) as a
-//!    [`ReceivedInstance`] whose calling AE title is the source's name: checked, stored
-//!    durably, indexed and queued exactly like a C-STORE, and its derived series follows the
-//!    `[[routes]]` whose `from_ae` is the source's name.
+//!    read on the way (by [`crate::ingest::part10`], STOW-RS's spooler too), and handed to
+//!    the one [`Ingest`](crate::ingest::Ingest) as a [`ReceivedInstance`] whose calling AE
+//!    title is the source's name: checked, stored durably, indexed and queued exactly like a
+//!    C-STORE, and its derived series follows the `[[routes]]` whose `from_ae` is the
+//!    source's name.
 //!
 //! Time limits are `[export]`'s: `timeout_s` for connecting and for each wait on the source,
 //! and `min_rate_kbps` as the slowest retrieval accepted.
@@ -29,21 +30,18 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
-use vcnode_scp::{status, ReceivedInstance, SpooledDataSet, StoreHandler};
+use vcnode_scp::{status, ReceivedInstance, StoreHandler};
 
 use crate::config::{Config, SourceConfig};
 use crate::dicomweb_client::{authorized, with_causes};
+use crate::ingest::part10::{self, Part10, SpoolError};
 use crate::ingest::{becomes_job, ImageType};
 use crate::queue::Queue;
 use crate::store::InstanceStore;
 
 /// The largest QIDO-RS answer read: a study's instance list is about 500 bytes per instance.
 const MAX_QIDO_RESPONSE: usize = 16 << 20;
-
-/// The largest Part 10 file meta group accepted (a few hundred bytes in practice).
-const MAX_FILE_META: usize = 64 << 10;
 
 /// Instances retrieved at once from one source.
 const CONCURRENT_RETRIEVALS: usize = 4;
@@ -356,10 +354,10 @@ impl Source<'_> {
             reason,
             retrieved: true,
         };
-        if spooled.sop_instance_uid != *uid {
+        if spooled.meta.sop_instance_uid != *uid {
             return Err(retrieved(format!(
                 "the source sent instance {} instead",
-                spooled.sop_instance_uid
+                spooled.meta.sop_instance_uid
             )));
         }
         let outcome = node
@@ -367,13 +365,13 @@ impl Source<'_> {
             .store(ReceivedInstance {
                 calling_ae_title: self.config.name.clone(),
                 peer_addr,
-                sop_class_uid: spooled.sop_class_uid,
-                sop_instance_uid: spooled.sop_instance_uid,
-                transfer_syntax: spooled.transfer_syntax,
+                sop_class_uid: spooled.meta.sop_class_uid,
+                sop_instance_uid: spooled.meta.sop_instance_uid,
+                transfer_syntax: spooled.meta.transfer_syntax,
                 dataset: spooled.dataset,
             })
             .await;
-        if outcome.status != status::SUCCESS && outcome.status & 0xF000 != 0xB000 {
+        if status::kind(outcome.status) == status::StatusKind::Failure {
             return Err(retrieved(format!(
                 "refused by ingest (status {:04X}H: {})",
                 outcome.status,
@@ -391,16 +389,18 @@ impl Source<'_> {
         Ok(jobs > 0)
     }
 
-    /// Streams the first part of a WADO-RS answer into a spool file: its Part 10 file meta is
-    /// read, the data set after it written. Errors are the reason for the report.
-    async fn spool_first_part(&self, rsp: reqwest::Response, spool_dir: PathBuf) -> Result<Spooled, String> {
+    /// Streams the first part of a WADO-RS answer into a spool file by the one Part 10
+    /// spooler, no slower than `export.min_rate_kbps`. Errors are the reason for the report.
+    async fn spool_first_part(&self, rsp: reqwest::Response, spool_dir: PathBuf) -> Result<Part10, String> {
         let content_type = rsp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let boundary = multipart_related_boundary(&content_type)?;
+            .unwrap_or("");
+        let boundary = part10::multipart_related(content_type)
+            .map_err(|essence| format!("the WADO-RS answer is {essence:?}, not multipart/related"))?
+            .boundary
+            .ok_or("the WADO-RS answer's Content-Type has no boundary")?;
         let body = futures_util::stream::unfold(Some(rsp), |rsp| async move {
             let mut rsp = rsp?;
             match rsp.chunk().await {
@@ -410,7 +410,7 @@ impl Source<'_> {
             }
         });
         let mut multipart = multer::Multipart::new(body, boundary);
-        let mut part = multipart
+        let part = multipart
             .next_field()
             .await
             .map_err(|e| format!("WADO-RS answer: {}", with_causes(&e)))?
@@ -421,139 +421,30 @@ impl Source<'_> {
             }
         }
         let started = Instant::now();
-        // The SCP's suffix: a crash leaves nothing the store's start-up sweep misses.
-        let path = spool_dir.join(format!(
-            "{}.{}",
-            uuid::Uuid::new_v4().simple(),
-            vcnode_scp::SPOOL_SUFFIX
-        ));
-        let guard = RemoveOnDrop(Some(path.clone()));
-        let mut file = tokio::io::BufWriter::with_capacity(
-            1 << 20,
-            tokio::fs::File::create(&path).await.map_err(|e| {
-                warn!(error = %e, "cannot create a spool file");
-                "vcnode could not spool the instance".to_string()
-            })?,
-        );
-        let write_failed = |e: std::io::Error| {
-            warn!(error = %e, "cannot write a spool file");
-            "vcnode could not spool the instance".to_string()
-        };
-        let mut head: Vec<u8> = Vec::new();
-        let mut meta: Option<dicom_object::meta::FileMetaTable> = None;
         let mut received: u64 = 0;
-        while let Some(chunk) = part
-            .chunk()
-            .await
-            .map_err(|e| format!("WADO-RS answer: {}", with_causes(&e)))?
-        {
+        let chunks = part.map(|chunk| {
+            let chunk = chunk.map_err(|e| format!("WADO-RS answer: {}", with_causes(&e)))?;
             received += chunk.len() as u64;
-            if received > self.max_instance_bytes.saturating_add(MAX_FILE_META as u64 + 132) {
-                return Err("instance larger than this node accepts (storage.max_instance_mb)".into());
-            }
             // The slowest retrieval accepted: `floor` to start, then the minimum rate.
             let allowed =
                 self.floor * 2 + Duration::from_secs_f64(received as f64 / self.min_bytes_per_s as f64);
             if started.elapsed() > allowed {
-                return Err("the source sends slower than export.min_rate_kbps".into());
+                return Err("the source sends slower than export.min_rate_kbps".to_string());
             }
-            if meta.is_some() {
-                file.write_all(&chunk).await.map_err(write_failed)?;
-                continue;
-            }
-            head.extend_from_slice(&chunk);
-            if let Some((m, data_set_start)) = file_meta(&head)? {
-                file.write_all(&head[data_set_start..])
-                    .await
-                    .map_err(write_failed)?;
-                meta = Some(m);
-                head = Vec::new();
-            }
-        }
-        let meta = meta.ok_or("the WADO-RS part ends inside its DICOM file meta")?;
-        file.flush().await.map_err(write_failed)?;
-        drop(file);
-        let dataset = SpooledDataSet::adopt(path).map_err(write_failed)?;
-        guard.disarm();
-        let uid = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-        Ok(Spooled {
-            sop_class_uid: uid(meta.media_storage_sop_class_uid()),
-            sop_instance_uid: uid(meta.media_storage_sop_instance_uid()),
-            transfer_syntax: uid(meta.transfer_syntax()),
-            dataset,
-        })
+            Ok(chunk)
+        });
+        part10::spool(chunks, &spool_dir, self.max_instance_bytes)
+            .await
+            .map_err(|e| {
+                if let SpoolError::Spool(_, cause) = &e {
+                    warn!(error = %cause, "cannot spool a pulled instance");
+                }
+                match e {
+                    SpoolError::Read(reason) => reason,
+                    refused => refused.to_string(),
+                }
+            })
     }
-}
-
-/// A retrieved instance: its data set in a spool file, what its file meta says.
-struct Spooled {
-    sop_class_uid: String,
-    sop_instance_uid: String,
-    transfer_syntax: String,
-    dataset: SpooledDataSet,
-}
-
-/// Removes a spool file that was not handed on (an error or a drop mid-retrieval).
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl RemoveOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// The boundary of a `multipart/related` answer. Read by hand rather than by the `mime` crate,
-/// which refuses the unquoted `type=application/dicom` several servers send.
-fn multipart_related_boundary(content_type: &str) -> Result<String, String> {
-    let mut params = content_type.split(';');
-    let essence = params.next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("multipart/related") {
-        return Err(format!(
-            "the WADO-RS answer is {essence:?}, not multipart/related"
-        ));
-    }
-    params
-        .filter_map(|p| p.split_once('='))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
-        .map(|(_, value)| value.trim().trim_matches('"').to_string())
-        .filter(|b| !b.is_empty())
-        .ok_or_else(|| "the WADO-RS answer's Content-Type has no boundary".to_string())
-}
-
-/// The Part 10 file meta at the start of `head` (128-byte preamble, "DICM", group 0002 in
-/// Explicit VR Little Endian, led by its group length) and where the data set starts; None
-/// while `head` is too short to tell.
-fn file_meta(head: &[u8]) -> Result<Option<(dicom_object::meta::FileMetaTable, usize)>, String> {
-    const GROUP_LENGTH_END: usize = 128 + 4 + 12;
-    if head.len() < GROUP_LENGTH_END {
-        return Ok(None);
-    }
-    if &head[128..132] != b"DICM" {
-        return Err("the WADO-RS part is not a DICOM Part 10 file".into());
-    }
-    // (0002,0000) UL, length 4: the bytes of group 0002 after this element.
-    if head[132..140] != [0x02, 0x00, 0x00, 0x00, b'U', b'L', 0x04, 0x00] {
-        return Err("the DICOM file meta does not start with its group length".into());
-    }
-    let group_length = u32::from_le_bytes(head[140..144].try_into().expect("4 bytes")) as usize;
-    if group_length > MAX_FILE_META {
-        return Err("the DICOM file meta is implausibly large".into());
-    }
-    let end = GROUP_LENGTH_END + group_length;
-    if head.len() < end {
-        return Ok(None);
-    }
-    let meta = dicom_object::meta::FileMetaTable::from_reader(&head[128..end])
-        .map_err(|e| format!("the DICOM file meta is malformed: {e}"))?;
-    Ok(Some((meta, end)))
 }
 
 /// The instances of a QIDO-RS answer (a DICOM JSON array); instances without a valid SOP
@@ -662,45 +553,5 @@ mod tests {
         assert_eq!(listed[1].sop_class_uid, None);
         assert_eq!(listed[1].series_uid, None, "not a UID, not put into a URL");
         assert!(parse_qido(b"{\"not\": \"an array\"}").is_err());
-    }
-
-    #[test]
-    fn the_boundary_comes_from_a_multipart_related_content_type_only() {
-        assert_eq!(
-            multipart_related_boundary("multipart/related; type=\"application/dicom\"; boundary=abc-123")
-                .unwrap(),
-            "abc-123"
-        );
-        assert_eq!(
-            multipart_related_boundary("Multipart/Related; BOUNDARY=\"q u\"; type=application/dicom")
-                .unwrap(),
-            "q u"
-        );
-        assert!(multipart_related_boundary("application/dicom").is_err());
-        assert!(multipart_related_boundary("multipart/related; type=application/dicom").is_err());
-    }
-
-    #[test]
-    fn file_meta_is_read_from_the_head_of_a_part_10_file_as_it_arrives() {
-        let obj = crate::fixture::mammogram(&crate::fixture::MammogramSpec::low_energy(3));
-        let mut file = Vec::new();
-        obj.write_all(&mut file).unwrap();
-        let mut data_set = Vec::new();
-        obj.write_dataset_with_ts(
-            &mut data_set,
-            &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
-        )
-        .unwrap();
-        assert!(file_meta(&file[..100]).unwrap().is_none());
-        assert!(file_meta(&file[..150]).unwrap().is_none());
-        let (meta, start) = file_meta(&file).unwrap().unwrap();
-        assert_eq!(&file[start..], &data_set[..], "the data set follows the meta");
-        assert_eq!(
-            meta.media_storage_sop_instance_uid().trim_end_matches('\0'),
-            obj.meta().media_storage_sop_instance_uid().trim_end_matches('\0')
-        );
-        let mut not_dicom = file.clone();
-        not_dicom[128..132].copy_from_slice(b"DICX");
-        assert!(file_meta(&not_dicom).is_err());
     }
 }

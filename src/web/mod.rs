@@ -8,7 +8,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::net::TcpListener;
@@ -20,6 +22,7 @@ use crate::ingest::Ingest;
 use crate::queue::Queue;
 use crate::store::InstanceStore;
 
+mod accept;
 mod process;
 mod qido;
 mod stow;
@@ -91,6 +94,60 @@ pub async fn serve(
 #[derive(Debug, Clone, Copy)]
 pub struct ListenAddr(pub SocketAddr);
 
+/// `{scheme}://{host}/dicomweb` as the client reached this server: the root of every URL the
+/// server writes (QIDO-RS and STOW-RS Retrieve URLs, WADO-RS BulkDataURIs), by one rule.
+pub struct BaseUrl(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<BaseUrl, Self::Rejection> {
+        let port = parts.extensions.get::<ListenAddr>().map(|a| a.0.port());
+        Ok(BaseUrl(base_url(&parts.headers, port)))
+    }
+}
+
+/// The [`BaseUrl`] of a request: the Host the
+/// client used (a proxy's X-Forwarded-Host and -Proto first). A Host without a port on a
+/// direct request gets the port the request came in on: some clients (dicomweb-client) leave
+/// it out. Without a usable host the URLs are relative to the origin.
+fn base_url(headers: &HeaderMap, listen_port: Option<u16>) -> String {
+    let header_text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let forwarded_host = header_text("x-forwarded-host");
+    let forwarded_proto = header_text("x-forwarded-proto");
+    let proxied = forwarded_host.is_some() || forwarded_proto.is_some();
+    let host = forwarded_host
+        .or_else(|| header_text(header::HOST.as_str()))
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        });
+    let proto = match forwarded_proto {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    match host {
+        Some(h) => {
+            // The port follows the last ':' outside an IPv6 literal's brackets.
+            let has_port = h.rsplit_once(']').map_or(h, |(_, rest)| rest).contains(':');
+            match listen_port {
+                Some(port) if !has_port && !proxied && port != 80 => {
+                    format!("{proto}://{h}:{port}/dicomweb")
+                }
+                _ => format!("{proto}://{h}/dicomweb"),
+            }
+        }
+        None => "/dicomweb".to_string(),
+    }
+}
+
 /// A request the server refuses or cannot answer: an HTTP status and a reason that names what
 /// is wrong (never a path of the node's or a patient's data). The reason goes in the body and,
 /// as PS3.18 suggests, in a `Warning: 299` header.
@@ -137,8 +194,33 @@ impl IntoResponse for WebError {
             })
             .collect();
         if let Ok(v) = HeaderValue::from_str(&format!("299 vcnode \"{text}\"")) {
-            response.headers_mut().insert(axum::http::header::WARNING, v);
+            response.headers_mut().insert(header::WARNING, v);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_urls_use_the_requests_origin() {
+        let mut h = HeaderMap::new();
+        assert_eq!(base_url(&h, Some(8042)), "/dicomweb");
+        h.insert(header::HOST, HeaderValue::from_static("pacs.example:8042"));
+        assert_eq!(base_url(&h, Some(9000)), "http://pacs.example:8042/dicomweb");
+        // A Host without its port, straight to the listener: the port it came in on.
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1"));
+        assert_eq!(base_url(&h, Some(8042)), "http://127.0.0.1:8042/dicomweb");
+        assert_eq!(base_url(&h, Some(80)), "http://127.0.0.1/dicomweb");
+        h.insert(header::HOST, HeaderValue::from_static("[::1]"));
+        assert_eq!(base_url(&h, Some(8042)), "http://[::1]:8042/dicomweb");
+        // Behind a proxy its headers say where the client is.
+        h.insert("x-forwarded-host", HeaderValue::from_static("pacs.example"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(base_url(&h, Some(8042)), "https://pacs.example/dicomweb");
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil/\"x"));
+        assert_eq!(base_url(&h, Some(8042)), "/dicomweb");
     }
 }

@@ -22,107 +22,48 @@
 //!   carry Synthetic Data, instance answers Synthetic Data and Image Type, so a derived series
 //!   is unmistakable beside its SeriesDescription.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 
-use super::{ListenAddr, WebError, WebState, DICOM_JSON};
+use super::{BaseUrl, WebError, WebState, DICOM_JSON};
 use crate::queue::index::{self, Condition, Found, Level, Matcher, Search, SearchError, Value};
 
 pub(super) fn routes() -> Router<Arc<WebState>> {
     Router::new()
-        .route("/studies", get(studies))
-        .route("/series", get(all_series))
-        .route("/instances", get(all_instances))
-        .route("/studies/{study}/series", get(study_series))
-        .route("/studies/{study}/instances", get(study_instances))
+        .route("/studies", search(Level::Study))
+        .route("/series", search(Level::Series))
+        .route("/instances", search(Level::Instance))
+        .route("/studies/{study}/series", search(Level::Series))
+        .route("/studies/{study}/instances", search(Level::Instance))
         .route(
             "/studies/{study}/series/{series}/instances",
-            get(series_instances),
+            search(Level::Instance),
         )
 }
 
-type Params = Query<Vec<(String, String)>>;
-
-/// `{scheme}://{host}/dicomweb` as the client reached this server, for RetrieveURL: the same
-/// rule as WADO-RS's BulkDataURIs ([`super::wado::base_url`]: Host or X-Forwarded-Host and
-/// -Proto, the listening port when a direct request's Host leaves it out).
-struct Base(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Base {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Base, Self::Rejection> {
-        let port = parts.extensions.get::<ListenAddr>().map(|a| a.0.port());
-        Ok(Base(super::wado::base_url(&parts.headers, port)))
-    }
-}
-
-async fn studies(
-    State(s): State<Arc<WebState>>,
-    h: HeaderMap,
-    base: Base,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Study, Scope::All).await
-}
-
-async fn all_series(
-    State(s): State<Arc<WebState>>,
-    h: HeaderMap,
-    base: Base,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Series, Scope::All).await
-}
-
-async fn all_instances(
-    State(s): State<Arc<WebState>>,
-    h: HeaderMap,
-    base: Base,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Instance, Scope::All).await
-}
-
-async fn study_series(
-    State(s): State<Arc<WebState>>,
-    Path(study): Path<String>,
-    h: HeaderMap,
-    base: Base,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Series, Scope::Study(study)).await
-}
-
-async fn study_instances(
-    State(s): State<Arc<WebState>>,
-    Path(study): Path<String>,
-    h: HeaderMap,
-    base: Base,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Instance, Scope::Study(study)).await
-}
-
-async fn series_instances(
-    State(s): State<Arc<WebState>>,
-    Path((study, series)): Path<(String, String)>,
-    h: HeaderMap,
-    base: Base,
-    Query(p): Params,
-) -> Result<Response, WebError> {
-    qido(&s, &h, base, &p, Level::Instance, Scope::Series(study, series)).await
+/// The handler of a search at `level`, restricted to the study and series in the path.
+fn search(level: Level) -> MethodRouter<Arc<WebState>> {
+    get(
+        move |State(s): State<Arc<WebState>>,
+              scope: Scope,
+              h: HeaderMap,
+              base: BaseUrl,
+              Query(p): Query<Vec<(String, String)>>| async move {
+            qido(&s, &h, base, &p, level, scope).await
+        },
+    )
 }
 
 /// What the path restricts the search to.
@@ -131,6 +72,20 @@ enum Scope {
     All,
     Study(String),
     Series(String, String),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = PathRejection;
+
+    /// From the path's `{study}` and `{series}`.
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Scope, PathRejection> {
+        let Path(mut uids) = Path::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+        Ok(match (uids.remove("study"), uids.remove("series")) {
+            (Some(study), Some(series)) => Scope::Series(study, series),
+            (Some(study), None) => Scope::Study(study),
+            _ => Scope::All,
+        })
+    }
 }
 
 impl Scope {
@@ -280,24 +235,6 @@ fn uid_union(a: &Matcher, b: Matcher) -> Matcher {
     Matcher::List(all)
 }
 
-/// Whether the client takes DICOM JSON (no Accept header: it does).
-fn accepts_json(headers: &HeaderMap) -> bool {
-    let accepted: Vec<String> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|m| m.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .collect();
-    accepted.is_empty()
-        || accepted.iter().any(|m| {
-            matches!(
-                m.as_str(),
-                "application/dicom+json" | "application/json" | "application/*" | "*/*"
-            )
-        })
-}
-
 fn is_uid(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
@@ -305,17 +242,12 @@ fn is_uid(s: &str) -> bool {
 async fn qido(
     state: &WebState,
     headers: &HeaderMap,
-    Base(base): Base,
+    BaseUrl(base): BaseUrl,
     params: &[(String, String)],
     level: Level,
     scope: Scope,
 ) -> Result<Response, WebError> {
-    if !accepts_json(headers) {
-        return Err(WebError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "QIDO-RS answers in application/dicom+json",
-        ));
-    }
+    super::accept::accepts_dicom_json(&super::accept::parse(headers)?, "a search")?;
     let mut parsed = parse_params(params)?;
     let mut path_uids = Vec::new();
     match &scope {

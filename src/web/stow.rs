@@ -21,9 +21,8 @@
 //! arriving for `node.idle_timeout_s`. Instances stored before such an error stay stored (their
 //! rows are committed); the reason says how many, and a retry finds them as duplicates.
 
-use std::io::Cursor;
 use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,15 +32,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-use dicom_object::meta::FileMetaTable;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
-use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 use vcnode_scp::status::{self, StatusKind};
 use vcnode_scp::{ReceivedInstance, SpooledDataSet, StoreHandler};
 
-use super::{ListenAddr, WebError, WebState, DICOM_JSON};
+use super::{BaseUrl, WebError, WebState, DICOM_JSON};
+use crate::ingest::part10::{self, FileMeta, Part10, SpoolError};
 
 pub(super) fn routes() -> Router<Arc<WebState>> {
     Router::new()
@@ -57,10 +56,6 @@ const PART10: &str = "application/dicom";
 /// such a data set at negotiation; STOW-RS has no negotiation, so it is refused per instance.
 const TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
 
-/// The largest file meta group read: a few hundred bytes in practice; a larger one is not a
-/// file meta group.
-const MAX_META_BYTES: u32 = 64 << 10;
-
 /// The most parts one request may hold. Each leaves an item in the answer, and a part that is
 /// not DICOM costs the client a few bytes: without a bound, a body of tiny parts within
 /// max_request_mb would make an answer of gigabytes. A mammography study has a handful.
@@ -69,26 +64,21 @@ const MAX_PARTS: usize = 10_000;
 /// Deflated Explicit VR Little Endian: its data set is walked as it inflates.
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
-/// Preamble (128 bytes) and "DICM".
-const PREAMBLE_AND_MAGIC: usize = 132;
-
-/// Up to and including the File Meta Information Group Length element (0002,0000) UL 4.
-const META_GROUP_LENGTH_END: usize = PREAMBLE_AND_MAGIC + 12;
-
-async fn store_instances(State(state): State<Arc<WebState>>, request: Request) -> Response {
-    stow(&state, None, request).await
+async fn store_instances(State(state): State<Arc<WebState>>, base: BaseUrl, request: Request) -> Response {
+    stow(&state, None, base, request).await
 }
 
 async fn store_study_instances(
     State(state): State<Arc<WebState>>,
     Path(study): Path<String>,
+    base: BaseUrl,
     request: Request,
 ) -> Response {
     if !vcnode_scp::is_valid_uid(&study) {
         return WebError::bad_request("the Study Instance UID in the path is not a valid UID")
             .into_response();
     }
-    stow(&state, Some(study), request).await
+    stow(&state, Some(study), base, request).await
 }
 
 /// What became of one part.
@@ -110,26 +100,26 @@ enum Outcome {
 
 impl Outcome {
     /// A C-STORE status from ingest, as STOW-RS reports it.
-    fn of(meta: &PartMeta, outcome: vcnode_scp::StoreOutcome) -> Outcome {
+    fn of(meta: &FileMeta, outcome: vcnode_scp::StoreOutcome) -> Outcome {
         let comment = outcome.comment.unwrap_or_default();
         match status::kind(outcome.status) {
             StatusKind::Success => Outcome::Stored {
-                sop_class: meta.sop_class.clone(),
-                sop_instance: meta.sop_instance.clone(),
+                sop_class: meta.sop_class_uid.clone(),
+                sop_instance: meta.sop_instance_uid.clone(),
                 warning: None,
             },
             StatusKind::Warning => Outcome::Stored {
-                sop_class: meta.sop_class.clone(),
-                sop_instance: meta.sop_instance.clone(),
+                sop_class: meta.sop_class_uid.clone(),
+                sop_instance: meta.sop_instance_uid.clone(),
                 warning: Some((outcome.status, comment)),
             },
             StatusKind::Failure => Outcome::failed(meta, outcome.status, comment),
         }
     }
-    fn failed(part: &PartMeta, reason: u16, comment: impl Into<String>) -> Outcome {
+    fn failed(part: &FileMeta, reason: u16, comment: impl Into<String>) -> Outcome {
         Outcome::Failed {
-            sop_class: Some(part.sop_class.clone()),
-            sop_instance: Some(part.sop_instance.clone()),
+            sop_class: Some(part.sop_class_uid.clone()),
+            sop_instance: Some(part.sop_instance_uid.clone()),
             reason,
             comment: comment.into(),
         }
@@ -145,14 +135,7 @@ impl Outcome {
     }
 }
 
-/// What a part's file meta group says.
-struct PartMeta {
-    sop_class: String,
-    sop_instance: String,
-    transfer_syntax: String,
-}
-
-async fn stow(state: &WebState, study: Option<String>, request: Request) -> Response {
+async fn stow(state: &WebState, study: Option<String>, BaseUrl(base): BaseUrl, request: Request) -> Response {
     let config = &state.config;
     let max_request = config.dicomweb.max_request_mb.saturating_mul(1 << 20);
     let (parts, body) = request.into_parts();
@@ -173,12 +156,6 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    // Retrieve URLs by the rule of every URL the server writes (Host, X-Forwarded-*, the
-    // listening port where dicomweb-client's Host leaves it out).
-    let base = super::wado::base_url(
-        &parts.headers,
-        parts.extensions.get::<ListenAddr>().map(|l| l.0.port()),
-    );
 
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max_request));
@@ -212,29 +189,14 @@ async fn stow(state: &WebState, study: Option<String>, request: Request) -> Resp
         if let Err(e) = check_part_type(field.headers()) {
             return cut_short(e, &outcomes);
         }
-        let part = Part { field, idle };
-        let received = match receive_part(part, &state.store.spool_dir(), max_dataset).await {
+        let received = match receive_part(field, idle, &state.store.spool_dir(), max_dataset).await {
             Ok(r) => r,
             Err(e) => return cut_short(e, &outcomes),
         };
         let outcome = match received {
-            Received::Failed(outcome) => outcome,
-            Received::Part(meta, dataset) => request.store(&meta, dataset).await,
+            Received::Failed(outcome) => request.refused(outcome),
+            Received::Part(part) => request.store(&part.meta, part.dataset).await,
         };
-        match &outcome {
-            // Each failed instance in STOW-RS terms (ingest logs its own refusals too).
-            Outcome::Failed {
-                sop_instance: Some(uid),
-                reason,
-                comment,
-                ..
-            } => {
-                info!(sop_instance = %uid, status = format!("{reason:#06x}"), reason = %comment, "STOW-RS instance failed")
-            }
-            // Parts that are not DICOM: one line per request (the answer's count), not per part.
-            Outcome::Failed { comment, .. } => debug!(reason = %comment, "STOW-RS part is not DICOM"),
-            Outcome::Stored { .. } => {}
-        }
         outcomes.push(outcome);
     }
     if outcomes.is_empty() {
@@ -261,44 +223,62 @@ struct Target<'a> {
 impl Target<'_> {
     /// The SCP's negotiation checks and the target study's, then the one ingest, routed as
     /// `[dicomweb] sender`.
-    async fn store(&self, meta: &PartMeta, dataset: SpooledDataSet) -> Outcome {
-        if !self.sop_classes.contains(&meta.sop_class) {
-            return Outcome::failed(
+    async fn store(&self, meta: &FileMeta, dataset: SpooledDataSet) -> Outcome {
+        if !self.sop_classes.contains(&meta.sop_class_uid) {
+            return self.refused(Outcome::failed(
                 meta,
                 status::SOP_CLASS_NOT_SUPPORTED,
                 "SOP Class not supported by this node",
-            );
+            ));
         }
         if !self.transfer_syntaxes.contains(&meta.transfer_syntax) {
-            return Outcome::failed(
+            return self.refused(Outcome::failed(
                 meta,
                 TRANSFER_SYNTAX_NOT_SUPPORTED,
                 "Transfer Syntax not supported by this node",
-            );
+            ));
         }
         if let Some(study) = &self.study {
             let found = study_of(&dataset, &meta.transfer_syntax, &self.state.config).await;
             if found.is_some_and(|found| &found != study) {
-                return Outcome::failed(
+                return self.refused(Outcome::failed(
                     meta,
                     status::DATASET_DOES_NOT_MATCH_SOP_CLASS,
                     "Study Instance UID does not match the study of the request",
-                );
+                ));
             }
         }
+        // Ingest logs its own refusals.
         let outcome = self
             .state
             .ingest
             .store(ReceivedInstance {
                 calling_ae_title: self.state.config.dicomweb.sender.clone(),
                 peer_addr: self.peer,
-                sop_class_uid: meta.sop_class.clone(),
-                sop_instance_uid: meta.sop_instance.clone(),
+                sop_class_uid: meta.sop_class_uid.clone(),
+                sop_instance_uid: meta.sop_instance_uid.clone(),
                 transfer_syntax: meta.transfer_syntax.clone(),
                 dataset,
             })
             .await;
         Outcome::of(meta, outcome)
+    }
+
+    /// A failure decided here, before ingest, logged as ingest logs its refusals. Parts that
+    /// are not DICOM: at debug, the request's summary line counts them (a body of junk parts
+    /// must not flood the log).
+    fn refused(&self, outcome: Outcome) -> Outcome {
+        match &outcome {
+            Outcome::Failed {
+                sop_instance: Some(uid),
+                reason,
+                comment,
+                ..
+            } => crate::ingest::log_refusal(uid, &self.state.config.dicomweb.sender, *reason, comment),
+            Outcome::Failed { comment, .. } => debug!(reason = %comment, "STOW-RS part is not DICOM"),
+            Outcome::Stored { .. } => {}
+        }
+        outcome
     }
 }
 
@@ -333,175 +313,56 @@ async fn study_of(
 
 /// A part received: its file meta and its data set spooled, or a failure of its own.
 enum Received {
-    Part(PartMeta, SpooledDataSet),
+    Part(Part10),
     Failed(Outcome),
 }
 
-/// A spool file removed on drop unless handed to a [`SpooledDataSet`].
-struct SpoolGuard(Option<PathBuf>);
-
-impl SpoolGuard {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for SpoolGuard {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Reads one part: the preamble and file meta group into memory (bounded), the data set into a
-/// spool file, at most `max_dataset` bytes of it. A part that is not DICOM, or too large, is read
-/// to its end and fails on its own; a body that is not valid multipart ends the request (Err).
+/// Reads one part by the one Part 10 spooler, each read bounded by the node's idle timeout (as
+/// a C-STORE's PDUs are: a client that stops sending mid-request gets 408, not a held spool
+/// file). A part that is not DICOM, or too large, is read to its end and fails on its own; a
+/// body that is not valid multipart ends the request (Err).
 async fn receive_part(
-    mut part: Part<'_>,
+    field: multer::Field<'_>,
+    idle: Duration,
     spool_dir: &FsPath,
     max_dataset: u64,
 ) -> Result<Received, WebError> {
-    let mut head: Vec<u8> = Vec::new();
-    let ended = part.fill(&mut head, META_GROUP_LENGTH_END).await?;
-    if head.len() < META_GROUP_LENGTH_END || &head[128..PREAMBLE_AND_MAGIC] != b"DICM" {
-        part.drain(ended).await?;
-        return Ok(Received::Failed(Outcome::not_dicom(
-            "not a DICOM Part 10 file (no preamble and DICM prefix)",
-        )));
-    }
-    // (0002,0000) UL, length 4, in Explicit VR Little Endian (PS3.10 7.1).
-    let group = &head[PREAMBLE_AND_MAGIC..META_GROUP_LENGTH_END];
-    let group_length = u32::from_le_bytes([group[8], group[9], group[10], group[11]]);
-    if group[..8] != [0x02, 0x00, 0x00, 0x00, b'U', b'L', 0x04, 0x00] || group_length > MAX_META_BYTES {
-        part.drain(ended).await?;
-        return Ok(Received::Failed(Outcome::not_dicom(
-            "file meta information malformed (group length)",
-        )));
-    }
-    let meta_end = META_GROUP_LENGTH_END + group_length as usize;
-    let ended = ended || part.fill(&mut head, meta_end).await?;
-    if head.len() < meta_end {
-        return Ok(Received::Failed(Outcome::not_dicom(
-            "file meta information truncated",
-        )));
-    }
-    let mut cursor = Cursor::new(&head[128..meta_end]);
-    let table = match FileMetaTable::from_reader(&mut cursor) {
-        Ok(t) if cursor.position() as usize == meta_end - 128 => t,
-        other => {
-            if let Err(e) = other {
-                debug!(error = %e, "file meta information refused");
-            }
-            part.drain(ended).await?;
-            return Ok(Received::Failed(Outcome::not_dicom(
-                "file meta information malformed",
-            )));
-        }
-    };
-    let meta = PartMeta {
-        sop_class: vcnode_scp::trim_value(table.media_storage_sop_class_uid()).to_string(),
-        sop_instance: vcnode_scp::trim_value(table.media_storage_sop_instance_uid()).to_string(),
-        transfer_syntax: vcnode_scp::trim_value(table.transfer_syntax()).to_string(),
-    };
-
-    let path = spool_dir.join(format!(
-        "{}.{}",
-        uuid::Uuid::new_v4().simple(),
-        vcnode_scp::SPOOL_SUFFIX
-    ));
-    let guard = SpoolGuard(Some(path.clone()));
-    let spool_failed = |e: std::io::Error| {
-        warn!(error = %e, "cannot spool a STOW-RS instance");
-        if matches!(e.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT) {
-            (status::OUT_OF_RESOURCES, "vcnode disk full")
-        } else {
-            (
-                status::PROCESSING_FAILURE,
-                "vcnode could not receive the data set",
-            )
-        }
-    };
-    let mut file = match tokio::fs::File::create(&path).await {
-        Ok(f) => tokio::io::BufWriter::with_capacity(256 << 10, f),
-        Err(e) => {
-            let (reason, comment) = spool_failed(e);
-            part.drain(ended).await?;
-            return Ok(Received::Failed(Outcome::failed(&meta, reason, comment)));
-        }
-    };
-    let mut written = 0u64;
-    let mut failure: Option<(u16, &str)> = None;
-    let mut pending = Some(bytes::Bytes::from(head).slice(meta_end..));
-    loop {
-        let chunk = match pending.take() {
-            Some(c) => c,
-            None if ended => break,
-            None => match part.chunk().await? {
-                Some(c) => c,
-                None => break,
-            },
-        };
-        if failure.is_some() {
-            continue;
-        }
-        written += chunk.len() as u64;
-        if written > max_dataset {
-            failure = Some((
-                status::OUT_OF_RESOURCES,
-                "instance larger than this node accepts (storage.max_instance_mb)",
-            ));
-        } else if let Err(e) = file.write_all(&chunk).await {
-            failure = Some(spool_failed(e));
-        }
-    }
-    if failure.is_none() {
-        if let Err(e) = file.flush().await {
-            failure = Some(spool_failed(e));
-        }
-    }
-    drop(file);
-    if let Some((reason, comment)) = failure {
-        return Ok(Received::Failed(Outcome::failed(&meta, reason, comment)));
-    }
-    let dataset = SpooledDataSet::adopt(path).map_err(WebError::internal)?;
-    guard.disarm();
-    Ok(Received::Part(meta, dataset))
-}
-
-/// One part of the body as it arrives, each read bounded by the node's idle timeout (as a
-/// C-STORE's PDUs are): a client that stops sending mid-request gets 408, not a held spool file.
-struct Part<'a> {
-    field: multer::Field<'a>,
-    idle: Duration,
-}
-
-impl Part<'_> {
-    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, WebError> {
-        match tokio::time::timeout(self.idle, self.field.chunk()).await {
-            Ok(read) => read.map_err(multipart_error),
+    let chunks = futures_util::stream::unfold(field, move |mut field| async move {
+        let read = match tokio::time::timeout(idle, field.chunk()).await {
+            Ok(read) => read.map_err(multipart_error).transpose()?,
             Err(_) => Err(idle_timeout()),
-        }
-    }
-
-    /// Reads into `head` until it holds `want` bytes or the part ends; true when it ended.
-    async fn fill(&mut self, head: &mut Vec<u8>, want: usize) -> Result<bool, WebError> {
-        while head.len() < want {
-            match self.chunk().await? {
-                Some(chunk) => head.extend_from_slice(&chunk),
-                None => return Ok(true),
+        };
+        Some((read, field))
+    })
+    .fuse();
+    let mut chunks = std::pin::pin!(chunks);
+    let refused = match part10::spool(&mut chunks, spool_dir, max_dataset).await {
+        Ok(part) => return Ok(Received::Part(part)),
+        Err(SpoolError::Read(e)) => return Err(e),
+        Err(refused) => refused,
+    };
+    let comment = refused.to_string();
+    let failed = match refused {
+        SpoolError::TooLarge(meta) => Outcome::failed(&meta, status::OUT_OF_RESOURCES, comment),
+        SpoolError::Spool(meta, e) => {
+            warn!(error = %e, "cannot spool a STOW-RS instance");
+            if matches!(e.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT) {
+                Outcome::failed(&meta, status::OUT_OF_RESOURCES, "vcnode disk full")
+            } else {
+                Outcome::failed(
+                    &meta,
+                    status::PROCESSING_FAILURE,
+                    "vcnode could not receive the data set",
+                )
             }
         }
-        Ok(false)
+        SpoolError::NotPart10(_) | SpoolError::Read(_) => Outcome::not_dicom(comment),
+    };
+    // The rest of a part that will not be stored (so a bad body still ends the request).
+    while let Some(chunk) = chunks.next().await {
+        chunk?;
     }
-
-    /// Reads the rest of a part that will not be stored (so a bad body still ends the request).
-    async fn drain(&mut self, ended: bool) -> Result<(), WebError> {
-        if !ended {
-            while self.chunk().await?.is_some() {}
-        }
-        Ok(())
-    }
+    Ok(Received::Failed(failed))
 }
 
 fn idle_timeout() -> WebError {
@@ -547,39 +408,6 @@ fn cut_short(e: WebError, outcomes: &[Outcome]) -> Response {
     e.into_response()
 }
 
-/// A media type's essence (lower case) and its parameters (names in lower case, values
-/// unquoted), per RFC 9110 8.3.1.
-fn parse_media_type(value: &str) -> (String, Vec<(String, String)>) {
-    let mut pieces = Vec::new();
-    let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
-    for c in value.chars() {
-        match c {
-            _ if escaped => {
-                current.push(c);
-                escaped = false;
-            }
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ';' if !quoted => pieces.push(std::mem::take(&mut current)),
-            _ => current.push(c),
-        }
-    }
-    pieces.push(current);
-    let mut pieces = pieces.into_iter();
-    let essence = pieces.next().unwrap_or_default().trim().to_ascii_lowercase();
-    let params = pieces
-        .filter_map(|p| {
-            let (name, value) = p.split_once('=')?;
-            Some((name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        })
-        .collect();
-    (essence, params)
-}
-
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-}
-
 /// The boundary of a `multipart/related; type="application/dicom"` body; 415 for any other
 /// media type (PS3.18 10.5.1.1).
 fn boundary_of(headers: &HeaderMap) -> Result<String, WebError> {
@@ -590,25 +418,20 @@ fn boundary_of(headers: &HeaderMap) -> Result<String, WebError> {
         .ok_or_else(|| {
             unsupported("STOW-RS needs Content-Type: multipart/related; type=\"application/dicom\"".into())
         })?;
-    let (essence, params) = parse_media_type(content_type);
-    if essence != "multipart/related" {
-        return Err(unsupported(format!(
+    let related = part10::multipart_related(content_type).map_err(|essence| {
+        unsupported(format!(
             "STOW-RS accepts multipart/related; type=\"application/dicom\", not {}",
             printable(&essence)
+        ))
+    })?;
+    if let Some(part_type) = related.part_type.filter(|t| t != PART10) {
+        return Err(unsupported(format!(
+            "this node stores DICOM Part 10 files (type=\"application/dicom\") only, not {}",
+            printable(&part_type)
         )));
     }
-    if let Some(t) = param(&params, "type") {
-        let (part_type, _) = parse_media_type(t);
-        if part_type != PART10 {
-            return Err(unsupported(format!(
-                "this node stores DICOM Part 10 files (type=\"application/dicom\") only, not {}",
-                printable(&part_type)
-            )));
-        }
-    }
-    param(&params, "boundary")
-        .filter(|b| !b.is_empty())
-        .map(str::to_string)
+    related
+        .boundary
         .ok_or_else(|| WebError::bad_request("multipart/related without a boundary"))
 }
 
@@ -617,7 +440,7 @@ fn check_part_type(headers: &HeaderMap) -> Result<(), WebError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let (essence, _) = parse_media_type(value.to_str().unwrap_or(""));
+    let (essence, _) = part10::parse_media_type(value.to_str().unwrap_or(""));
     if essence == PART10 {
         Ok(())
     } else {

@@ -17,21 +17,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio_util::io::ReaderStream;
 
-use super::{ListenAddr, WebError, WebState, DICOM_JSON};
+use super::{BaseUrl, WebError, WebState, DICOM_JSON};
 use crate::queue::StoredInstance;
 
-mod accept;
 mod frames;
 mod metadata;
 mod render;
 
-use accept::{Delivery, FrameDelivery, EXPLICIT_VR_LE};
+use super::accept::{self, Delivery, FrameDelivery, EXPLICIT_VR_LE};
 use frames::FrameError;
 use render::{RenderError, RenderParams};
 
@@ -51,15 +49,15 @@ pub(super) fn routes() -> Router<Arc<WebState>> {
         .route(&format!("{INSTANCE}/metadata"), get(instance_metadata))
         .route(&format!("{INSTANCE}/frames/{{frames}}"), get(frames))
         .route(&format!("{INSTANCE}/bulkdata/{{tag}}"), get(bulkdata))
-        .route(&format!("{INSTANCE}/rendered"), get(instance_rendered))
-        .route(&format!("{INSTANCE}/thumbnail"), get(instance_thumbnail))
+        .route(&format!("{INSTANCE}/rendered"), get(instance_rendered::<false>))
+        .route(&format!("{INSTANCE}/thumbnail"), get(instance_rendered::<true>))
         .route(
             &format!("{INSTANCE}/frames/{{frames}}/rendered"),
-            get(frame_rendered),
+            get(frame_rendered::<false>),
         )
         .route(
             &format!("{INSTANCE}/frames/{{frames}}/thumbnail"),
-            get(frame_thumbnail),
+            get(frame_rendered::<true>),
         )
         .route(
             "/studies/{study}/series/{series}/thumbnail",
@@ -254,55 +252,13 @@ fn retrieve(
 
 // ---- metadata ----
 
-/// `{scheme}://{host}/dicomweb` of the request, for URLs written into metadata: the Host the
-/// client used (a proxy's X-Forwarded-Host and -Proto first). A Host without a port on a
-/// direct request gets the port the request came in on: some clients (dicomweb-client) leave
-/// it out. Without a usable host the URLs are relative to the origin.
-pub(super) fn base_url(headers: &HeaderMap, listen_port: Option<u16>) -> String {
-    let header_text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let forwarded_host = header_text("x-forwarded-host");
-    let forwarded_proto = header_text("x-forwarded-proto");
-    let proxied = forwarded_host.is_some() || forwarded_proto.is_some();
-    let host = forwarded_host
-        .or_else(|| header_text(header::HOST.as_str()))
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        });
-    let proto = match forwarded_proto {
-        Some(p) if p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
-    match host {
-        Some(h) => {
-            // The port follows the last ':' outside an IPv6 literal's brackets.
-            let has_port = h.rsplit_once(']').map_or(h, |(_, rest)| rest).contains(':');
-            match listen_port {
-                Some(port) if !has_port && !proxied && port != 80 => {
-                    format!("{proto}://{h}:{port}/dicomweb")
-                }
-                _ => format!("{proto}://{h}/dicomweb"),
-            }
-        }
-        None => "/dicomweb".to_string(),
-    }
-}
-
 async fn metadata_of(
     st: &WebState,
     instances: Vec<StoredInstance>,
     headers: &HeaderMap,
-    listen: Option<Extension<ListenAddr>>,
+    BaseUrl(base): BaseUrl,
 ) -> Result<Response, WebError> {
-    accept::accepts_dicom_json(&accept::parse(headers)?)?;
-    let base = base_url(headers, listen.map(|Extension(ListenAddr(a))| a.port()));
+    accept::accepts_dicom_json(&accept::parse(headers)?, "metadata")?;
     let root = st.store.root().to_path_buf();
     let all = blocking(move || {
         instances
@@ -320,30 +276,30 @@ async fn study_metadata(
     State(st): Shared,
     Path(study): Path<String>,
     headers: HeaderMap,
-    listen: Option<Extension<ListenAddr>>,
+    base: BaseUrl,
 ) -> Result<Response, WebError> {
     let found = study_instances(&st, &study).await?;
-    metadata_of(&st, found, &headers, listen).await
+    metadata_of(&st, found, &headers, base).await
 }
 
 async fn series_metadata(
     State(st): Shared,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
-    listen: Option<Extension<ListenAddr>>,
+    base: BaseUrl,
 ) -> Result<Response, WebError> {
     let found = series_instances(&st, &study, &series).await?;
-    metadata_of(&st, found, &headers, listen).await
+    metadata_of(&st, found, &headers, base).await
 }
 
 async fn instance_metadata(
     State(st): Shared,
     Path(ids): Path<(String, String, String)>,
     headers: HeaderMap,
-    listen: Option<Extension<ListenAddr>>,
+    base: BaseUrl,
 ) -> Result<Response, WebError> {
     let found = one_instance(&st, &ids).await?;
-    metadata_of(&st, vec![found], &headers, listen).await
+    metadata_of(&st, vec![found], &headers, base).await
 }
 
 // ---- frames and bulk data ----
@@ -518,27 +474,19 @@ fn single_frame(list: &str) -> Result<u32, WebError> {
     }
 }
 
-async fn instance_rendered(
+/// An instance's `rendered` resource, or its `thumbnail` (THUMBNAIL: a default viewport).
+async fn instance_rendered<const THUMBNAIL: bool>(
     State(st): Shared,
     Path(ids): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let inst = one_instance(&st, &ids).await?;
-    rendered(&st, inst, 1, &query, &headers, false).await
+    rendered(&st, inst, 1, &query, &headers, THUMBNAIL).await
 }
 
-async fn instance_thumbnail(
-    State(st): Shared,
-    Path(ids): Path<(String, String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let inst = one_instance(&st, &ids).await?;
-    rendered(&st, inst, 1, &query, &headers, true).await
-}
-
-async fn frame_rendered(
+/// A frame's `rendered` resource, or its `thumbnail`.
+async fn frame_rendered<const THUMBNAIL: bool>(
     State(st): Shared,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
@@ -546,18 +494,7 @@ async fn frame_rendered(
 ) -> Result<Response, WebError> {
     let frame = single_frame(&list)?;
     let inst = one_instance(&st, &(study, series, instance)).await?;
-    rendered(&st, inst, frame, &query, &headers, false).await
-}
-
-async fn frame_thumbnail(
-    State(st): Shared,
-    Path((study, series, instance, list)): Path<(String, String, String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let frame = single_frame(&list)?;
-    let inst = one_instance(&st, &(study, series, instance)).await?;
-    rendered(&st, inst, frame, &query, &headers, true).await
+    rendered(&st, inst, frame, &query, &headers, THUMBNAIL).await
 }
 
 /// A series' thumbnail: its first instance's.
@@ -585,26 +522,6 @@ async fn study_thumbnail(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metadata_urls_use_the_requests_origin() {
-        let mut h = HeaderMap::new();
-        assert_eq!(base_url(&h, Some(8042)), "/dicomweb");
-        h.insert(header::HOST, HeaderValue::from_static("pacs.example:8042"));
-        assert_eq!(base_url(&h, Some(9000)), "http://pacs.example:8042/dicomweb");
-        // A Host without its port, straight to the listener: the port it came in on.
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1"));
-        assert_eq!(base_url(&h, Some(8042)), "http://127.0.0.1:8042/dicomweb");
-        assert_eq!(base_url(&h, Some(80)), "http://127.0.0.1/dicomweb");
-        h.insert(header::HOST, HeaderValue::from_static("[::1]"));
-        assert_eq!(base_url(&h, Some(8042)), "http://[::1]:8042/dicomweb");
-        // Behind a proxy its headers say where the client is.
-        h.insert("x-forwarded-host", HeaderValue::from_static("pacs.example"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        assert_eq!(base_url(&h, Some(8042)), "https://pacs.example/dicomweb");
-        h.insert("x-forwarded-host", HeaderValue::from_static("evil/\"x"));
-        assert_eq!(base_url(&h, Some(8042)), "/dicomweb");
-    }
 
     /// The node's own WADO-RS client (src/pull) parses parts with multer: our bodies must suit it.
     #[tokio::test]

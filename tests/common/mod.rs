@@ -950,3 +950,43 @@ impl Orthanc {
         o
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// DICOMweb clients: the Python scripts in tests/dicomweb, and curl for raw requests.
+// ---------------------------------------------------------------------------------------------
+
+/// Runs tests/dicomweb/`script` with [`pytools_python`].
+pub fn dicomweb_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/dicomweb")
+        .join(script);
+    Command::new(pytools_python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run a Python DICOMweb client script")
+}
+
+/// `POST url` of `body` as `content_type` with curl (at most 60 s); (HTTP status, body).
+pub fn http_post(url: &str, content_type: &str, body: &[u8]) -> (String, String) {
+    use std::io::Write;
+    let mut curl = Command::new("curl")
+        .args(["-s", "--max-time", "60", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Content-Type: {content_type}"))
+        .args(["--data-binary", "@-", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut stdin = curl.stdin.take().unwrap();
+    let body = body.to_vec();
+    // Written from a thread: curl may answer before it has read all of a refused body.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&body);
+    });
+    let out = curl.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (status.to_string(), body.to_string())
+}

@@ -22,20 +22,12 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 
+from common import check, fail, multipart_parts
+
 PATIENTS = {
     "a": {"PatientID": "VCN-A", "PatientName": "DOE^JANE", "StudyDate": "20261126"},
     "b": {"PatientID": "VCN-B", "PatientName": "ROE^ANN", "StudyDate": "20250310"},
 }
-
-
-def fail(msg):
-    print("FAIL: " + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
 
 
 def encode(ds):
@@ -97,15 +89,7 @@ def raw_instance(base, study, series, sop):
     check(rsp.status_code == 200, f"WADO-RS instance: {rsp.status_code} {rsp.text[:200]}")
     ctype = rsp.headers.get("Content-Type", "")
     check(ctype.lower().startswith("multipart/related"), f"WADO-RS answer is {ctype}")
-    boundary = [p.split("=", 1)[1].strip().strip('"') for p in ctype.split(";")
-                if p.strip().lower().startswith("boundary=")][0].encode()
-    parts = rsp.content.split(b"--" + boundary)
-    bodies = []
-    for p in parts[1:]:
-        if p.startswith(b"--"):
-            break
-        head, body = p.split(b"\r\n\r\n", 1)
-        bodies.append(body[:-2] if body.endswith(b"\r\n") else body)
+    bodies = [body for _, body in multipart_parts(rsp)]
     check(len(bodies) == 1, f"WADO-RS instance: {len(bodies)} parts")
     return bodies[0]
 

@@ -20,22 +20,14 @@ import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 
+from common import check, fail
+
 BASE, FIXTURES, REPORT = sys.argv[1], sys.argv[2], sys.argv[3]
 PART10_TYPE = 'multipart/related; type="application/dicom"; boundary="{}"'
 BOUNDARY = "vcnode-test-3f1d"
 
 REFERENCED, FAILED, RETRIEVE_URL = "00081199", "00081198", "00081190"
 FAILURE_REASON, ERROR_COMMENT, SOP_INSTANCE = "00081197", "00000902", "00081155"
-
-
-def fail(msg):
-    print("FAIL: " + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
 
 
 statuses = []

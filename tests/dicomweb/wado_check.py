@@ -20,6 +20,8 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.encaps import generate_frames
 
+from common import multipart_parts
+
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 base, manifest_path, data_dir = sys.argv[1], sys.argv[2], sys.argv[3]
 manifest = json.load(open(manifest_path))
@@ -55,19 +57,6 @@ def same_dataset(a, b, what):
     check(n > 20, f"{what}: {n} elements equal what was sent")
 
 
-def multipart(resp):
-    """(headers, body) of each part of a multipart/related response."""
-    ct = resp.headers["Content-Type"]
-    boundary = [p.split("=", 1)[1].strip('"') for p in ct.split(";") if p.strip().startswith("boundary=")][0]
-    parts = []
-    for chunk in resp.content.split(b"--" + boundary.encode())[1:]:
-        if chunk.startswith(b"--"):
-            break
-        head, body = chunk.split(b"\r\n\r\n", 1)
-        parts.append((head.decode(), body[:-2]))  # the CRLF before the next delimiter
-    return parts
-
-
 def url(sop, tail=""):
     return f"{base}/studies/{study}/series/{series}/instances/{sop}{tail}"
 
@@ -99,7 +88,7 @@ for item in manifest:
     same_dataset(sent, got, f"{ts} retrieved as stored")
     raw = requests.get(url(sop), headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
     check(raw.status_code == 200, f"{ts} raw retrieval 200")
-    [(head, body)] = multipart(raw)
+    [(head, body)] = multipart_parts(raw)
     check(f"transfer-syntax={ts}" in head, f"{ts} part names its transfer syntax")
     check(body == open(stored_path(sop), "rb").read(), f"{ts} part is the stored file byte for byte")
 

@@ -13,7 +13,7 @@ use dicom_object::{FileDicomObject, InMemDicomObject};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutOption};
 use image::{DynamicImage, GrayImage};
 
-use super::accept::RenderedType;
+use crate::web::accept::RenderedType;
 use crate::web::WebError;
 
 /// A VOI LUT function of PS3.3 C.11.2.1.2 and C.11.2.1.3.

@@ -1,5 +1,5 @@
-//! What a WADO-RS client accepts (PS3.18 8.7): the `Accept` header's media ranges, and the
-//! representation of each resource chosen from them.
+//! What a DICOMweb client accepts (PS3.18 8.7): the `Accept` header's media ranges, and the
+//! representation of each resource chosen from them (WADO-RS; QIDO-RS answers DICOM JSON).
 //!
 //! Retrieval of DICOM instances answers `multipart/related; type="application/dicom"` in the
 //! transfer syntax the client asks for: `transfer-syntax=*` is the stored one; none at all is
@@ -296,8 +296,8 @@ pub fn rendered_type(ranges: &[MediaRange]) -> Result<RenderedType, WebError> {
         .ok_or_else(|| not_acceptable("a rendered image (image/png, image/jpeg)"))
 }
 
-/// Metadata is DICOM JSON only.
-pub fn accepts_dicom_json(ranges: &[MediaRange]) -> Result<(), WebError> {
+/// Metadata and QIDO-RS answers (`what`) are DICOM JSON only.
+pub fn accepts_dicom_json(ranges: &[MediaRange], what: &str) -> Result<(), WebError> {
     if ranges.iter().any(|r| {
         matches!(
             r.essence.as_str(),
@@ -306,7 +306,7 @@ pub fn accepts_dicom_json(ranges: &[MediaRange]) -> Result<(), WebError> {
     }) {
         Ok(())
     } else {
-        Err(not_acceptable("metadata (application/dicom+json)"))
+        Err(not_acceptable(&format!("{what} (application/dicom+json)")))
     }
 }
 
@@ -429,5 +429,27 @@ mod tests {
             rendered_type(&ranges("image/gif")).unwrap_err().status,
             StatusCode::NOT_ACCEPTABLE
         );
+    }
+
+    #[test]
+    fn dicom_json_answers_need_a_range_that_takes_them() {
+        for ok in [
+            "application/dicom+json",
+            "application/json",
+            "*/*",
+            "application/*",
+        ] {
+            assert!(accepts_dicom_json(&ranges(ok), "a search").is_ok(), "{ok}");
+        }
+        assert!(accepts_dicom_json(&parse(&HeaderMap::new()).unwrap(), "a search").is_ok());
+        for refused in ["application/dicom+xml", "application/dicom+json;q=0, image/png"] {
+            let e = accepts_dicom_json(&ranges(refused), "a search").unwrap_err();
+            assert_eq!(e.status, StatusCode::NOT_ACCEPTABLE, "{refused}");
+            assert!(
+                e.reason.contains("a search (application/dicom+json)"),
+                "{}",
+                e.reason
+            );
+        }
     }
 }

@@ -26,13 +26,7 @@ WADO_REPS=${BENCH_WADO_REPS:-10}
 bin=${VCNODE_BIN:-./target/release/vcnode}
 py=$(scripts/fetch-pytools.sh)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vcnode-bench-dicomweb.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+. scripts/lib.sh
 
 echo "generating $((STUDIES * 4)) small LE images in $STUDIES studies and one 3328x4096 mammogram ..."
 "$bin" fixture --out "$tmp/template" --count 1 --rows 64 --columns 64
@@ -44,12 +38,7 @@ big=$(ls "$tmp"/big/*.dcm)
 # Orthanc, as the tests start it (tests/common/mod.rs).
 ohttp=$(scripts/free-port); odicom=$(scripts/free-port)
 mkdir -p "$tmp/orthanc"
-cat >"$tmp/orthanc.json" <<JSON
-{ "Name": "vcnode-bench", "StorageDirectory": "$tmp/orthanc", "IndexDirectory": "$tmp/orthanc",
-  "HttpPort": $ohttp, "DicomPort": $odicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": false, "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" } }
-JSON
+write_orthanc_config "$tmp/orthanc.json" vcnode-bench "$tmp/orthanc" "$ohttp" "$odicom"
 TCP_NODELAY=1 /usr/sbin/Orthanc "$tmp/orthanc.json" >"$tmp/orthanc.log" 2>&1 &
 pids+=($!)
 

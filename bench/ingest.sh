@@ -12,9 +12,7 @@ R=${BENCH_ROUNDS:-3}
 PDU=131072
 bin=./target/release/vcnode
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vcnode-bench.XXXXXX")
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
+. scripts/lib.sh
 
 echo "generating $N mammograms of 3328x4096 ..."
 "$bin" fixture --out "$tmp/src" --count "$N" --rows 4096 --columns 3328

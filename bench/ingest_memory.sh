@@ -40,13 +40,7 @@ PER_JOB_BYTES_PER_PIXEL=${BOUND_PER_JOB_BYTES_PER_PIXEL:-24}
 PER_JOB_BYTES=${BOUND_PER_JOB_BYTES:-$((ROWS * COLUMNS * PER_JOB_BYTES_PER_PIXEL))}
 bin=./target/release/vcnode
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vcnode-bench-memory.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+. scripts/lib.sh
 
 associations=$((SENDERS * ASSOCS))
 n=$((associations * PER_ASSOC))

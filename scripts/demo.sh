@@ -9,16 +9,9 @@ bin=./target/release/vcnode
 demo=${DEMO_DIR:-var/demo}
 rm -rf "$demo" && mkdir -p "$demo/previews"
 http=$(scripts/free-port); dicom=$(scripts/free-port); node=$(scripts/free-port)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+. scripts/lib.sh
 
-cat >"$demo/orthanc.json" <<JSON
-{ "Name": "vcnode-demo", "StorageDirectory": "$PWD/$demo/orthanc", "IndexDirectory": "$PWD/$demo/orthanc",
-  "HttpPort": $http, "DicomPort": $dicom, "DicomAet": "ORTHANC", "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": false, "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
-  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" } }
-JSON
+write_orthanc_config "$demo/orthanc.json" vcnode-demo "$PWD/$demo/orthanc" "$http" "$dicom"
 /usr/sbin/Orthanc "$demo/orthanc.json" >"$demo/orthanc.log" 2>&1 &
 pids+=($!)
 cat >"$demo/vcnode.toml" <<TOML

@@ -18,7 +18,8 @@ pub mod scu;
 pub mod status;
 
 pub use scp::{
-    Peer, ReceivedInstance, ScpConfig, SpooledDataSet, StorageScp, StoreHandler, StoreOutcome, SPOOL_SUFFIX,
+    AssociationObserver, Peer, ReceivedInstance, Rejection, ScpConfig, SpooledDataSet, StorageScp,
+    StoreHandler, StoreOutcome, SPOOL_SUFFIX,
 };
 pub use scu::{ScuError, StoreScu, StoreScuOptions};
 

@@ -160,10 +160,80 @@ pub trait StoreHandler: Send + Sync + 'static {
     async fn store(&self, instance: ReceivedInstance) -> StoreOutcome;
 }
 
+/// Why the SCP turned a connection away before (or instead of) an association.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// The called AE title is not this node's (A-ASSOCIATE-RJ).
+    CalledAeTitle,
+    /// The calling AE title is not a peer, or not from the peer's host (A-ASSOCIATE-RJ).
+    CallingAeTitle,
+    /// `max_associations` are in progress (transient A-ASSOCIATE-RJ).
+    AssociationLimit,
+    /// An unsupported protocol version or application context (A-ASSOCIATE-RJ).
+    Unsupported,
+    /// Something other than a readable A-ASSOCIATE-RQ (A-ABORT).
+    Malformed,
+    /// No A-ASSOCIATE-RQ within the ARTIM timeout.
+    ArtimTimeout,
+    /// Dropped while negotiating to make room for a newer connection (`max_pending`).
+    TooManyNegotiating,
+}
+
+impl Rejection {
+    /// A short stable name (a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::CalledAeTitle => "called_ae_title",
+            Rejection::CallingAeTitle => "calling_ae_title",
+            Rejection::AssociationLimit => "association_limit",
+            Rejection::Unsupported => "unsupported",
+            Rejection::Malformed => "malformed",
+            Rejection::ArtimTimeout => "artim_timeout",
+            Rejection::TooManyNegotiating => "too_many_negotiating",
+        }
+    }
+}
+
+/// Told of each association as it starts and ends and of each connection turned away, so the
+/// node can count them (its metrics) without this crate knowing how they are exported.
+/// Calls are made on the SCP's tasks: they must be quick and must not block.
+pub trait AssociationObserver: Send + Sync + 'static {
+    /// An association from `calling_ae` (a configured peer) was accepted.
+    fn accepted(&self, calling_ae: &str);
+    /// An accepted association from `calling_ae` ended, however it ended.
+    fn ended(&self, calling_ae: &str);
+    /// A connection was turned away. The calling AE title is not given: it is whatever the
+    /// peer chose to send.
+    fn rejected(&self, reason: Rejection);
+}
+
+/// The observer of an SCP nobody watches.
+struct Unobserved;
+
+impl AssociationObserver for Unobserved {
+    fn accepted(&self, _: &str) {}
+    fn ended(&self, _: &str) {}
+    fn rejected(&self, _: Rejection) {}
+}
+
+/// Calls [`AssociationObserver::ended`] when dropped, so an association that ends by a panic
+/// or by the drain timeout's abort is counted as ended too.
+struct EndGuard {
+    observer: Arc<dyn AssociationObserver>,
+    calling: String,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.observer.ended(&self.calling);
+    }
+}
+
 /// A storage SCP bound to a handler.
 pub struct StorageScp<H> {
     config: Arc<ScpConfig>,
     handler: Arc<H>,
+    observer: Arc<dyn AssociationObserver>,
 }
 
 /// How long a shutdown waits for associations in progress.
@@ -176,7 +246,14 @@ impl<H: StoreHandler> StorageScp<H> {
         StorageScp {
             config: Arc::new(config),
             handler,
+            observer: Arc::new(Unobserved),
         }
+    }
+
+    /// Reports associations and rejections to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn AssociationObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// Serves associations from `listener` until `shutdown` resolves, then stops accepting,
@@ -219,6 +296,7 @@ impl<H: StoreHandler> StorageScp<H> {
                             if let Some(oldest) = negotiating.pop_front() {
                                 warn!(%peer, limit = self.config.max_pending, "too many connections negotiating; dropping the oldest");
                                 oldest.cancel();
+                                self.observer.rejected(Rejection::TooManyNegotiating);
                             }
                             match tokio::time::timeout(COURTESY_TIMEOUT, pending_slots.clone().acquire_owned()).await {
                                 Ok(Ok(p)) => p,
@@ -229,14 +307,20 @@ impl<H: StoreHandler> StorageScp<H> {
                     let token = stop_negotiating.child_token();
                     negotiating.push_back(token.clone());
                     let (config, handler, slots) = (self.config.clone(), self.handler.clone(), slots.clone());
+                    let observer = self.observer.clone();
                     running.spawn(async move {
                         let established = tokio::select! {
                             _ = token.cancelled() => None,
-                            r = negotiate(socket, peer, &config, &slots) => r,
+                            r = negotiate(socket, peer, &config, &slots, &*observer) => r,
                         };
                         token.cancel();
                         drop(pending);
                         if let Some(assoc) = established {
+                            observer.accepted(&assoc.calling);
+                            let _ended = EndGuard {
+                                observer: observer.clone(),
+                                calling: assoc.calling.clone(),
+                            };
                             serve_association(assoc, &config, &*handler).await;
                         }
                     });
@@ -314,12 +398,14 @@ async fn negotiate(
     peer: SocketAddr,
     config: &ScpConfig,
     slots: &Arc<Semaphore>,
+    observer: &dyn AssociationObserver,
 ) -> Option<Established> {
     let deadline = Instant::now() + config.artim_timeout;
     let mut buf = Vec::new();
     let rq = match pdu::read_bounded(&mut socket, &mut buf, |_| MAX_NEGOTIATION_PDU, deadline).await {
         Ok(Pdu::AssociationRQ(rq)) => rq,
         Ok(other) => {
+            observer.rejected(Rejection::Malformed);
             warn!(%peer, pdu = %other.short_description(), "expected an A-ASSOCIATE-RQ; aborting");
             send_and_close(
                 &mut socket,
@@ -329,11 +415,13 @@ async fn negotiate(
             return None;
         }
         Err(PduError::Timeout) => {
+            observer.rejected(Rejection::ArtimTimeout);
             warn!(%peer, "association request timed out (ARTIM)");
             return None;
         }
         Err(PduError::Closed) => return None,
         Err(e) => {
+            observer.rejected(Rejection::Malformed);
             warn!(%peer, error = %e, "association request refused");
             send_and_close(
                 &mut socket,
@@ -350,6 +438,7 @@ async fn negotiate(
         )
     };
     if rq.protocol_version & 1 == 0 {
+        observer.rejected(Rejection::Unsupported);
         send_and_close(
             &mut socket,
             &permanent(AssociationRJServiceUserReason::NoReasonGiven),
@@ -358,6 +447,7 @@ async fn negotiate(
         return None;
     }
     if trim_value(&rq.application_context_name) != APPLICATION_CONTEXT {
+        observer.rejected(Rejection::Unsupported);
         send_and_close(
             &mut socket,
             &permanent(AssociationRJServiceUserReason::ApplicationContextNameNotSupported),
@@ -366,11 +456,16 @@ async fn negotiate(
         return None;
     }
     if let Err(reason) = check_access(config, peer.ip(), &rq.calling_ae_title, &rq.called_ae_title) {
+        observer.rejected(match reason {
+            AssociationRJServiceUserReason::CalledAETitleNotRecognized => Rejection::CalledAeTitle,
+            _ => Rejection::CallingAeTitle,
+        });
         warn!(%peer, calling_ae = %trim_value(&rq.calling_ae_title), ?reason, "association rejected");
         send_and_close(&mut socket, &permanent(reason)).await;
         return None;
     }
     let Ok(slot) = slots.clone().try_acquire_owned() else {
+        observer.rejected(Rejection::AssociationLimit);
         warn!(%peer, limit = config.max_associations, "association limit reached, rejecting (transient)");
         let busy = rejection(
             AssociationRJResult::Transient,

@@ -5,6 +5,7 @@
 //! - [`config`]: the configuration (embedded defaults, file, environment).
 //! - [`node`]: wiring of the storage SCP, the store and the queue into a running node.
 //! - [`ingest`]: the C-STORE handler: check, store durably, record, then acknowledge.
+//! - [`metrics`]: the Prometheus metrics (`/metrics`).
 //! - [`store`]: durable instance files under data_dir.
 //! - [`queue`]: the SQLite job queue (instances, jobs, exports; one lease policy).
 //! - [`supervisor`]: workers, exporters and the model thread; ordered shutdown.
@@ -24,6 +25,7 @@ pub mod dicomweb_client;
 pub mod export;
 pub mod fixture;
 pub mod ingest;
+pub mod metrics;
 pub mod node;
 pub mod phantom;
 pub mod pipeline;

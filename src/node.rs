@@ -140,6 +140,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
 
+    let metrics = crate::metrics::install().context("metrics recorder")?;
+    let readiness = Arc::new(crate::web::health::Readiness::default());
+
     let grace = config.jobs.shutdown_grace();
     let mut supervisor = Supervisor::new(shutdown.clone(), grace + Duration::from_secs(5));
     let device = vcnode_models::device::resolve(config.inference.device).context("[inference] device")?;
@@ -150,6 +153,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let model = RcModel::load(&manifest, device)
                 .with_context(|| format!("[inference] model {}", manifest.display()))?;
             info!(model = %model.manifest.model_id(), manifest = %manifest.display(), "generator loaded");
+            readiness
+                .model_loaded
+                .store(true, std::sync::atomic::Ordering::Release);
             let spec = model.manifest.input;
             let synth = Synthesizer {
                 model_id: model.manifest.model_id(),
@@ -219,6 +225,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         queue: queue.clone(),
         ingest: ingest.clone(),
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+    });
+    // Histogram samples wait in buffers until folded into buckets: fold them now and then
+    // even when nothing scrapes.
+    let upkeep = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => metrics.run_upkeep(),
+                }
+            }
+        }
     });
     let http = tokio::spawn(crate::web::serve(http_listener, web, shutdown.clone()));
 
@@ -246,9 +268,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     println!("vcnode {} listening on {local}", config.node.ae_title);
 
+    readiness
+        .scp_listening
+        .store(true, std::sync::atomic::Ordering::Release);
     let served = StorageScp::new(scp, ingest)
+        .with_observer(Arc::new(crate::metrics::ScpMetrics))
         .serve(listener, shutdown.clone().cancelled_owned())
         .await;
+    readiness
+        .scp_listening
+        .store(false, std::sync::atomic::Ordering::Release);
+    upkeep.abort();
     // The SCP has drained (or failed): the HTTP server and the workers stop now if they have not yet.
     shutdown.cancel();
     match http.await {

@@ -236,12 +236,18 @@ impl Exporter {
         let result = match &outcome {
             Outcome::Stored(note) => {
                 info!(destination = %dest, instance = %item.instance_uid, warning = note.as_deref().unwrap_or(""), "exported");
+                metrics::counter!(crate::metrics::EXPORT_ATTEMPTS, "destination" => dest.clone(), "outcome" => "stored")
+                    .increment(1);
+                metrics::histogram!(crate::metrics::EXPORT_LATENCY, "destination" => dest.clone())
+                    .record(crate::metrics::seconds_since(item.created_at));
                 self.queue
                     .export_done(item.id, &batch.owner, note.as_deref())
                     .await
                     .map(|_| ())
             }
             Outcome::Failed { reason, permanent } => {
+                metrics::counter!(crate::metrics::EXPORT_ATTEMPTS, "destination" => dest.clone(), "outcome" => "failed")
+                    .increment(1);
                 let too_old = crate::queue::now_ms() - item.created_at > self.max_age.as_millis() as i64;
                 let reason = if too_old && !permanent {
                     format!("{reason} (older than export.max_age_s)")

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use vcnode_scp::{status, ReceivedInstance, StoreHandler, StoreOutcome};
 
 use crate::config::JobSelect;
+use crate::metrics::Protocol;
 use crate::queue::{IndexedAttributes, NewInstance, Queue};
 use crate::store::{InstanceStore, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
@@ -181,7 +182,7 @@ fn check(inst: &ReceivedInstance, limits: &Limits) -> Result<Checked, Refusal> {
 }
 
 impl Ingest {
-    async fn ingest(&self, inst: ReceivedInstance) -> Result<StoreOutcome, Refusal> {
+    async fn ingest(&self, inst: ReceivedInstance, protocol: Protocol) -> Result<StoreOutcome, Refusal> {
         if !vcnode_scp::is_valid_uid(&inst.sop_instance_uid) {
             return Err(refuse(
                 status::CANNOT_UNDERSTAND,
@@ -189,11 +190,11 @@ impl Ingest {
             ));
         }
         let uid = inst.sop_instance_uid.clone();
-        self.in_flight.hold(&uid, self.ingest_held(inst)).await
+        self.in_flight.hold(&uid, self.ingest_held(inst, protocol)).await
     }
 
     /// [`Ingest::ingest`] while holding the instance's UID lock.
-    async fn ingest_held(&self, inst: ReceivedInstance) -> Result<StoreOutcome, Refusal> {
+    async fn ingest_held(&self, inst: ReceivedInstance, protocol: Protocol) -> Result<StoreOutcome, Refusal> {
         let started = Instant::now();
         // The reason goes to the log; the peer only learns that the node failed.
         let internal = |e: &dyn std::fmt::Display| {
@@ -207,6 +208,8 @@ impl Ingest {
             .map_err(|e| internal(&e))?
         {
             info!(sop_instance = %inst.sop_instance_uid, calling_ae = %inst.calling_ae_title, "duplicate instance acknowledged; already stored");
+            metrics::counter!(crate::metrics::INSTANCES_DUPLICATE, "protocol" => protocol.as_str())
+                .increment(1);
             return Ok(StoreOutcome::success());
         }
         let free = self.store.free_bytes().map_err(|e| internal(&e))?;
@@ -295,18 +298,34 @@ impl Ingest {
         if recorded.job_id.is_some() {
             self.wake.notify_one();
         }
+        if recorded.new_instance {
+            metrics::counter!(crate::metrics::INSTANCES_RECEIVED, "protocol" => protocol.as_str())
+                .increment(1);
+            metrics::counter!(crate::metrics::INSTANCES_RECEIVED_BYTES, "protocol" => protocol.as_str())
+                .increment(bytes);
+        } else {
+            metrics::counter!(crate::metrics::INSTANCES_DUPLICATE, "protocol" => protocol.as_str())
+                .increment(1);
+        }
         Ok(StoreOutcome::success())
     }
 }
 
-#[async_trait::async_trait]
-impl StoreHandler for Ingest {
-    async fn store(&self, inst: ReceivedInstance) -> StoreOutcome {
+impl Ingest {
+    /// Ingests an instance that came by `protocol` (what the metrics count it as). The
+    /// [`StoreHandler`] implementation is the DIMSE SCP's door.
+    pub async fn store_from(&self, protocol: Protocol, inst: ReceivedInstance) -> StoreOutcome {
         let uid = inst.sop_instance_uid.clone();
         let sender = inst.calling_ae_title.clone();
-        match self.ingest(inst).await {
+        match self.ingest(inst, protocol).await {
             Ok(outcome) => outcome,
             Err(Refusal(outcome)) => {
+                metrics::counter!(
+                    crate::metrics::INSTANCES_REFUSED,
+                    "protocol" => protocol.as_str(),
+                    "status" => format!("{:04X}", outcome.status)
+                )
+                .increment(1);
                 log_refusal(
                     &uid,
                     &sender,
@@ -316,6 +335,35 @@ impl StoreHandler for Ingest {
                 outcome
             }
         }
+    }
+
+    /// This ingest as the [`StoreHandler`] of instances that come by `protocol`.
+    pub fn via(self: &Arc<Self>, protocol: Protocol) -> Via {
+        Via {
+            ingest: self.clone(),
+            protocol,
+        }
+    }
+}
+
+/// The storage SCP's handler: C-STORE over DIMSE.
+#[async_trait::async_trait]
+impl StoreHandler for Ingest {
+    async fn store(&self, inst: ReceivedInstance) -> StoreOutcome {
+        self.store_from(Protocol::Dimse, inst).await
+    }
+}
+
+/// [`Ingest`] for instances that come by another protocol (a pull's WADO-RS).
+pub struct Via {
+    ingest: Arc<Ingest>,
+    protocol: Protocol,
+}
+
+#[async_trait::async_trait]
+impl StoreHandler for Via {
+    async fn store(&self, inst: ReceivedInstance) -> StoreOutcome {
+        self.ingest.store_from(self.protocol, inst).await
     }
 }
 

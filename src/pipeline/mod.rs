@@ -337,7 +337,11 @@ impl Pipeline {
                 self.export_max_attempts,
             )
             .await?;
-        if !recorded {
+        if recorded {
+            metrics::histogram!(crate::metrics::INFERENCE).record((t2 - t1).as_secs_f64());
+            metrics::histogram!(crate::metrics::JOB_LATENCY)
+                .record(crate::metrics::seconds_since(lease.created_at));
+        } else {
             warn!(
                 job = lease.job_id,
                 "lease lost while processing; another worker owns the job"

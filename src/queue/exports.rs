@@ -117,6 +117,18 @@ impl Queue {
         }))
     }
 
+    /// Counts exports per destination and state (the metrics, at scrape time).
+    pub async fn export_counts(&self) -> Result<Vec<(String, State, i64)>> {
+        let rows = sqlx::query(
+            "SELECT destination, state, COUNT(*) AS n FROM exports GROUP BY destination, state ORDER BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("destination")?, r.try_get("state")?, r.try_get("n")?)))
+            .collect()
+    }
+
     pub async fn list_exports(&self) -> Result<Vec<ExportRow>> {
         Ok(sqlx::query_as(
             "SELECT id, instance_uid, destination, state, attempts, max_attempts, last_error FROM exports ORDER BY id DESC",

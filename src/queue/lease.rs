@@ -95,7 +95,7 @@ impl LeaseQueue for Queue {
                     attempts = attempts + 1, updated_at = ?3
               WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= ?3
                            ORDER BY run_at, id LIMIT 1)
-          RETURNING id, source_uid, attempts, max_attempts",
+          RETURNING id, source_uid, attempts, max_attempts, created_at",
         )
         .bind(owner)
         .bind(expires)
@@ -111,6 +111,7 @@ impl LeaseQueue for Queue {
                 attempt: r.try_get("attempts")?,
                 max_attempts: r.try_get("max_attempts")?,
                 expires_at: expires,
+                created_at: r.try_get("created_at")?,
             })
         })
         .transpose()

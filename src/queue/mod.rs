@@ -22,10 +22,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 mod exports;
+mod health;
 pub mod index;
 mod instances;
 mod lease;
 pub use exports::{ExportBatch, ExportItem, ExportRow};
+pub use health::probe_writable;
 pub use index::IndexedAttributes;
 pub use instances::StoredInstance;
 pub use lease::{keep_leases, LeaseRenewal};
@@ -162,6 +164,8 @@ pub struct JobLease {
     pub attempt: i64,
     pub max_attempts: i64,
     pub expires_at: i64,
+    /// When the job was queued (Unix ms): its instance's receipt.
+    pub created_at: i64,
 }
 
 /// A job as `vcnode jobs` shows it.

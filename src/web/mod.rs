@@ -23,6 +23,7 @@ use crate::queue::Queue;
 use crate::store::InstanceStore;
 
 mod accept;
+pub mod health;
 mod process;
 mod qido;
 mod stow;
@@ -36,12 +37,16 @@ pub struct WebState {
     pub queue: Queue,
     /// The one ingest, shared with the DIMSE SCP.
     pub ingest: Arc<Ingest>,
+    /// What `/readyz` reports of the SCP and the model, set by the node.
+    pub readiness: Arc<health::Readiness>,
+    /// Renders `/metrics` ([`crate::metrics::install`]).
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// The media type of DICOM JSON (PS3.18 F).
 pub const DICOM_JSON: &str = "application/dicom+json";
 
-/// All routes: `/dicomweb/…`, `/api/…` and the viewer.
+/// All routes: `/dicomweb/…`, `/api/…`, the viewer, and `/healthz`, `/readyz`, `/metrics`.
 pub fn router(state: Arc<WebState>) -> Router {
     let dicomweb = Router::new()
         .merge(stow::routes())
@@ -52,6 +57,10 @@ pub fn router(state: Arc<WebState>) -> Router {
         .nest("/dicomweb", dicomweb)
         .nest("/api", process::routes())
         .merge(viewer::routes(&state.config))
+        .merge(health::routes())
+        // Requests counted by route template: noted inside routing, counted outside it.
+        .route_layer(axum::middleware::from_fn(health::note_route))
+        .layer(axum::middleware::from_fn(health::count_request))
         .layer(cors)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http())

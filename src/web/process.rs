@@ -62,11 +62,12 @@ async fn process(
     };
     // In its own task: a client that hangs up does not cut an ingest short.
     let pulled = tokio::spawn(async move {
+        let ingest = state.ingest.via(crate::metrics::Protocol::Pull);
         let node = crate::pull::PullContext {
             config: &state.config,
             store: &state.store,
             queue: &state.queue,
-            ingest: state.ingest.as_ref(),
+            ingest: &ingest,
         };
         pull_study(&node, &request.source, request.study.trim()).await
     })

@@ -37,7 +37,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 use vcnode_scp::status::{self, StatusKind};
-use vcnode_scp::{ReceivedInstance, SpooledDataSet, StoreHandler};
+use vcnode_scp::{ReceivedInstance, SpooledDataSet};
 
 use super::{BaseUrl, WebError, WebState, DICOM_JSON};
 use crate::ingest::part10::{self, FileMeta, Part10, SpoolError};
@@ -252,14 +252,17 @@ impl Target<'_> {
         let outcome = self
             .state
             .ingest
-            .store(ReceivedInstance {
-                calling_ae_title: self.state.config.dicomweb.sender.clone(),
-                peer_addr: self.peer,
-                sop_class_uid: meta.sop_class_uid.clone(),
-                sop_instance_uid: meta.sop_instance_uid.clone(),
-                transfer_syntax: meta.transfer_syntax.clone(),
-                dataset,
-            })
+            .store_from(
+                crate::metrics::Protocol::Stow,
+                ReceivedInstance {
+                    calling_ae_title: self.state.config.dicomweb.sender.clone(),
+                    peer_addr: self.peer,
+                    sop_class_uid: meta.sop_class_uid.clone(),
+                    sop_instance_uid: meta.sop_instance_uid.clone(),
+                    transfer_syntax: meta.transfer_syntax.clone(),
+                    dataset,
+                },
+            )
             .await;
         Outcome::of(meta, outcome)
     }

@@ -284,6 +284,100 @@ fn readiness_fails_naming_the_database_while_another_writer_holds_it() {
     assert_eq!(status, 200, "ready again once the lock is gone: {ready}");
 }
 
+#[test]
+fn latencies_and_exports_are_measured_and_stow_rs_is_its_own_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = Storescp::start(&dir.path().join("results"), "RESULTS");
+    let routing = format!(
+        "[[destinations]]\nname = \"results\"\nkind = \"dimse\"\nae_title = \"RESULTS\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         [[routes]]\nfrom_ae = \"*\"\nto = [\"results\"]\n",
+        results.port
+    );
+    let node = Node::start_processing(dir.path(), &routing, "");
+    let (status, ready) = readyz(&node);
+    assert_eq!(status, 200, "the generator is loaded: {ready}");
+
+    let le = phantom_pairs(dir.path(), 77, 416, 320).remove(0).0;
+    let mut body = b"\r\n--vcnode-b\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    body.extend_from_slice(&std::fs::read(&le).unwrap());
+    body.extend_from_slice(b"\r\n--vcnode-b--\r\n");
+    let (status, answer) = http_post(
+        &format!("http://{}/dicomweb/studies", node.http),
+        "multipart/related; type=\"application/dicom\"; boundary=vcnode-b",
+        &body,
+    );
+    assert_eq!(status, "200", "{answer}");
+
+    // Processed and exported: the histograms have their one sample each.
+    let wanted = |samples: &[Sample]| {
+        value(samples, "vcnode_job_latency_seconds_count", &[]) == Some(1.0)
+            && value(
+                samples,
+                "vcnode_export_latency_seconds_count",
+                &[("destination", "results")],
+            ) == Some(1.0)
+    };
+    let started = Instant::now();
+    let samples = loop {
+        let samples = scrape(&node);
+        if wanted(&samples) || started.elapsed() > Duration::from_secs(180) {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(wanted(&samples), "{samples:#?}\n{}", node.log_tail(40));
+    assert_eq!(
+        value(
+            &samples,
+            "vcnode_instances_received_total",
+            &[("protocol", "stow")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "vcnode_instances_received_total",
+            &[("protocol", "dimse")]
+        ),
+        None,
+        "nothing came by DIMSE"
+    );
+    assert_eq!(value(&samples, "vcnode_inference_seconds_count", &[]), Some(1.0));
+    assert!(value(&samples, "vcnode_job_latency_seconds_sum", &[]).unwrap() > 0.0);
+    assert_eq!(
+        value(&samples, "vcnode_job_latency_seconds_bucket", &[("le", "+Inf")]),
+        Some(1.0),
+        "a histogram with buckets, not a summary"
+    );
+    assert_eq!(value(&samples, "vcnode_jobs", &[("state", "done")]), Some(1.0));
+    assert_eq!(
+        value(
+            &samples,
+            "vcnode_exports",
+            &[("destination", "results"), ("state", "done")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "vcnode_exports",
+            &[("destination", "results"), ("state", "dead")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "vcnode_export_attempts_total",
+            &[("destination", "results"), ("outcome", "stored")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(results.files().len(), 1);
+}
+
 /// Runs a future of the harness's async helpers from a synchronous test.
 fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

@@ -91,6 +91,16 @@ async fn a_study_pulled_from_orthanc_is_processed_and_routed_once() {
             .await,
         2
     );
+    // Counted as pulled, not as sent by DIMSE (tests/health.rs checks /metrics in full).
+    let metrics = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "10", &format!("{node_url}/metrics")])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("vcnode_instances_received_total{protocol=\"pull\"} 2\n"),
+        "{metrics}"
+    );
 
     // Processed, and the derived series reaches the destination routed from the source.
     let done = wait_count(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::lease::reap_expired;
+use super::lease::{reap_expired, record_events};
 use super::{now_ms, Kind, Queue, Result, RetryPolicy, State};
 
 /// One instance to send, as claimed.
@@ -92,6 +92,11 @@ impl Queue {
         .bind(max as i64)
         .fetch_all(&mut *tx)
         .await?;
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<std::result::Result<Vec<i64>, _>>()?;
+        record_events(&mut tx, Kind::Export, &ids, "claimed", now, Some(owner), None).await?;
         let mut items = Vec::with_capacity(rows.len());
         for r in rows {
             let instance_uid: String = r.try_get("instance_uid")?;

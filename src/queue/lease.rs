@@ -12,13 +12,39 @@ use tracing::warn;
 
 use super::{
     insert_instance, now_ms, ExportBatch, JobLease, Kind, LeaseQueue, NewInstance, Queue, Requeue, Result,
-    RetryPolicy, State,
+    RetryPolicy, State, CANCELLED,
 };
 
 /// The ids as a JSON array, for `id IN (SELECT value FROM json_each(?))`.
 fn id_list(ids: &[i64]) -> String {
     let items: Vec<String> = ids.iter().map(i64::to_string).collect();
     format!("[{}]", items.join(","))
+}
+
+/// Records that `event` happened to rows `ids` of `kind`, on the connection (transaction) of
+/// the change itself, so that a change and its event are committed together or not at all.
+pub(super) async fn record_events(
+    conn: &mut SqliteConnection,
+    kind: Kind,
+    ids: &[i64],
+    event: &str,
+    at: i64,
+    owner: Option<&str>,
+    error: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO job_events (kind, work_id, event, at, owner, error)
+         SELECT ?1, value, ?2, ?3, ?4, ?5 FROM json_each(?6)",
+    )
+    .bind(kind.name())
+    .bind(event)
+    .bind(at)
+    .bind(owner)
+    .bind(error)
+    .bind(id_list(ids))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn died(n: i64) -> String {
@@ -69,6 +95,8 @@ pub(super) async fn reap_expired(
         .bind(id)
         .execute(&mut *conn)
         .await?;
+        let event = if state == State::Dead { "dead" } else { "expired" };
+        record_events(conn, kind, &[id], event, now, owner.as_deref(), Some(&reason)).await?;
         warn!(
             kind = table,
             id,
@@ -102,6 +130,18 @@ impl LeaseQueue for Queue {
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some(r) = &row {
+            record_events(
+                &mut tx,
+                Kind::Job,
+                &[r.try_get("id")?],
+                "claimed",
+                now,
+                Some(owner),
+                None,
+            )
+            .await?;
+        }
         tx.commit().await?;
         row.map(|r| {
             Ok(JobLease {
@@ -153,7 +193,8 @@ impl LeaseQueue for Queue {
         backoff: Duration,
     ) -> Result<Option<State>> {
         let now = now_ms();
-        Ok(sqlx::query_scalar(&format!(
+        let mut tx = self.pool.begin().await?;
+        let state: Option<State> = sqlx::query_scalar(&format!(
             "UPDATE {}
                 SET state = CASE WHEN ?1 OR attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
                     run_at = ?2, last_error = ?3, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?4
@@ -167,24 +208,35 @@ impl LeaseQueue for Queue {
         .bind(now)
         .bind(id)
         .bind(owner)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(state) = state {
+            let event = if state == State::Dead { "dead" } else { "failed" };
+            record_events(&mut tx, kind, &[id], event, now, Some(owner), Some(reason)).await?;
+        }
+        tx.commit().await?;
+        Ok(state)
     }
 
     async fn release(&self, kind: Kind, owner: &str, ids: &[i64]) -> Result<u64> {
-        Ok(sqlx::query(&format!(
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let released: Vec<i64> = sqlx::query_scalar(&format!(
             "UPDATE {}
                 SET state = 'queued', attempts = MAX(attempts - 1, 0), lease_owner = NULL,
                     lease_expires_at = NULL, updated_at = ?1
-              WHERE id IN (SELECT value FROM json_each(?2)) AND state = 'running' AND lease_owner = ?3",
+              WHERE id IN (SELECT value FROM json_each(?2)) AND state = 'running' AND lease_owner = ?3
+          RETURNING id",
             kind.table()
         ))
-        .bind(now_ms())
+        .bind(now)
         .bind(id_list(ids))
         .bind(owner)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .fetch_all(&mut *tx)
+        .await?;
+        record_events(&mut tx, kind, &released, "released", now, Some(owner), None).await?;
+        tx.commit().await?;
+        Ok(released.len() as u64)
     }
 
     async fn job_source(&self, lease: &JobLease) -> Result<Option<(String, Option<String>)>> {
@@ -215,6 +267,16 @@ impl LeaseQueue for Queue {
         if n != 1 {
             return Ok(false);
         }
+        record_events(
+            &mut tx,
+            Kind::Job,
+            &[lease.job_id],
+            "done",
+            now,
+            Some(&lease.owner),
+            None,
+        )
+        .await?;
         for d in derived {
             insert_instance(&mut tx, d, "derived", Some(source_uid), now).await?;
             for dest in destinations {
@@ -237,17 +299,23 @@ impl LeaseQueue for Queue {
     }
 
     async fn export_done(&self, id: i64, owner: &str, note: Option<&str>) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE exports SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = ?,
                     updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
         )
         .bind(note)
-        .bind(now_ms())
+        .bind(now)
         .bind(id)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n == 1 {
+            record_events(&mut tx, Kind::Export, &[id], "done", now, Some(owner), note).await?;
+        }
+        tx.commit().await?;
         Ok(n == 1)
     }
 
@@ -257,19 +325,46 @@ impl LeaseQueue for Queue {
             Requeue::One(id) => (Some(id), false),
             Requeue::AllDead => (None, true),
         };
-        Ok(sqlx::query(&format!(
+        let mut tx = self.pool.begin().await?;
+        let requeued: Vec<i64> = sqlx::query_scalar(&format!(
             "UPDATE {}
                 SET state = 'queued', attempts = 0, lease_expiries = 0, run_at = ?1, last_error = NULL,
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1
-              WHERE (?2 AND state = 'dead') OR (id = ?3 AND state IN ('dead', 'queued'))",
+              WHERE (?2 AND state = 'dead') OR (id = ?3 AND state IN ('dead', 'queued'))
+          RETURNING id",
             kind.table()
         ))
         .bind(now)
         .bind(all_dead)
         .bind(id)
-        .execute(&self.pool)
+        .fetch_all(&mut *tx)
+        .await?;
+        record_events(&mut tx, kind, &requeued, "retried", now, None, None).await?;
+        tx.commit().await?;
+        Ok(requeued.len() as u64)
+    }
+
+    async fn cancel(&self, kind: Kind, id: i64) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let cancelled = sqlx::query(&format!(
+            "UPDATE {}
+                SET state = 'dead', last_error = ?1, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?2
+              WHERE id = ?3 AND state IN ('queued', 'dead')",
+            kind.table()
+        ))
+        .bind(CANCELLED)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
         .await?
-        .rows_affected())
+        .rows_affected()
+            == 1;
+        if cancelled {
+            record_events(&mut tx, kind, &[id], "cancelled", now, None, Some(CANCELLED)).await?;
+        }
+        tx.commit().await?;
+        Ok(cancelled)
     }
 }
 

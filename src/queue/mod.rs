@@ -23,11 +23,13 @@ use sqlx::{Row, SqlitePool};
 
 mod exports;
 mod health;
+mod history;
 pub mod index;
 mod instances;
 mod lease;
 pub use exports::{ExportBatch, ExportItem, ExportRow};
 pub use health::probe_writable;
+pub use history::{attempts_of, Attempt, Event, ExportView, JobView, ListFilter};
 pub use index::IndexedAttributes;
 pub use instances::StoredInstance;
 pub use lease::{keep_leases, LeaseRenewal};
@@ -76,6 +78,12 @@ impl State {
     }
 }
 
+impl serde::Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(self.as_str())
@@ -106,6 +114,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// As `job_events.kind` stores it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Job => "job",
+            Kind::Export => "export",
+        }
+    }
+
     fn table(self) -> &'static str {
         match self {
             Kind::Job => "jobs",
@@ -252,7 +268,17 @@ pub trait LeaseQueue: Send + Sync {
 
     /// Queues rows again with a fresh attempt count. Returns how many.
     async fn requeue(&self, kind: Kind, which: Requeue) -> Result<u64>;
+
+    /// An operator cancels a queued (or dead) row: it becomes `dead` with the reason
+    /// [`CANCELLED`], so it is never claimed and [`Self::requeue`] can still bring it back.
+    /// A running row belongs to its worker and a done one is done: false, nothing changed.
+    async fn cancel(&self, kind: Kind, id: i64) -> Result<bool>;
 }
+
+/// The `last_error` of a row an operator cancelled. There is no state `cancelled`: `dead` is
+/// already "terminal until an operator retries it", and a new state would mean rebuilding the
+/// tables for their CHECK constraint.
+pub const CANCELLED: &str = "cancelled by an operator";
 
 /// The SQLite queue of one node (one node owns its data_dir and database file).
 #[derive(Clone)]

@@ -24,6 +24,7 @@ use crate::store::InstanceStore;
 
 mod accept;
 pub mod health;
+mod jobs;
 mod process;
 mod qido;
 mod stow;
@@ -56,6 +57,7 @@ pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
         .nest("/dicomweb", dicomweb)
         .nest("/api", process::routes())
+        .nest("/api", jobs::routes())
         .merge(viewer::routes(&state.config))
         .merge(health::routes())
         // Requests counted by route template: noted inside routing, counted outside it.

@@ -990,3 +990,23 @@ pub fn http_post(url: &str, content_type: &str, body: &[u8]) -> (String, String)
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
     (status.to_string(), body.to_string())
 }
+
+/// `method url` with curl (at most 60 s), no body; (HTTP status, body).
+pub fn http_request(method: &str, url: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "60",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            url,
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (status.to_string(), body.to_string())
+}

@@ -159,3 +159,52 @@ fn get_after(node: &Node, method: &str, path: &str) -> Value {
     assert_eq!(status, 200, "{method} {path}: {json}");
     json
 }
+
+/// On a processing node the history times the real work: the job claimed then done, and the
+/// export of its result claimed then done, each with its wait and processing time.
+#[tokio::test]
+async fn a_processed_job_and_its_export_show_their_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = Storescp::start(&dir.path().join("results"), "RESULTS");
+    let routing = format!(
+        "[[destinations]]\nname = \"results\"\nkind = \"dimse\"\nae_title = \"RESULTS\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         [[routes]]\nfrom_ae = \"*\"\nto = [\"results\"]\n",
+        results.port
+    );
+    let node = Node::start_processing(dir.path(), &routing, "");
+    let le = phantom_pairs(dir.path(), 78, 416, 320).remove(0).0;
+    assert_eq!(successes(&storescu(&node, "MODALITY", &[], &[le])), 1);
+    let done = wait_count(
+        &node,
+        "SELECT COUNT(*) FROM exports WHERE state = 'done'",
+        1,
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_eq!(done, 1, "{}", node.log_tail(40));
+
+    let jobs = get(&node, "/api/jobs?state=done");
+    assert_eq!(jobs["total"], 1);
+    let job = &jobs["jobs"][0];
+    assert_eq!(job["exports"][0]["destination"], "results");
+    assert_eq!(job["exports"][0]["state"], "done");
+    let history = get(&node, &format!("/api/jobs/{}", job["id"]));
+    assert_eq!(events(&history), ["claimed", "done"]);
+    let attempt = &history["attempts"][0];
+    assert_eq!(attempt["outcome"], "done");
+    assert!(attempt["processing_ms"].as_i64().unwrap() >= 0);
+
+    let exports = get(&node, "/api/exports?destination=results&state=done");
+    assert_eq!(exports["total"], 1);
+    assert_eq!(exports["exports"][0]["job_id"], job["id"]);
+    let history = get(&node, &format!("/api/exports/{}", exports["exports"][0]["id"]));
+    assert_eq!(events(&history), ["claimed", "done"]);
+    assert_eq!(get(&node, "/api/exports?destination=elsewhere")["total"], 0);
+    // A done export is neither retried nor cancelled.
+    let (status, _) = call(
+        &node,
+        "POST",
+        &format!("/api/exports/{}/cancel", exports["exports"][0]["id"]),
+    );
+    assert_eq!(status, 409);
+}

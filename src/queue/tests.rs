@@ -549,3 +549,93 @@ async fn a_destination_already_being_sent_to_yields_to_another_with_due_work() {
     let third = claim().await;
     assert_eq!(third.items[0].instance_uid, "9.2");
 }
+
+#[tokio::test]
+async fn every_state_change_of_jobs_and_exports_leaves_an_event() {
+    let (_dir, q) = queue().await;
+    let id = q
+        .record_received(&instance("1.1"), Some(3))
+        .await
+        .unwrap()
+        .job_id
+        .unwrap();
+    let names = |events: Vec<history::Event>| events.into_iter().map(|e| e.event).collect::<Vec<_>>();
+    // claim → fail → claim → expire → claim → release → claim → done
+    q.claim_job("w", Duration::from_secs(60), &NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    q.fail(Kind::Job, "w", id, "boom", false, Duration::ZERO)
+        .await
+        .unwrap();
+    q.claim("w", Duration::from_secs(60)).await.unwrap().unwrap();
+    expire_leases(&q).await;
+    q.claim("w", Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!(q.release(Kind::Job, "w", &[id]).await.unwrap(), 1);
+    let lease = q.claim("w", Duration::from_secs(60)).await.unwrap().unwrap();
+    let derived = NewInstance {
+        sop_instance_uid: "9.1".into(),
+        ..instance("9.1")
+    };
+    assert!(q
+        .complete_with_derived(&lease, &[derived], "1.1", &["pacs".to_string()], 5)
+        .await
+        .unwrap());
+    let events = q.events(Kind::Job, id).await.unwrap();
+    assert_eq!(
+        names(events.clone()),
+        ["claimed", "failed", "claimed", "expired", "claimed", "released", "claimed", "done"]
+    );
+    assert_eq!(events[1].error.as_deref(), Some("boom"));
+    assert_eq!(events[3].error.as_deref(), Some("worker died 1 time"));
+    let attempts = history::attempts_of(0, &events);
+    assert_eq!(attempts.len(), 4);
+    assert_eq!(attempts[3].outcome.as_deref(), Some("done"));
+
+    // The export the job queued: claim → done; then an operator retries, cancels, retries.
+    let (total, exports) = q
+        .export_views(&ListFilter {
+            destination: Some("pacs".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((total, exports[0].job_id), (1, Some(id)));
+    let export = exports[0].id;
+    let batch = q
+        .claim_exports("x", Duration::from_secs(60), 8, &NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(q
+        .export_done(batch.items[0].id, "x", Some("warning"))
+        .await
+        .unwrap());
+    assert!(
+        !q.cancel(Kind::Export, export).await.unwrap(),
+        "a done export is not cancelled"
+    );
+    assert_eq!(q.requeue(Kind::Export, Requeue::One(export)).await.unwrap(), 0);
+    // As if its attempts were spent: dead rows are cancelled (kept dead) and retried.
+    sqlx::query("UPDATE exports SET state = 'dead'")
+        .execute(q.pool())
+        .await
+        .unwrap();
+    assert!(q.cancel(Kind::Export, export).await.unwrap());
+    assert_eq!(q.requeue(Kind::Export, Requeue::AllDead).await.unwrap(), 1);
+    let events = q.events(Kind::Export, export).await.unwrap();
+    assert_eq!(names(events.clone()), ["claimed", "done", "cancelled", "retried"]);
+    assert_eq!(events[1].error.as_deref(), Some("warning"));
+    assert_eq!(events[2].error.as_deref(), Some(CANCELLED));
+    // The job lists the export it queued, and filters select it.
+    assert_eq!(q.job_view(id).await.unwrap().unwrap().exports.len(), 1);
+    let (total, _) = q
+        .job_views(&ListFilter {
+            state: Some(State::Done),
+            calling_ae: Some("MODALITY".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 1);
+}

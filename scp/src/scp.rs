@@ -15,7 +15,8 @@
 //!
 //! Memory per association is therefore about three times `max_pdu_length` (the PDU read
 //! buffer, dicom-ul's decoded copy, the fragment being written) plus the 64 KiB spool buffer
-//! and the 16 KiB command cap; a connection still negotiating holds at most 64 KiB.
+//! and the 16 KiB command cap; a connection still negotiating holds at most 64 KiB. A DICOM TLS
+//! connection adds rustls' buffers (a few TLS records of at most 16 KiB each).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -811,6 +812,8 @@ where
             Pdu::PData { data } => data,
             Pdu::ReleaseRQ => {
                 let _ = pdu::write(&mut socket, &Pdu::ReleaseRP, config.idle_timeout).await;
+                // On TLS this sends close_notify, so the peer can tell the end from a cut.
+                let _ = tokio::time::timeout(COURTESY_TIMEOUT, socket.shutdown()).await;
                 break Ending::Released;
             }
             Pdu::AbortRQ { .. } => break Ending::AbortedByPeer,

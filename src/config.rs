@@ -211,6 +211,11 @@ pub struct NodeConfig {
     pub ae_title: String,
     pub bind: IpAddr,
     pub dimse_port: u16,
+    /// DICOM TLS port of the storage SCP, beside `dimse_port` (0: any free port); absent: no
+    /// DICOM TLS. Needs `[node.tls]`.
+    pub dimse_tls_port: Option<u16>,
+    /// The node's certificate for DICOM TLS.
+    pub tls: Option<NodeTlsConfig>,
     pub http_port: u16,
     pub data_dir: PathBuf,
     pub max_associations: usize,
@@ -219,6 +224,28 @@ pub struct NodeConfig {
     pub artim_timeout_s: u64,
     pub idle_timeout_s: u64,
     pub association_lifetime_s: u64,
+}
+
+/// `[node.tls]`: the node's own certificate (PEM files), and the CA that client certificates
+/// must chain to when they are required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, DICOM TLS clients must present a certificate signed by a CA in this file
+    /// (IHE ATNA: mutual authentication of nodes).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl NodeTlsConfig {
+    pub fn files(&self) -> vcnode_scp::tls::TlsFiles {
+        vcnode_scp::tls::TlsFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            client_ca_file: self.client_ca_file.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -372,6 +399,32 @@ impl Config {
                 "node.artim_timeout_s/idle_timeout_s/association_lifetime_s",
                 "must be at least 1 second",
             ));
+        }
+        if let Some(port) = self.node.dimse_tls_port {
+            if self.node.tls.is_none() {
+                return Err(invalid(
+                    "node.dimse_tls_port",
+                    "DICOM TLS needs the node's certificate: set [node.tls] cert_file and key_file",
+                ));
+            }
+            if port != 0 && port == self.node.dimse_port {
+                return Err(invalid(
+                    "node.dimse_tls_port",
+                    "must differ from node.dimse_port (DICOM TLS has its own port)",
+                ));
+            }
+        }
+        if let Some(tls) = &self.node.tls {
+            let files = [
+                ("node.tls.cert_file", Some(&tls.cert_file)),
+                ("node.tls.key_file", Some(&tls.key_file)),
+                ("node.tls.client_ca_file", tls.client_ca_file.as_ref()),
+            ];
+            for (key, path) in files {
+                if let Some(path) = path.filter(|p| !p.is_file()) {
+                    return Err(invalid(key, format!("{} is not a readable file", path.display())));
+                }
+            }
         }
         if self.node.max_pending_associations == 0 {
             return Err(invalid("node.max_pending_associations", "must be at least 1"));
@@ -906,5 +959,59 @@ mod tests {
                 .to_string();
             assert!(err.contains("export.timeout_s/min_rate_kbps"), "{err}");
         }
+    }
+
+    #[test]
+    fn dicom_tls_is_off_by_default_and_needs_the_node_certificate() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.node.dimse_tls_port, None, "DICOM TLS is off unless configured");
+        assert!(c.node.tls.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, ca) = (
+            dir.path().join("node.pem"),
+            dir.path().join("node.key"),
+            dir.path().join("ca.pem"),
+        );
+        for f in [&cert, &key, &ca] {
+            std::fs::write(f, "read at start-up, not here").unwrap();
+        }
+        let tls = format!(
+            "[node.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        let c = load_dests(
+            dir.path(),
+            &format!(
+                "[node]\ndimse_tls_port = 2762\n{tls}client_ca_file = \"{}\"\n",
+                ca.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.node.dimse_tls_port, Some(2762));
+        let files = c.node.tls.unwrap().files();
+        assert_eq!(files.client_ca_file.as_deref(), Some(ca.as_path()));
+
+        let err = load_dests(dir.path(), "[node]\ndimse_tls_port = 0\n").unwrap_err();
+        assert!(
+            err.contains("node.dimse_tls_port") && err.contains("[node.tls]"),
+            "{err}"
+        );
+        let err = load_dests(
+            dir.path(),
+            &format!("[node]\ndimse_port = 2762\ndimse_tls_port = 2762\n{tls}"),
+        )
+        .unwrap_err();
+        assert!(err.contains("node.dimse_tls_port"), "{err}");
+        let err = load_dests(
+            dir.path(),
+            &format!("[node]\ndimse_tls_port = 0\n{tls}client_ca_file = \"/no/such/ca.pem\"\n"),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("node.tls.client_ca_file") && err.contains("/no/such/ca.pem"),
+            "{err}"
+        );
     }
 }

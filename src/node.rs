@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vcnode_models::model::RcModel;
-use vcnode_scp::{Peer, ScpConfig, StorageScp};
+use vcnode_scp::{Peer, ScpConfig, ScpListener, StorageScp};
 
 use crate::config::Config;
 use crate::derive::Synthesizer;
@@ -139,6 +139,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    let tls_listener = dicom_tls_listener(&config).await?;
 
     let metrics = crate::metrics::install().context("metrics recorder")?;
     let readiness = Arc::new(crate::web::health::Readiness::default());
@@ -266,6 +267,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "OHIF viewer not installed ([dicomweb] viewer_dir); run scripts/fetch-viewer.sh to serve it at /"
         ),
     }
+    let mut listeners = vec![ScpListener::plain(listener)];
+    if let Some(tls) = tls_listener {
+        let tls_local = tls.listener.local_addr()?;
+        info!(ae_title = %config.node.ae_title, local = %tls_local, "DICOM TLS storage SCP listening");
+        // Not "listening on": scripts take that line for the plain DIMSE port.
+        println!("vcnode {} DICOM TLS on {tls_local}", config.node.ae_title);
+        listeners.push(tls);
+    }
     println!("vcnode {} listening on {local}", config.node.ae_title);
 
     readiness
@@ -273,7 +282,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .store(true, std::sync::atomic::Ordering::Release);
     let served = StorageScp::new(scp, ingest)
         .with_observer(Arc::new(crate::metrics::ScpMetrics))
-        .serve(listener, shutdown.clone().cancelled_owned())
+        .serve_listeners(listeners, shutdown.clone().cancelled_owned())
         .await;
     readiness
         .scp_listening
@@ -294,6 +303,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     served?;
     info!("vcnode stopped");
     Ok(())
+}
+
+/// The DICOM TLS port (`node.dimse_tls_port` with `[node.tls]`), if configured: its certificate
+/// and key are read now, so a bad file stops start-up rather than every handshake.
+async fn dicom_tls_listener(config: &Config) -> anyhow::Result<Option<ScpListener>> {
+    let (Some(port), Some(tls)) = (config.node.dimse_tls_port, &config.node.tls) else {
+        return Ok(None);
+    };
+    let acceptor = vcnode_scp::tls::acceptor(&tls.files()).context("[node.tls]")?;
+    let addr = SocketAddr::new(config.node.bind, port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (node.dimse_tls_port)"))?;
+    info!(
+        client_certificates = if tls.client_ca_file.is_some() {
+            "required"
+        } else {
+            "not asked for"
+        },
+        "DICOM TLS configured"
+    );
+    Ok(Some(ScpListener::tls(listener, acceptor)))
 }
 
 /// Cancels `shutdown` at the first SIGINT or SIGTERM.

@@ -6,6 +6,8 @@
 //!   read), answers C-ECHO, reassembles C-STORE requests ([`reassembly`]) while spooling each
 //!   data set to a file, and hands it to a [`StoreHandler`], whose [`StoreOutcome`] becomes the
 //!   C-STORE response status. Acknowledging only what is durable is the handler's job.
+//! - [`tls`] builds the DICOM TLS side of a port ([`ScpListener::tls`]): the node's certificate
+//!   and, optionally, client-certificate verification against a CA.
 //! - [`pdu`] reads PDUs with their length checked before their body, on dicom-ul's codec.
 //! - [`StoreScu`] sends data sets to a remote storage SCP and reads each response status.
 //! - [`status`] names the PS3.4/PS3.7 status codes the node uses.
@@ -16,10 +18,11 @@ pub mod reassembly;
 pub mod scp;
 pub mod scu;
 pub mod status;
+pub mod tls;
 
 pub use scp::{
-    AssociationObserver, Peer, ReceivedInstance, Rejection, ScpConfig, SpooledDataSet, StorageScp,
-    StoreHandler, StoreOutcome, SPOOL_SUFFIX,
+    AssociationObserver, Peer, ReceivedInstance, Rejection, ScpConfig, ScpListener, SpooledDataSet,
+    StorageScp, StoreHandler, StoreOutcome, Transport, SPOOL_SUFFIX,
 };
 pub use scu::{ScuError, StoreScu, StoreScuOptions};
 

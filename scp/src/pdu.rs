@@ -107,7 +107,13 @@ pub async fn write<W: AsyncWrite + Unpin>(
 ) -> Result<(), PduError> {
     let mut out = Vec::with_capacity(256);
     write_pdu(&mut out, pdu).map_err(|e| PduError::Malformed(e.to_string()))?;
-    tokio::time::timeout(timeout, writer.write_all(&out))
+    // Flushed: a TLS stream may hold encrypted records back until asked (a TcpStream's flush
+    // does nothing).
+    let send = async {
+        writer.write_all(&out).await?;
+        writer.flush().await
+    };
+    tokio::time::timeout(timeout, send)
         .await
         .map_err(|_| PduError::Timeout)??;
     Ok(())

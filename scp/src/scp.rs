@@ -4,7 +4,9 @@
 //! - A connection first counts against `max_pending` (negotiating connections, each under the
 //!   ARTIM timer); when they are all taken, the oldest still-negotiating one is dropped, so
 //!   silent connections cannot lock modalities out. An association slot is taken only once the
-//!   A-ASSOCIATE-RQ has been read and its AE titles accepted.
+//!   A-ASSOCIATE-RQ has been read and its AE titles accepted. On a DICOM TLS port
+//!   ([`Transport::Tls`]) the TLS handshake comes first, as part of negotiating: it holds a
+//!   negotiating slot, not an association slot, and ARTIM bounds handshake and request together.
 //! - Every PDU is length-checked before its body is read ([`crate::pdu`]) and must arrive whole
 //!   within `idle_timeout`; an association ends after `association_lifetime` whatever it does.
 //! - Data sets stream to a spool file in `spool_dir` as fragments arrive, up to
@@ -13,7 +15,8 @@
 //!
 //! Memory per association is therefore about three times `max_pdu_length` (the PDU read
 //! buffer, dicom-ul's decoded copy, the fragment being written) plus the 64 KiB spool buffer
-//! and the 16 KiB command cap; a connection still negotiating holds at most 64 KiB.
+//! and the 16 KiB command cap; a connection still negotiating holds at most 64 KiB. A DICOM TLS
+//! connection adds rustls' buffers (a few TLS records of at most 16 KiB each).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -28,7 +31,7 @@ use dicom_ul::pdu::{
     PDataValueType, PresentationContextResult, PresentationContextResultReason, UserVariableItem,
 };
 use dicom_ul::Pdu;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -39,6 +42,7 @@ use tracing::{debug, info, warn};
 use crate::command::{self, Command};
 use crate::pdu::{self, PduError, MAX_NEGOTIATION_PDU};
 use crate::reassembly::{Event, Reassembly};
+use crate::tls::TlsAcceptor;
 use crate::{status, trim_value};
 
 /// DICOM Application Context Name (PS3.7 A.2.1).
@@ -177,6 +181,9 @@ pub enum Rejection {
     ArtimTimeout,
     /// Dropped while negotiating to make room for a newer connection (`max_pending`).
     TooManyNegotiating,
+    /// The DICOM TLS handshake failed: not TLS at all, or a client certificate missing or not
+    /// from the configured CA.
+    TlsHandshake,
 }
 
 impl Rejection {
@@ -190,6 +197,7 @@ impl Rejection {
             Rejection::Malformed => "malformed",
             Rejection::ArtimTimeout => "artim_timeout",
             Rejection::TooManyNegotiating => "too_many_negotiating",
+            Rejection::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -256,26 +264,40 @@ impl<H: StoreHandler> StorageScp<H> {
         self
     }
 
-    /// Serves associations from `listener` until `shutdown` resolves, then stops accepting,
-    /// drops connections still negotiating and lets the associations in progress finish (up
-    /// to a drain timeout).
+    /// Serves associations from `listener` (plain DIMSE) until `shutdown` resolves, then stops
+    /// accepting, drops connections still negotiating and lets the associations in progress
+    /// finish (up to a drain timeout).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
+        self.serve_listeners(vec![ScpListener::plain(listener)], shutdown)
+            .await
+    }
+
+    /// As [`StorageScp::serve`], on several ports at once (plain DIMSE and DICOM TLS): they
+    /// share the association slots and the negotiating-connection cap, so a second port does
+    /// not double what peers can make the node hold.
+    pub async fn serve_listeners(
+        self,
+        listeners: Vec<ScpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
         let slots = Arc::new(Semaphore::new(self.config.max_associations));
         let pending_slots = Arc::new(Semaphore::new(self.config.max_pending.max(1)));
         // Negotiating connections, oldest first; a token is cancelled once its connection has
-        // negotiated (or is evicted).
+        // negotiated (or is evicted, or ends).
         let mut negotiating: VecDeque<CancellationToken> = VecDeque::new();
         let stop_negotiating = CancellationToken::new();
         let mut running = JoinSet::new();
+        // Where the next accept starts looking, so a flood on one port cannot starve another.
+        let mut first = 0usize;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => {
+                (door, accepted) = accept_any(&listeners, &mut first), if !listeners.is_empty() => {
                     let (socket, peer) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
@@ -285,6 +307,8 @@ impl<H: StoreHandler> StorageScp<H> {
                             continue;
                         }
                     };
+                    // ARTIM runs from the connection: a TLS handshake spends from it too.
+                    let deadline = Instant::now() + self.config.artim_timeout;
                     let _ = socket.set_nodelay(true);
                     negotiating.retain(|t| !t.is_cancelled());
                     let pending = match pending_slots.clone().try_acquire_owned() {
@@ -306,22 +330,29 @@ impl<H: StoreHandler> StorageScp<H> {
                     };
                     let token = stop_negotiating.child_token();
                     negotiating.push_back(token.clone());
-                    let (config, handler, slots) = (self.config.clone(), self.handler.clone(), slots.clone());
-                    let observer = self.observer.clone();
+                    let connection = Connection {
+                        peer,
+                        deadline,
+                        pending: Pending { token, _permit: pending },
+                        config: self.config.clone(),
+                        handler: self.handler.clone(),
+                        slots: slots.clone(),
+                        observer: self.observer.clone(),
+                    };
+                    let transport = listeners[door].transport.clone();
                     running.spawn(async move {
-                        let established = tokio::select! {
-                            _ = token.cancelled() => None,
-                            r = negotiate(socket, peer, &config, &slots, &*observer) => r,
-                        };
-                        token.cancel();
-                        drop(pending);
-                        if let Some(assoc) = established {
-                            observer.accepted(&assoc.calling);
-                            let _ended = EndGuard {
-                                observer: observer.clone(),
-                                calling: assoc.calling.clone(),
-                            };
-                            serve_association(assoc, &config, &*handler).await;
+                        match transport {
+                            Transport::Plain => connection.run(socket, false).await,
+                            Transport::Tls(acceptor) => {
+                                let token = connection.pending.token.clone();
+                                let secured = tokio::select! {
+                                    _ = token.cancelled() => None,
+                                    s = handshake(&acceptor, socket, peer, deadline, &*connection.observer) => s,
+                                };
+                                if let Some(stream) = secured {
+                                    connection.run(stream, true).await;
+                                }
+                            }
                         }
                     });
                 }
@@ -341,9 +372,146 @@ impl<H: StoreHandler> StorageScp<H> {
     }
 }
 
-/// An accepted association, holding its slot.
-struct Established {
+/// How a port's connections carry DIMSE.
+#[derive(Clone)]
+pub enum Transport {
+    /// TCP as it is (PS3.8).
+    Plain,
+    /// DICOM TLS (PS3.15 B.1): the TLS handshake comes first, within ARTIM.
+    Tls(TlsAcceptor),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Plain => "Plain",
+            Transport::Tls(_) => "Tls",
+        })
+    }
+}
+
+/// A listening port of the SCP and how its connections carry DIMSE.
+#[derive(Debug)]
+pub struct ScpListener {
+    pub listener: TcpListener,
+    pub transport: Transport,
+}
+
+impl ScpListener {
+    pub fn plain(listener: TcpListener) -> Self {
+        ScpListener {
+            listener,
+            transport: Transport::Plain,
+        }
+    }
+    pub fn tls(listener: TcpListener, acceptor: TlsAcceptor) -> Self {
+        ScpListener {
+            listener,
+            transport: Transport::Tls(acceptor),
+        }
+    }
+}
+
+/// The next connection on any of `listeners` (with the index of its listener), looking first
+/// at `*first` and moving that on, so that every port gets its turn.
+async fn accept_any(
+    listeners: &[ScpListener],
+    first: &mut usize,
+) -> (usize, std::io::Result<(TcpStream, SocketAddr)>) {
+    let n = listeners.len();
+    let (door, accepted) = std::future::poll_fn(|cx| {
+        for k in 0..n {
+            let i = (*first + k) % n;
+            if let std::task::Poll::Ready(r) = listeners[i].listener.poll_accept(cx) {
+                return std::task::Poll::Ready((i, r));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    *first = (door + 1) % n;
+    (door, accepted)
+}
+
+/// A connection's place among those negotiating; given up (and its token cancelled, so the
+/// accept loop forgets it) when dropped.
+struct Pending {
+    token: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// A connection from accept to the end of its association.
+struct Connection<H> {
+    peer: SocketAddr,
+    /// ARTIM: negotiation (a TLS handshake included) must be over by then.
+    deadline: Instant,
+    pending: Pending,
+    config: Arc<ScpConfig>,
+    handler: Arc<H>,
+    slots: Arc<Semaphore>,
+    observer: Arc<dyn AssociationObserver>,
+}
+
+impl<H: StoreHandler> Connection<H> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(self, stream: S, tls: bool) {
+        let Connection {
+            peer,
+            deadline,
+            pending,
+            config,
+            handler,
+            slots,
+            observer,
+        } = self;
+        let established = tokio::select! {
+            _ = pending.token.cancelled() => None,
+            r = negotiate(stream, peer, deadline, tls, &config, &slots, &*observer) => r,
+        };
+        drop(pending);
+        if let Some(assoc) = established {
+            observer.accepted(&assoc.calling);
+            let _ended = EndGuard {
+                observer: observer.clone(),
+                calling: assoc.calling.clone(),
+            };
+            serve_association(assoc, &config, &*handler).await;
+        }
+    }
+}
+
+/// The server side of the TLS handshake, before `deadline`. None when it fails (logged at
+/// warn: rustls' error names what went wrong, e.g. an unknown issuer, never key material).
+async fn handshake(
+    acceptor: &TlsAcceptor,
     socket: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+    observer: &dyn AssociationObserver,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            observer.rejected(Rejection::TlsHandshake);
+            warn!(%peer, error = %e, "DICOM TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            observer.rejected(Rejection::ArtimTimeout);
+            warn!(%peer, "DICOM TLS handshake timed out (ARTIM)");
+            None
+        }
+    }
+}
+
+/// An accepted association, holding its slot.
+struct Established<S> {
+    socket: S,
     peer: SocketAddr,
     calling: String,
     /// (id, abstract syntax, transfer syntax) of the accepted contexts.
@@ -386,21 +554,22 @@ fn abort_pdu(reason: AbortRQServiceProviderReason) -> Pdu {
 }
 
 /// Sends `pdu` (a rejection or an abort) if the peer takes it promptly, then closes.
-async fn send_and_close(socket: &mut TcpStream, pdu: &Pdu) {
+async fn send_and_close<S: AsyncWrite + Unpin>(socket: &mut S, pdu: &Pdu) {
     let _ = pdu::write(socket, pdu, COURTESY_TIMEOUT).await;
     let _ = tokio::time::timeout(COURTESY_TIMEOUT, socket.shutdown()).await;
 }
 
 /// Reads the A-ASSOCIATE-RQ under ARTIM, checks it, takes a slot and answers. None when the
 /// connection ends here (rejected, aborted, silent, malformed).
-async fn negotiate(
-    mut socket: TcpStream,
+async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
     peer: SocketAddr,
+    deadline: Instant,
+    tls: bool,
     config: &ScpConfig,
     slots: &Arc<Semaphore>,
     observer: &dyn AssociationObserver,
-) -> Option<Established> {
-    let deadline = Instant::now() + config.artim_timeout;
+) -> Option<Established<S>> {
     let mut buf = Vec::new();
     let rq = match pdu::read_bounded(&mut socket, &mut buf, |_| MAX_NEGOTIATION_PDU, deadline).await {
         Ok(Pdu::AssociationRQ(rq)) => rq,
@@ -531,7 +700,7 @@ async fn negotiate(
     }
     let calling = trim_value(&rq.calling_ae_title).to_string();
     info!(
-        %peer, calling_ae = %calling,
+        %peer, calling_ae = %calling, tls,
         accepted = accepted.len(),
         rejected = rq.presentation_contexts.len() - accepted.len(),
         "association accepted"
@@ -592,7 +761,11 @@ enum Ending {
     Abort(String, AbortRQServiceProviderReason),
 }
 
-async fn serve_association<H: StoreHandler>(assoc: Established, config: &ScpConfig, handler: &H) {
+async fn serve_association<S, H>(assoc: Established<S>, config: &ScpConfig, handler: &H)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: StoreHandler,
+{
     let Established {
         mut socket,
         peer,
@@ -639,6 +812,8 @@ async fn serve_association<H: StoreHandler>(assoc: Established, config: &ScpConf
             Pdu::PData { data } => data,
             Pdu::ReleaseRQ => {
                 let _ = pdu::write(&mut socket, &Pdu::ReleaseRP, config.idle_timeout).await;
+                // On TLS this sends close_notify, so the peer can tell the end from a cut.
+                let _ = tokio::time::timeout(COURTESY_TIMEOUT, socket.shutdown()).await;
                 break Ending::Released;
             }
             Pdu::AbortRQ { .. } => break Ending::AbortedByPeer,
@@ -853,8 +1028,8 @@ async fn finish_store<H: StoreHandler>(
     reply(outcome)
 }
 
-async fn send_command(
-    socket: &mut TcpStream,
+async fn send_command<S: AsyncWrite + Unpin>(
+    socket: &mut S,
     pc_id: u8,
     reply: Result<Vec<u8>, command::CommandError>,
     timeout: Duration,

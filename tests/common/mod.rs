@@ -105,10 +105,14 @@ impl Node {
             .expect("start vcnode");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        // Every stdout line is kept in node.stdout too, for the lines read at the end of this
+        // file (written before the DIMSE line is taken: it comes last).
+        let mut kept = std::fs::File::create(dir.join("node.stdout")).unwrap();
         std::thread::spawn(move || {
             // The DICOMweb line comes first, then the DIMSE line once both listen.
             let mut http = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = std::io::Write::write_all(&mut kept, format!("{line}\n").as_bytes());
                 if let Some(url) = line.split(" DICOMweb on http://").nth(1) {
                     let addr = url.trim().trim_end_matches("/dicomweb");
                     http = Some(addr.parse::<SocketAddr>().unwrap());
@@ -1009,4 +1013,21 @@ pub fn http_request(method: &str, url: &str) -> (String, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
     (status.to_string(), body.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// DICOM TLS (tests/dicom_tls.rs).
+// ---------------------------------------------------------------------------------------------
+
+impl Node {
+    /// The DICOM TLS port from the node's `vcnode <AE> DICOM TLS on ADDR` line (printed before
+    /// the DIMSE line, so known once the node has started); None when DICOM TLS is off.
+    pub fn dicom_tls(&self) -> Option<SocketAddr> {
+        let dir = self.data_dir.parent().unwrap();
+        let stdout = std::fs::read_to_string(dir.join("node.stdout")).unwrap_or_default();
+        stdout
+            .lines()
+            .find_map(|line| line.split(" DICOM TLS on ").nth(1))
+            .map(|addr| addr.trim().parse().unwrap())
+    }
 }

@@ -20,7 +20,7 @@ fn le_files(dir: &Path, seed: u64) -> Vec<PathBuf> {
 }
 
 fn dimse(name: &str, ae: &str, o: &Orthanc) -> String {
-    format!("[[destinations]]\nname = \"{name}\"\nkind = \"dimse\"\nae_title = \"{ae}\"\nhost = \"127.0.0.1\"\nport = {}\n", o.dicom_port)
+    dimse_destination(name, ae, o.dicom_port)
 }
 
 fn web(name: &str, o: &Orthanc, root: &str) -> String {

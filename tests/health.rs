@@ -289,9 +289,8 @@ fn latencies_and_exports_are_measured_and_stow_rs_is_its_own_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let results = Storescp::start(&dir.path().join("results"), "RESULTS");
     let routing = format!(
-        "[[destinations]]\nname = \"results\"\nkind = \"dimse\"\nae_title = \"RESULTS\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         [[routes]]\nfrom_ae = \"*\"\nto = [\"results\"]\n",
-        results.port
+        "{}[[routes]]\nfrom_ae = \"*\"\nto = [\"results\"]\n",
+        dimse_destination("results", "RESULTS", results.port)
     );
     let node = Node::start_processing(dir.path(), &routing, "");
     let (status, ready) = readyz(&node);

@@ -167,9 +167,8 @@ async fn a_processed_job_and_its_export_show_their_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let results = Storescp::start(&dir.path().join("results"), "RESULTS");
     let routing = format!(
-        "[[destinations]]\nname = \"results\"\nkind = \"dimse\"\nae_title = \"RESULTS\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         [[routes]]\nfrom_ae = \"*\"\nto = [\"results\"]\n",
-        results.port
+        "{}[[routes]]\nfrom_ae = \"*\"\nto = [\"results\"]\n",
+        dimse_destination("results", "RESULTS", results.port)
     );
     let node = Node::start_processing(dir.path(), &routing, "");
     let le = phantom_pairs(dir.path(), 78, 416, 320).remove(0).0;

@@ -59,17 +59,8 @@ fn echo_answers_known_peers_and_rejects_unknown_titles_and_hosts() {
     assert!(echoscu(&node, "MODALITY", "VCNODE").status.success());
 }
 
-/// One low-energy image per accepted transfer syntax: (converter, its args, storescu option,
-/// expected transfer syntax UID).
-const SYNTAXES: &[(&str, &[&str], &str, &str)] = &[
-    ("", &[], "-xe", "1.2.840.10008.1.2.1"),
-    ("/usr/bin/dcmconv", &["+ti"], "-xi", "1.2.840.10008.1.2"),
-    ("/usr/bin/gdcmconv", &["--j2k"], "-xv", "1.2.840.10008.1.2.4.90"),
-    ("/usr/bin/dcmcjpls", &[], "-xt", "1.2.840.10008.1.2.4.80"),
-    ("/usr/bin/dcmcjpeg", &[], "-xs", "1.2.840.10008.1.2.4.70"),
-    ("/usr/bin/dcmcrle", &[], "-xr", "1.2.840.10008.1.2.5"),
-    ("/usr/bin/dcmconv", &["+td"], "-xd", "1.2.840.10008.1.2.1.99"),
-];
+/// One low-energy image per accepted transfer syntax.
+const SYNTAXES: &[(&str, &[&str], &str, &str)] = TRANSFER_SYNTAXES;
 
 fn stored_path(node: &Node, uid: &str) -> PathBuf {
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -1031,3 +1031,23 @@ impl Node {
             .map(|addr| addr.trim().parse().unwrap())
     }
 }
+
+/// A `[[destinations]]` entry for a DIMSE peer on this machine.
+pub fn dimse_destination(name: &str, ae_title: &str, port: u16) -> String {
+    format!(
+        "[[destinations]]\nname = \"{name}\"\nkind = \"dimse\"\nae_title = \"{ae_title}\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+    )
+}
+
+/// Every transfer syntax test images are sent in: (converter, its args, storescu option,
+/// the transfer syntax UID stored). The first five are the ones frames come out of unchanged
+/// (native and the lossless image codecs).
+pub const TRANSFER_SYNTAXES: &[(&str, &[&str], &str, &str)] = &[
+    ("", &[], "-xe", "1.2.840.10008.1.2.1"),
+    ("/usr/bin/dcmconv", &["+ti"], "-xi", "1.2.840.10008.1.2"),
+    ("/usr/bin/gdcmconv", &["--j2k"], "-xv", "1.2.840.10008.1.2.4.90"),
+    ("/usr/bin/dcmcjpls", &[], "-xt", "1.2.840.10008.1.2.4.80"),
+    ("/usr/bin/dcmcjpeg", &[], "-xs", "1.2.840.10008.1.2.4.70"),
+    ("/usr/bin/dcmcrle", &[], "-xr", "1.2.840.10008.1.2.5"),
+    ("/usr/bin/dcmconv", &["+td"], "-xd", "1.2.840.10008.1.2.1.99"),
+];

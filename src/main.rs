@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vcnode::config::Config;
 use vcnode::fixture::{mammogram, MammogramSpec};
-use vcnode::queue::{Kind, LeaseQueue, Queue, Requeue, State};
+use vcnode::queue::{Kind, LeaseQueue, ListFilter, Queue, Requeue, State};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -352,7 +352,13 @@ async fn retry(config: &Config, kind: Kind, args: &RetryArgs) -> anyhow::Result<
 
 async fn jobs(config: &Config, state: Option<State>) -> anyhow::Result<()> {
     let queue = open_queue(config).await?;
-    let jobs = queue.list_jobs(state).await?;
+    // The Jobs API's lists (GET /api/jobs, /api/exports), unpaged.
+    let all = ListFilter {
+        state,
+        limit: i64::MAX,
+        ..ListFilter::default()
+    };
+    let (_, jobs) = queue.job_views(&all).await?;
     println!(
         "{:>6}  {:<8}  {:>8}  {:<64}  LAST ERROR",
         "JOB", "STATE", "ATTEMPTS", "SOURCE INSTANCE"
@@ -367,7 +373,12 @@ async fn jobs(config: &Config, state: Option<State>) -> anyhow::Result<()> {
             j.last_error.as_deref().unwrap_or("")
         );
     }
-    let exports = queue.list_exports().await?;
+    let (_, exports) = queue
+        .export_views(&ListFilter {
+            state: None,
+            ..all.clone()
+        })
+        .await?;
     if !exports.is_empty() {
         println!();
         println!(

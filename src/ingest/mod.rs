@@ -453,7 +453,11 @@ mod tests {
         }
         let files = walk(&data_dir.join(crate::store::INSTANCES_DIR));
         assert_eq!(files.len(), 1, "{files:?}");
-        assert_eq!(queue.list_jobs(None).await.unwrap().len(), 1);
+        let (jobs, _) = queue
+            .job_views(&crate::queue::ListFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(jobs, 1);
         let spooled = std::fs::read_dir(store.spool_dir()).unwrap().count();
         assert_eq!(spooled, 0, "spool files are removed once stored");
         assert!(ingest.in_flight.0.lock().unwrap().is_empty());

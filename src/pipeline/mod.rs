@@ -25,7 +25,9 @@ use vcnode_models::preprocess::{plan, restore, to_model, Geometry, InputSpec};
 
 use crate::derive::{self, DerivedKind, Synthesizer, SyntheticRc};
 use crate::pixels::{self, WindowSource};
-use crate::queue::{keep_leases, JobLease, Kind, LeaseQueue, NewInstance, QueueError, RetryPolicy, State};
+use crate::queue::{
+    keep_leases, JobLease, Kind, LeaseQueue, NewInstance, QueueError, RetryPolicy, StageTimings, State,
+};
 use crate::store::{InstanceStore, StoreError};
 use crate::supervisor::{Stage, Supervisor};
 pub use inference::{Inference, InferenceError};
@@ -327,6 +329,12 @@ impl Pipeline {
         })
         .await??;
         let t4 = Instant::now();
+        let stages = StageTimings {
+            prepare_ms: (t1 - t0).as_millis() as u64,
+            inference_ms: (t2 - t1).as_millis() as u64,
+            postprocess_ms: (t3 - t2).as_millis() as u64,
+            encode_ms: (t4 - t3).as_millis() as u64,
+        };
         let recorded = self
             .queue
             .complete_with_derived(
@@ -335,6 +343,7 @@ impl Pipeline {
                 &lease.source_uid,
                 &destinations,
                 self.export_max_attempts,
+                &stages,
             )
             .await?;
         if recorded {
@@ -352,10 +361,10 @@ impl Pipeline {
             derived = %derived[0].sop_instance_uid,
             instances = derived.len(),
             bytes,
-            prepare_ms = (t1 - t0).as_millis() as u64,
-            inference_ms = (t2 - t1).as_millis() as u64,
-            postprocess_ms = (t3 - t2).as_millis() as u64,
-            encode_ms = (t4 - t3).as_millis() as u64,
+            prepare_ms = stages.prepare_ms,
+            inference_ms = stages.inference_ms,
+            postprocess_ms = stages.postprocess_ms,
+            encode_ms = stages.encode_ms,
             total_ms = t0.elapsed().as_millis() as u64,
             "derived instance stored"
         );

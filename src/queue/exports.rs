@@ -29,18 +29,6 @@ pub struct ExportBatch {
     pub items: Vec<ExportItem>,
 }
 
-/// An export as `vcnode jobs` shows it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ExportRow {
-    pub id: i64,
-    pub instance_uid: String,
-    pub destination: String,
-    pub state: State,
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub last_error: Option<String>,
-}
-
 impl Queue {
     /// Claims up to `max` due exports of one destination and one series (see
     /// [`LeaseQueue::claim_exports`](super::LeaseQueue::claim_exports)), in one
@@ -132,13 +120,5 @@ impl Queue {
         rows.into_iter()
             .map(|r| Ok((r.try_get("destination")?, r.try_get("state")?, r.try_get("n")?)))
             .collect()
-    }
-
-    pub async fn list_exports(&self) -> Result<Vec<ExportRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, instance_uid, destination, state, attempts, max_attempts, last_error FROM exports ORDER BY id DESC",
-        )
-        .fetch_all(&self.pool)
-        .await?)
     }
 }

@@ -1,7 +1,7 @@
 //! Jobs and exports as the Jobs API shows them (`/api/jobs`, `/api/exports`): filtered and
 //! paged lists, and one row's history from `job_events` (written by [`super::LeaseQueue`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Kind, Queue, Result, State};
@@ -45,6 +45,10 @@ pub struct JobView {
     pub attempts: i64,
     pub max_attempts: i64,
     pub last_error: Option<String>,
+    /// When it is due (queued: its next attempt, after a failure's backoff).
+    pub run_at: i64,
+    /// The worker holding it while it runs.
+    pub lease_owner: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     #[sqlx(skip)]
@@ -62,6 +66,8 @@ pub struct ExportView {
     pub attempts: i64,
     pub max_attempts: i64,
     pub last_error: Option<String>,
+    pub run_at: i64,
+    pub lease_owner: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -73,6 +79,22 @@ pub struct Event {
     pub at: i64,
     pub owner: Option<String>,
     pub error: Option<String>,
+    /// [`StageTimings`] as JSON, on the event that ended a job's successful attempt.
+    #[serde(skip)]
+    pub stages: Option<String>,
+}
+
+/// Where a job's attempt spent its time, in milliseconds (the names of the pipeline's log line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageTimings {
+    /// Reading the source, decoding its pixels, preprocessing them to the model's input.
+    pub prepare_ms: u64,
+    /// The generator, batch wait included.
+    pub inference_ms: u64,
+    /// Building the derived Secondary Capture objects.
+    pub postprocess_ms: u64,
+    /// Encoding and writing them durably.
+    pub encode_ms: u64,
 }
 
 /// One attempt: how long the row waited to be claimed, and how long its worker held it.
@@ -87,6 +109,8 @@ pub struct Attempt {
     pub ended_at: Option<i64>,
     /// Claimed to ended: the work itself (for a job: decode, inference, encode and storing).
     pub processing_ms: Option<i64>,
+    /// For a job's successful attempt: how its processing time divides between stages.
+    pub stages: Option<StageTimings>,
     pub error: Option<String>,
 }
 
@@ -103,6 +127,7 @@ pub fn attempts_of(created_at: i64, events: &[Event]) -> Vec<Attempt> {
                 outcome: None,
                 ended_at: None,
                 processing_ms: None,
+                stages: None,
                 error: None,
             }),
             "done" | "failed" | "dead" | "expired" | "released" => {
@@ -111,6 +136,7 @@ pub fn attempts_of(created_at: i64, events: &[Event]) -> Vec<Attempt> {
                     a.ended_at = Some(e.at);
                     a.processing_ms = Some(e.at - a.claimed_at);
                     a.error = e.error.clone();
+                    a.stages = e.stages.as_deref().and_then(|s| serde_json::from_str(s).ok());
                 }
                 queued_since = e.at;
             }
@@ -138,11 +164,12 @@ fn where_clause(kind: Kind) -> &'static str {
 const JOBS_FROM: &str = "FROM jobs j JOIN instances i ON i.sop_instance_uid = j.source_uid";
 const JOB_COLUMNS: &str =
     "j.id, j.source_uid, i.study_uid, i.calling_ae, j.state, j.attempts, j.max_attempts,
-                           j.last_error, j.created_at, j.updated_at";
+                           j.last_error, j.run_at, j.lease_owner, j.created_at, j.updated_at";
 const EXPORTS_FROM: &str = "FROM exports e JOIN instances d ON d.sop_instance_uid = e.instance_uid
                             LEFT JOIN jobs j ON j.source_uid = d.source_uid";
 const EXPORT_COLUMNS: &str = "e.id, j.id AS job_id, e.instance_uid, e.destination, e.state, e.attempts,
-                              e.max_attempts, e.last_error, e.created_at, e.updated_at";
+                              e.max_attempts, e.last_error, e.run_at, e.lease_owner, e.created_at,
+                              e.updated_at";
 
 impl Queue {
     /// The jobs `filter` selects, newest first, one page, with their exports; and how many
@@ -245,7 +272,7 @@ impl Queue {
     /// What happened to one job or export, oldest first.
     pub async fn events(&self, kind: Kind, id: i64) -> Result<Vec<Event>> {
         Ok(sqlx::query_as(
-            "SELECT event, at, owner, error FROM job_events WHERE kind = ? AND work_id = ? ORDER BY id",
+            "SELECT event, at, owner, error, stages FROM job_events WHERE kind = ? AND work_id = ? ORDER BY id",
         )
         .bind(kind.name())
         .bind(id)
@@ -264,6 +291,7 @@ mod tests {
             at,
             owner: Some("w".into()),
             error: error.map(Into::into),
+            stages: None,
         }
     }
 

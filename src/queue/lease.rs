@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::{
     insert_instance, now_ms, ExportBatch, JobLease, Kind, LeaseQueue, NewInstance, Queue, Requeue, Result,
-    RetryPolicy, State, CANCELLED,
+    RetryPolicy, StageTimings, State, CANCELLED,
 };
 
 /// The ids as a JSON array, for `id IN (SELECT value FROM json_each(?))`.
@@ -250,6 +250,7 @@ impl LeaseQueue for Queue {
         source_uid: &str,
         destinations: &[String],
         export_max_attempts: u32,
+        stages: &StageTimings,
     ) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -277,6 +278,10 @@ impl LeaseQueue for Queue {
             None,
         )
         .await?;
+        sqlx::query("UPDATE job_events SET stages = ? WHERE id = last_insert_rowid()")
+            .bind(serde_json::to_string(stages).ok())
+            .execute(&mut *tx)
+            .await?;
         for d in derived {
             insert_instance(&mut tx, d, "derived", Some(source_uid), now).await?;
             for dest in destinations {

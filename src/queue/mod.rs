@@ -27,9 +27,9 @@ mod history;
 pub mod index;
 mod instances;
 mod lease;
-pub use exports::{ExportBatch, ExportItem, ExportRow};
+pub use exports::{ExportBatch, ExportItem};
 pub use health::probe_writable;
-pub use history::{attempts_of, Attempt, Event, ExportView, JobView, ListFilter};
+pub use history::{attempts_of, Attempt, Event, ExportView, JobView, ListFilter, StageTimings};
 pub use index::IndexedAttributes;
 pub use instances::StoredInstance;
 pub use lease::{keep_leases, LeaseRenewal};
@@ -184,20 +184,6 @@ pub struct JobLease {
     pub created_at: i64,
 }
 
-/// A job as `vcnode jobs` shows it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct JobRow {
-    pub id: i64,
-    pub source_uid: String,
-    pub state: State,
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub run_at: i64,
-    pub lease_owner: Option<String>,
-    pub last_error: Option<String>,
-    pub updated_at: i64,
-}
-
 /// Which rows `vcnode jobs retry` queues again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requeue {
@@ -261,6 +247,7 @@ pub trait LeaseQueue: Send + Sync {
         source_uid: &str,
         destinations: &[String],
         export_max_attempts: u32,
+        stages: &StageTimings,
     ) -> Result<bool>;
 
     /// The destination acknowledged the instance (`note`: a warning it returned).
@@ -382,17 +369,6 @@ impl Queue {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| (r.get("path"), r.get("calling_ae"))))
-    }
-
-    /// All jobs, newest first, optionally of one state.
-    pub async fn list_jobs(&self, state: Option<State>) -> Result<Vec<JobRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, source_uid, state, attempts, max_attempts, run_at, lease_owner, last_error, updated_at
-               FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC",
-        )
-        .bind(state)
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Counts jobs per state, for the start-up log and `vcnode jobs`.

@@ -32,18 +32,37 @@ const LATER: RetryPolicy = RetryPolicy {
     cap: Duration::from_secs(3600),
 };
 
+const STAGES: StageTimings = StageTimings {
+    prepare_ms: 1,
+    inference_ms: 2,
+    postprocess_ms: 3,
+    encode_ms: 4,
+};
+
 impl Queue {
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<JobLease>> {
         self.claim_job(owner, lease, &NOW).await
     }
 
-    async fn job(&self, id: i64) -> JobRow {
-        self.list_jobs(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|j| j.id == id)
-            .unwrap()
+    async fn job(&self, id: i64) -> JobView {
+        self.job_view(id).await.unwrap().unwrap()
+    }
+
+    async fn list_jobs(&self, state: Option<State>) -> Result<Vec<JobView>> {
+        let all = ListFilter {
+            state,
+            limit: i64::MAX,
+            ..ListFilter::default()
+        };
+        Ok(self.job_views(&all).await?.1)
+    }
+
+    async fn list_exports(&self) -> Result<Vec<ExportView>> {
+        let all = ListFilter {
+            limit: i64::MAX,
+            ..ListFilter::default()
+        };
+        Ok(self.export_views(&all).await?.1)
     }
 }
 
@@ -110,7 +129,7 @@ async fn a_job_is_claimed_once_and_an_expired_lease_counts_as_an_attempt() {
         Some("worker died 1 time")
     );
     // the old holder can no longer complete it
-    let done = |l| q.complete_with_derived(l, &[], "1.1", &[], 1);
+    let done = |l| q.complete_with_derived(l, &[], "1.1", &[], 1, &STAGES);
     assert!(!done(&lease).await.unwrap());
     assert!(done(&taken).await.unwrap());
     assert_eq!(q.list_jobs(Some(State::Done)).await.unwrap().len(), 1);
@@ -219,9 +238,16 @@ async fn exports_are_queued_with_the_result_and_claimed_by_destination_and_serie
         };
         let dests = ["pacs".to_string(), "web".to_string()];
         assert!(q
-            .complete_with_derived(&lease, &[derived], &lease.source_uid, &dests, 5)
+            .complete_with_derived(&lease, &[derived], &lease.source_uid, &dests, 5, &STAGES)
             .await
             .unwrap());
+        // The job's history keeps where the successful attempt spent its time.
+        let job = q.job(lease.job_id).await;
+        let events = q.events(Kind::Job, lease.job_id).await.unwrap();
+        let attempts = attempts_of(job.created_at, &events);
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome.as_deref(), Some("done"));
+        assert_eq!(attempts[0].stages, Some(STAGES));
     }
     let batch = q
         .claim_exports("x", Duration::from_secs(60), 16, &NOW)
@@ -333,7 +359,7 @@ async fn work_that_keeps_killing_its_worker_ends_dead_with_the_count() {
         ..instance("1.2")
     };
     assert!(q
-        .complete_with_derived(&other, &[derived], "1.2", &["pacs".to_string()], 2)
+        .complete_with_derived(&other, &[derived], "1.2", &["pacs".to_string()], 2, &STAGES)
         .await
         .unwrap());
     for _ in 0..2 {
@@ -440,7 +466,7 @@ async fn concurrent_export_claims_neither_collide_nor_hit_a_locked_database() {
         };
         let dests = ["pacs".to_string(), "web".to_string()];
         assert!(q
-            .complete_with_derived(&l, &[derived], &uid, &dests, 3)
+            .complete_with_derived(&l, &[derived], &uid, &dests, 3, &STAGES)
             .await
             .unwrap());
     }
@@ -528,7 +554,14 @@ async fn a_destination_already_being_sent_to_yields_to_another_with_due_work() {
             ..instance(&lease.source_uid)
         };
         assert!(q
-            .complete_with_derived(&lease, &[derived], &lease.source_uid, &[dest.to_string()], 5)
+            .complete_with_derived(
+                &lease,
+                &[derived],
+                &lease.source_uid,
+                &[dest.to_string()],
+                5,
+                &STAGES
+            )
             .await
             .unwrap());
     }
@@ -578,7 +611,7 @@ async fn every_state_change_of_jobs_and_exports_leaves_an_event() {
         ..instance("9.1")
     };
     assert!(q
-        .complete_with_derived(&lease, &[derived], "1.1", &["pacs".to_string()], 5)
+        .complete_with_derived(&lease, &[derived], "1.1", &["pacs".to_string()], 5, &STAGES)
         .await
         .unwrap());
     let events = q.events(Kind::Job, id).await.unwrap();

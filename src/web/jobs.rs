@@ -8,7 +8,8 @@
 //! - `GET /api/jobs/{id}`, `GET /api/exports/{id}` → `{"job"|"export": …, "events": […],
 //!   "attempts": […]}`: every state change (claimed, failed, expired, released, done, dead,
 //!   retried, cancelled) with its time, worker and error, and per attempt the wait for a worker
-//!   and the time the worker held it.
+//!   and the time the worker held it; a job's successful attempt also says how that time divides
+//!   between its stages (`stages`: prepare_ms, inference_ms, postprocess_ms, encode_ms).
 //! - `POST /api/jobs/{id}/retry` (as `vcnode jobs retry ID`: a dead or queued row queued again
 //!   with fresh attempts) and `POST /api/jobs/{id}/cancel` (a queued or dead row becomes `dead`,
 //!   "cancelled by an operator"); the same under `/api/exports/{id}/`. Both answer the row as

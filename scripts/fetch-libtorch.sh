@@ -6,7 +6,8 @@
 #   scripts/fetch-libtorch.sh [DIR]      (default: ${VCNODE_LIBTORCH:-$HOME/.cache/vcnode/libtorch-2.11.0})
 #
 # libtorch_cuda.so is deliberately left out, so torch-sys links the CPU libraries only; on a GPU
-# machine vcnode loads libtorch_cuda.so at run time from LD_LIBRARY_PATH (see `vcnode doctor`).
+# machine vcnode loads libtorch_cuda.so at run time (scripts/setup.sh fetches it there; see
+# models/src/device.rs and `vcnode doctor`).
 set -euo pipefail
 TORCH_VERSION=2.11.0
 DEST="${1:-${VCNODE_LIBTORCH:-$HOME/.cache/vcnode/libtorch-$TORCH_VERSION}}"

@@ -10,7 +10,8 @@
 #                client of the tests (scripts/fetch-pytools.sh)
 #   chromium     headless browser for the viewer test (OHIF served by vcnode)
 #   nodejs, npm  fetch OHIF (npm @ohif/app) and drive chromium in the viewer test (playwright-core)
-# Then libtorch, the tests' Python tools and the OHIF viewer (npm).
+# Then libtorch, the tests' Python tools and the OHIF viewer (npm); on a machine with an NVIDIA
+# driver also torch 2.11's CUDA libraries (see below).
 set -euo pipefail
 packages=(dcmtk dicom3tools libgdcm-tools cmake sqlite3 curl orthanc orthanc-dicomweb python3-venv chromium)
 missing=()
@@ -26,4 +27,12 @@ fi
 "$(dirname "$0")/fetch-libtorch.sh" >/dev/null
 "$(dirname "$0")/fetch-pytools.sh" >/dev/null
 "$(dirname "$0")/fetch-viewer.sh"
+# A GPU: the node links the CPU libtorch and loads libtorch_cuda.so at run time
+# (models/src/device.rs); it comes, with the nvidia-* libraries it links against, from PyPI's
+# torch 2.11 wheel, installed by fetch-pytorch.sh into ~/.cache/vcnode/pytorch-2.11.0, where the
+# node looks for it (and where `make bench` finds its PyTorch peer). No driver: nothing more.
+if [ -e /proc/driver/nvidia/version ] || nvidia-smi -L >/dev/null 2>&1; then
+  echo "NVIDIA driver found: fetching torch 2.11's CUDA libraries (about 3 GB, once)"
+  "$(dirname "$0")/fetch-pytorch.sh" >/dev/null
+fi
 echo "setup complete"

@@ -305,6 +305,10 @@ impl JobsConfig {
 pub struct InferenceConfig {
     #[serde(deserialize_with = "de_from_str")]
     pub device: DeviceRequest,
+    /// A CUDA torch 2.11 `torch/lib` folder to load libtorch_cuda.so from ("" = search).
+    pub torch_lib: PathBuf,
+    #[serde(deserialize_with = "de_from_str")]
+    pub precision: vcnode_models::model::Precision,
     pub model: PathBuf,
     pub max_batch: usize,
     pub max_wait_ms: u64,
@@ -313,6 +317,11 @@ pub struct InferenceConfig {
 }
 
 impl InferenceConfig {
+    /// `torch_lib`, when set.
+    pub fn torch_lib(&self) -> Option<&Path> {
+        Some(self.torch_lib.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+
     /// The model manifest, or None when processing is off. A relative path is looked up in the
     /// working directory, then in the source checkout (so `cargo run` works from anywhere).
     pub fn model_manifest(&self) -> Option<PathBuf> {

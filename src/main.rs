@@ -225,12 +225,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Process { files, out } => {
             let config = load(cli.config.as_deref())?;
-            let manifest = config
-                .inference
-                .model_manifest()
-                .context("[inference] model is empty")?;
-            let device = vcnode_models::device::resolve(config.inference.device)?;
-            let model = vcnode_models::model::RcModel::load(&manifest, device)?;
+            let model =
+                vcnode::pipeline::load_model(&config.inference)?.context("[inference] model is empty")?;
             let synth = vcnode::derive::Synthesizer {
                 model_id: model.manifest.model_id(),
                 weights_sha256: model.manifest.weights.sha256.clone(),
@@ -278,7 +274,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn doctor(config: &Config) -> anyhow::Result<()> {
-    let report = vcnode_models::device::inspect(config.inference.device);
+    let report = vcnode_models::device::inspect(config.inference.device, config.inference.torch_lib());
     println!("vcnode {}", env!("CARGO_PKG_VERSION"));
     println!(
         "libtorch: {}",
@@ -288,15 +284,32 @@ fn doctor(config: &Config) -> anyhow::Result<()> {
             report.libtorch_version
         }
     );
+    let gpu = vcnode_models::device::gpu_info();
+    match &gpu.driver {
+        Some(driver) => println!(
+            "NVIDIA driver: {driver} (CUDA {}); GPUs: {}",
+            gpu.cuda_driver_api.as_deref().unwrap_or("unknown"),
+            if gpu.gpus.is_empty() {
+                "none listed".to_string()
+            } else {
+                gpu.gpus.join(", ")
+            }
+        ),
+        None => println!("NVIDIA driver: none (no /proc/driver/nvidia)"),
+    }
     match &report.cuda_library {
-        Ok(()) => println!("libtorch_cuda.so: loaded"),
+        Ok(path) => println!("libtorch_cuda.so: loaded from {}", path.display()),
         Err(e) => println!("libtorch_cuda.so: {e}"),
     }
     println!(
-        "CUDA usable: {} ({} device(s), cuDNN {})",
+        "CUDA usable: {} ({} device(s), cuDNN {}{})",
         if report.cuda_device_count > 0 { "yes" } else { "no" },
         report.cuda_device_count,
-        if report.cudnn { "yes" } else { "no" }
+        if report.cudnn { "yes" } else { "no" },
+        report
+            .cuda_runtime
+            .map(|v| format!(", CUDA runtime {}.{}", v / 1000, (v % 1000) / 10))
+            .unwrap_or_default()
     );
     println!("configured device: {}", report.requested);
     match &report.resolved {
@@ -309,6 +322,13 @@ fn doctor(config: &Config) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ),
         Err(e) => println!("inference device: none: {e}"),
+    }
+    if let Ok(d) = &report.resolved {
+        println!(
+            "inference precision: {:?} ({:?})",
+            config.inference.precision,
+            config.inference.precision.kind_on(*d)
+        );
     }
     println!(
         "accepted transfer syntaxes: {}",

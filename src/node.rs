@@ -12,7 +12,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use vcnode_models::model::RcModel;
 use vcnode_scp::{Peer, ScpConfig, ScpListener, StorageScp};
 
 use crate::config::Config;
@@ -146,14 +145,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let grace = config.jobs.shutdown_grace();
     let mut supervisor = Supervisor::new(shutdown.clone(), grace + Duration::from_secs(5));
-    let device = vcnode_models::device::resolve(config.inference.device).context("[inference] device")?;
-    info!(device = ?device, "inference device");
     let wake = Arc::new(Notify::new());
-    match config.inference.model_manifest() {
-        Some(manifest) => {
-            let model = RcModel::load(&manifest, device)
-                .with_context(|| format!("[inference] model {}", manifest.display()))?;
-            info!(model = %model.manifest.model_id(), manifest = %manifest.display(), "generator loaded");
+    match crate::pipeline::load_model(&config.inference)? {
+        Some(model) => {
             readiness
                 .model_loaded
                 .store(true, std::sync::atomic::Ordering::Release);

@@ -1,11 +1,17 @@
 //! Torch device selection.
 //!
-//! vcnode links the CPU libtorch only (see DESIGN.md). CUDA support comes from loading
-//! `libtorch_cuda.so` at run time, before the first torch call, from the dynamic loader's
-//! search path (LD_LIBRARY_PATH pointing at a CUDA torch 2.11 `torch/lib`). Its static
-//! initializers register the CUDA backend with libtorch, after which `tch::Cuda` sees the GPUs.
+//! vcnode links the CPU libtorch only (see the README). CUDA support comes from loading
+//! `libtorch_cuda.so` at run time, before the first torch call; its static initializers
+//! register the CUDA backend with libtorch, after which `tch::Cuda` sees the GPUs. It is looked
+//! for, in order, in: the `VCNODE_TORCH_LIB` environment variable and then `[inference]
+//! torch_lib` (a CUDA torch 2.11 `torch/lib` folder, e.g. an existing PyTorch install's), the
+//! PyTorch that `scripts/setup.sh` installs on a machine with an NVIDIA driver
+//! (`~/.cache/vcnode/pytorch-2.11.0`, see scripts/fetch-pytorch.sh), and last the dynamic
+//! loader's search path (LD_LIBRARY_PATH). A `torch/lib` found by path brings its CUDA libraries
+//! along: the wheel's RPATH names them relative to itself (`$ORIGIN/../../nvidia/...`).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
@@ -66,8 +72,10 @@ pub enum DeviceError {
 pub struct DeviceReport {
     pub libtorch_version: &'static str,
     pub requested: DeviceRequest,
-    /// `Ok(())` when libtorch_cuda.so was loaded, else why not.
-    pub cuda_library: Result<(), String>,
+    /// Where libtorch_cuda.so was loaded from, else why not.
+    pub cuda_library: Result<PathBuf, String>,
+    /// The CUDA runtime libtorch uses (e.g. 13000), when CUDA is loaded.
+    pub cuda_runtime: Option<i64>,
     pub cuda_device_count: usize,
     pub cudnn: bool,
     /// The device inference would run on, or why the request cannot be met.
@@ -76,28 +84,130 @@ pub struct DeviceReport {
     pub fallback_note: Option<String>,
 }
 
-static CUDA_LIBRARY: OnceLock<Result<libloading::Library, String>> = OnceLock::new();
+static CUDA_LIBRARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
-/// Loads libtorch_cuda.so once per process and keeps it loaded. Must run before the first
-/// torch call for CUDA to register.
-fn load_cuda_library() -> Result<(), String> {
+/// The environment variable naming a CUDA torch 2.11 `torch/lib` folder.
+pub const TORCH_LIB_ENV: &str = "VCNODE_TORCH_LIB";
+const CUDA_LIBRARY_NAME: &str = "libtorch_cuda.so";
+
+/// The folders that may hold `libtorch_cuda.so`, in the order they are tried (see the module
+/// documentation); the loader's own search path comes after them.
+pub fn torch_lib_candidates(configured: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os(TORCH_LIB_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    dirs.extend(configured.map(Path::to_path_buf));
+    // The venv of scripts/fetch-pytorch.sh: lib/python3.X/site-packages/torch/lib. Only with
+    // an NVIDIA driver: on other machines that venv is the benchmark's CPU peer, and loading
+    // its CUDA libraries would only slow the start.
+    let driver = Path::new("/proc/driver/nvidia/version").exists() || Path::new("/dev/nvidiactl").exists();
+    if let Some(home) = std::env::var_os("HOME").filter(|_| driver) {
+        let lib = Path::new(&home).join(".cache/vcnode/pytorch-2.11.0/lib");
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&lib)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("site-packages/torch/lib"))
+            .filter(|p| p.join(CUDA_LIBRARY_NAME).is_file())
+            .collect();
+        found.sort();
+        dirs.extend(found);
+    }
+    dirs
+}
+
+/// Loads libtorch_cuda.so once per process and keeps it loaded (its path, or "the loader's
+/// search path"). Must run before the first torch call for CUDA to register.
+fn load_cuda_library(configured: Option<&Path>) -> Result<PathBuf, String> {
     CUDA_LIBRARY
-        // SAFETY: loading libtorch_cuda runs its static initializers, which register the CUDA
-        // backend with the already-linked libtorch of the same version; nothing else runs.
-        .get_or_init(|| unsafe { libloading::Library::new("libtorch_cuda.so") }.map_err(|e| e.to_string()))
-        .as_ref()
-        .map(|_| ())
-        .map_err(|e| {
-            format!("libtorch_cuda.so could not be loaded ({e}); put a CUDA torch 2.11 torch/lib on LD_LIBRARY_PATH")
+        .get_or_init(|| {
+            let mut tried = Vec::new();
+            let candidates = torch_lib_candidates(configured)
+                .into_iter()
+                .map(|d| d.join(CUDA_LIBRARY_NAME))
+                .chain(std::iter::once(PathBuf::from(CUDA_LIBRARY_NAME)));
+            for path in candidates {
+                // SAFETY: loading libtorch_cuda runs its static initializers, which register the
+                // CUDA backend with the already-linked libtorch of the same version; nothing else runs.
+                match unsafe { libloading::Library::new(&path) } {
+                    Ok(lib) => {
+                        // Kept loaded for the life of the process: the backend it registered
+                        // points into it.
+                        std::mem::forget(lib);
+                        return Ok(path);
+                    }
+                    Err(e) => tried.push(format!("{}: {e}", path.display())),
+                }
+            }
+            Err(format!(
+                "libtorch_cuda.so could not be loaded ({}); on a machine with an NVIDIA driver \
+                 scripts/setup.sh installs it, or set {TORCH_LIB_ENV} (or [inference] torch_lib) to a \
+                 CUDA torch 2.11 torch/lib folder",
+                tried.join("; ")
+            ))
         })
+        .clone()
+}
+
+/// What the machine says about its NVIDIA GPUs, without torch: the kernel driver's version,
+/// the GPUs' names, and the CUDA version the driver supports (from libcuda).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuInfo {
+    pub driver: Option<String>,
+    pub gpus: Vec<String>,
+    pub cuda_driver_api: Option<String>,
+}
+
+/// Reads [`GpuInfo`] from /proc/driver/nvidia and libcuda.so.1; empty on a machine without the
+/// NVIDIA driver.
+pub fn gpu_info() -> GpuInfo {
+    let driver = std::fs::read_to_string("/proc/driver/nvidia/version")
+        .ok()
+        .and_then(|v| {
+            // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 ..."
+            let line = v.lines().next()?;
+            let rest = line.split("Kernel Module").nth(1)?;
+            rest.split_whitespace().next().map(str::to_string)
+        });
+    let mut gpus: Vec<String> = std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("information")).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string()))
+        })
+        .collect();
+    gpus.sort();
+    GpuInfo {
+        driver,
+        gpus,
+        cuda_driver_api: cuda_driver_version(),
+    }
+}
+
+/// cuDriverGetVersion from libcuda.so.1 (the driver's CUDA version, e.g. "13.0").
+fn cuda_driver_version() -> Option<String> {
+    // SAFETY: libcuda's initializers only set up the driver API; cuDriverGetVersion writes one
+    // int and needs no cuInit.
+    unsafe {
+        let lib = libloading::Library::new("libcuda.so.1").ok()?;
+        let get: libloading::Symbol<unsafe extern "C" fn(*mut i32) -> i32> =
+            lib.get(b"cuDriverGetVersion\0").ok()?;
+        let mut v = 0i32;
+        (get(&mut v) == 0).then(|| format!("{}.{}", v / 1000, (v % 1000) / 10))
+    }
 }
 
 /// Resolves a device request: loads CUDA when the request may use it, counts devices, and
 /// decides. Never panics; a request that cannot be met is an `Err` in `resolved`.
-pub fn inspect(requested: DeviceRequest) -> DeviceReport {
+pub fn inspect(requested: DeviceRequest, torch_lib: Option<&Path>) -> DeviceReport {
     let cuda_library = match requested {
         DeviceRequest::Cpu => Err("not loaded: device = \"cpu\"".to_string()),
-        _ => load_cuda_library(),
+        _ => load_cuda_library(torch_lib),
     };
     let cuda_device_count = if cuda_library.is_ok() {
         tch::Cuda::device_count() as usize
@@ -107,7 +217,7 @@ pub fn inspect(requested: DeviceRequest) -> DeviceReport {
     let cudnn = cuda_device_count > 0 && tch::Cuda::cudnn_is_available();
     let why_not = || match &cuda_library {
         Err(e) => e.clone(),
-        Ok(()) => "libtorch_cuda.so loaded, but no CUDA device is visible".to_string(),
+        Ok(_) => "libtorch_cuda.so loaded, but no CUDA device is visible".to_string(),
     };
     let mut fallback_note = None;
     let resolved = match requested {
@@ -132,6 +242,7 @@ pub fn inspect(requested: DeviceRequest) -> DeviceReport {
     DeviceReport {
         libtorch_version: LIBTORCH_VERSION,
         requested,
+        cuda_runtime: (cuda_device_count > 0).then(tch::utils::version_cudart),
         cuda_library,
         cuda_device_count,
         cudnn,
@@ -141,8 +252,8 @@ pub fn inspect(requested: DeviceRequest) -> DeviceReport {
 }
 
 /// Resolves a request to a device, or the error that should stop start-up.
-pub fn resolve(requested: DeviceRequest) -> Result<tch::Device, DeviceError> {
-    let report = inspect(requested);
+pub fn resolve(requested: DeviceRequest, torch_lib: Option<&Path>) -> Result<tch::Device, DeviceError> {
+    let report = inspect(requested, torch_lib);
     if let Some(note) = &report.fallback_note {
         tracing::info!("{note}");
     }
@@ -167,7 +278,7 @@ mod tests {
 
     #[test]
     fn cpu_always_resolves_and_tensors_work_there() {
-        let report = inspect(DeviceRequest::Cpu);
+        let report = inspect(DeviceRequest::Cpu, None);
         assert_eq!(report.resolved, Ok(tch::Device::Cpu));
         let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]).to_device(tch::Device::Cpu);
         assert_eq!(f64::try_from(t.sum(tch::Kind::Float)).unwrap(), 6.0);
@@ -175,12 +286,12 @@ mod tests {
 
     #[test]
     fn auto_falls_back_to_cpu_with_a_reason_when_no_gpu() {
-        let report = inspect(DeviceRequest::Auto);
+        let report = inspect(DeviceRequest::Auto, None);
         if report.cuda_device_count == 0 {
             assert_eq!(report.resolved, Ok(tch::Device::Cpu));
             assert!(report.fallback_note.is_some());
             // And an explicit CUDA request is an error, not a silent CPU run.
-            assert!(resolve(DeviceRequest::Cuda(0)).is_err());
+            assert!(resolve(DeviceRequest::Cuda(0), None).is_err());
         }
     }
 }

@@ -30,10 +30,50 @@ pub enum ModelError {
     },
 }
 
+/// The number format of the generator's weights and activations at inference. Pre- and
+/// post-processing stay in f32 whatever this is: the input is converted on its way in, the
+/// output back to f32 on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// bf16 on CUDA (tensor cores, and bf16 keeps f32's range, so no scaling is needed), f32 on
+    /// the CPU, where bf16 convolutions are slower than f32 ones on most processors.
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// The tensor kind the generator runs in on `device`.
+    pub fn kind_on(self, device: Device) -> Kind {
+        match self {
+            Precision::Auto if device.is_cuda() => Kind::BFloat16,
+            Precision::Auto | Precision::F32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+            Precision::F16 => Kind::Half,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(Precision::Auto),
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" | "fp16" => Ok(Precision::F16),
+            other => Err(format!(
+                "invalid precision {other:?}: expected auto, f32, bf16 or f16"
+            )),
+        }
+    }
+}
+
 enum Backend {
     // Boxed: an enum as large as its largest variant would carry ~300 bytes for the TorchScript case.
     Native {
-        _vs: nn::VarStore,
+        vs: nn::VarStore,
         generator: Box<Generator>,
     },
     TorchScript(tch::CModule),
@@ -43,6 +83,8 @@ enum Backend {
 pub struct RcModel {
     pub manifest: Manifest,
     pub device: Device,
+    /// What the generator computes in ([`RcModel::set_precision`]); f32 after loading.
+    pub kind: Kind,
     backend: Backend,
 }
 
@@ -70,16 +112,39 @@ impl RcModel {
                 let generator = Generator::new(vs.root() / GENERATOR_PREFIX, &manifest.generator);
                 load_safetensors(&mut vs, &path, manifest.model.name())?;
                 Backend::Native {
-                    _vs: vs,
+                    vs,
                     generator: Box::new(generator),
                 }
             }
         };
+        if device.is_cuda() {
+            // The input size is fixed by the manifest, so cuDNN's per-shape search pays once.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         Ok(RcModel {
             manifest,
             device,
+            kind: Kind::Float,
             backend,
         })
+    }
+
+    /// Converts the weights to `precision`'s kind on this model's device.
+    pub fn set_precision(&mut self, precision: Precision) {
+        let kind = precision.kind_on(self.device);
+        match &mut self.backend {
+            Backend::Native { vs, .. } => vs.set_kind(kind),
+            Backend::TorchScript(m) => m.to(self.device, kind, false),
+        }
+        self.kind = kind;
+    }
+
+    /// Runs one batch of `batch` blank inputs of the manifest's size, so that the first real
+    /// image does not pay for CUDA's lazy initialization and cuDNN's algorithm search.
+    pub fn warm_up(&self, batch: i64) {
+        let (rows, cols) = (self.manifest.input.rows, self.manifest.input.cols);
+        let x = Tensor::zeros([batch.max(1), 1, rows, cols], (Kind::Float, Device::Cpu));
+        let _ = self.synthesize(&x);
     }
 
     /// Synthetic RC for a batch of normalized LE inputs [N, 1, H, W] (any device); returns
@@ -96,16 +161,17 @@ impl RcModel {
 
     fn run(&self, input: &Tensor, attention: bool) -> (Tensor, Option<Tensor>) {
         tch::no_grad(|| {
-            let x = input.to_device(self.device).to_kind(Kind::Float);
+            let x = input.to_device(self.device).to_kind(self.kind);
+            let back = |t: Tensor| t.to_kind(Kind::Float).to_device(Device::Cpu);
             match &self.backend {
-                Backend::TorchScript(m) => (m.forward(&x).to_device(Device::Cpu), None),
+                Backend::TorchScript(m) => (back(m.forward(&x)), None),
                 Backend::Native { generator, .. } => {
                     let out = generator.run(&x, attention);
                     let att = out
                         .attention
                         .last()
-                        .map(|a| a.mean_dim(1, true, Kind::Float).to_device(Device::Cpu));
-                    (out.image.to_device(Device::Cpu), att)
+                        .map(|a| back(a.mean_dim(1, true, Kind::Float)));
+                    (back(out.image), att)
                 }
             }
         })

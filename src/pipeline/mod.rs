@@ -21,6 +21,7 @@ use tch::Tensor;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use vcnode_models::model::RcModel;
 use vcnode_models::preprocess::{plan, restore, to_model, Geometry, InputSpec};
 
 use crate::derive::{self, DerivedKind, Synthesizer, SyntheticRc};
@@ -372,6 +373,38 @@ impl Pipeline {
     }
 }
 
+/// The generator as `[inference]` configures it: the device resolved (an unusable CUDA request
+/// is an error naming what to install), the weights loaded and checked against their manifest,
+/// converted to the configured precision; on CUDA, warmed up with a full batch. None when
+/// `model` is "" (processing off).
+pub fn load_model(config: &crate::config::InferenceConfig) -> anyhow::Result<Option<RcModel>> {
+    let Some(manifest) = config.model_manifest() else {
+        return Ok(None);
+    };
+    let device =
+        vcnode_models::device::resolve(config.device, config.torch_lib()).context("[inference] device")?;
+    let mut model = RcModel::load(&manifest, device)
+        .with_context(|| format!("[inference] model {}", manifest.display()))?;
+    model.set_precision(config.precision);
+    if device.is_cuda() {
+        let t = Instant::now();
+        model.warm_up(config.max_batch as i64);
+        info!(
+            ms = t.elapsed().as_millis() as u64,
+            batch = config.max_batch,
+            "generator warmed up"
+        );
+    }
+    info!(
+        model = %model.manifest.model_id(),
+        manifest = %manifest.display(),
+        device = ?device,
+        kind = ?model.kind,
+        "generator loaded"
+    );
+    Ok(Some(model))
+}
+
 /// Test-only faults, compiled with the `fault-hooks` feature (`cargo test` turns it on through
 /// the crate's dev-dependency on itself; release builds never have it).
 #[cfg(feature = "fault-hooks")]
@@ -425,7 +458,7 @@ pub fn derived_record(obj: &FileDicomObject<InMemDicomObject>) -> anyhow::Result
 pub fn process_files(
     files: &[PathBuf],
     out: &Path,
-    model: &vcnode_models::model::RcModel,
+    model: &RcModel,
     synth: &Synthesizer,
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;

@@ -265,7 +265,7 @@ pub struct Comparison {
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<PathBuf> {
-    let device = vcnode_models::device::resolve(args.device)?;
+    let device = vcnode_models::device::resolve(args.device, None)?;
     let model =
         RcModel::load(&args.model, device).with_context(|| format!("loading {}", args.model.display()))?;
     let spec = model.manifest.input;

@@ -90,7 +90,7 @@ pub struct TrainArgs {
 /// Trains and writes `<out>/<model>.safetensors` and `<out>/<model>.json`; returns the
 /// manifest's path.
 pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
-    let device = vcnode_models::device::resolve(args.device)?;
+    let device = vcnode_models::device::resolve(args.device, None)?;
     let input = InputSpec {
         rows: args.rows,
         cols: args.cols,

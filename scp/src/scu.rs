@@ -229,7 +229,11 @@ impl StoreScu {
             opts = opts
                 .with_presentation_context(abstract_syntax.as_str(), ts.iter().map(String::as_str).collect());
         }
-        let address = options.address.clone();
+        // How errors name the peer: its address, and the transport when it is TLS.
+        let address = match &options.tls {
+            Some(_) => format!("{} over DICOM TLS", options.address),
+            None => options.address.clone(),
+        };
         // Connecting and negotiating each have the floor (dicom-ul's socket options); the
         // whole gets twice that, so a peer trickling the A-ASSOCIATE-AC is bounded too.
         let limit = options.timeout.saturating_mul(2);
@@ -238,11 +242,11 @@ impl StoreScu {
                 Some(tls) => opts
                     .tls_config(tls.config.clone())
                     .server_name(&tls.server_name)
-                    .establish_tls_async(address.as_str())
+                    .establish_tls_async(options.address.as_str())
                     .await
                     .map(|a| Link::Tls(Box::new(a))),
                 None => opts
-                    .establish_async(address.as_str())
+                    .establish_async(options.address.as_str())
                     .await
                     .map(|a| Link::Plain(Box::new(a))),
             }

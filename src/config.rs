@@ -503,6 +503,15 @@ impl Config {
                 DestinationKind::Dimse => {
                     if let Some(tls) = &d.tls {
                         check_dicom_tls(&format!("destinations[{i}].tls"), &d.name, tls)?;
+                        // The host is the name the certificate must carry unless server_name says.
+                        if let (None, Some(host)) = (&tls.server_name, &d.host) {
+                            vcnode_scp::tls::check_server_name(host).map_err(|e| {
+                                invalid(
+                                    key("host"),
+                                    format!("{:?}: DICOM TLS: {e}; set tls.server_name", d.name),
+                                )
+                            })?;
+                        }
                     }
                     if d.auth.is_some() {
                         return Err(invalid(

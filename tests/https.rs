@@ -140,6 +140,21 @@ async fn dicomweb_over_https_with_the_node_certificate_and_nothing_else() {
     // The key never appears in the node's log.
     let key = std::fs::read_to_string(&pki.server.1).unwrap();
     assert!(!node.log().contains(key.lines().nth(1).unwrap()));
+
+    // SIGTERM stops the HTTPS server with the node, even with a connection that never
+    // handshakes and an idle keep-alive one open.
+    let _silent = std::net::TcpStream::connect(node.http).unwrap();
+    let _idle = studies(&trusting, &node).await.unwrap();
+    node.terminate();
+    let status = node
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running after SIGTERM: {}", node.log_tail(20)));
+    assert!(status.success(), "{status:?}: {}", node.log_tail(20));
+    assert!(
+        node.plain_log().contains("vcnode stopped"),
+        "{}",
+        node.log_tail(20)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

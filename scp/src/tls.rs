@@ -162,3 +162,54 @@ pub fn check_server_name(name: &str) -> Result<(), TlsError> {
         .map(|_| ())
         .map_err(|_| TlsError::Config(format!("{name:?} is not a host name or IP address")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key file that is not a key: the error names the file and says what is wrong, and
+    /// holds none of the file's contents (which could be a real key in the wrong format).
+    #[test]
+    fn errors_name_files_never_their_contents() {
+        let dir = std::env::temp_dir().join(format!("vcnode-tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = "c2VjcmV0LWtleS1tYXRlcmlhbC1kby1ub3QtbG9n";
+        let key = dir.join("node.key");
+        std::fs::write(
+            &key,
+            format!("-----BEGIN PRIVATE KEY-----\n{secret}!!\n-----END PRIVATE KEY-----\n"),
+        )
+        .unwrap();
+        let cert = dir.join("node.pem");
+        std::fs::write(&cert, format!("-----BEGIN CERTIFICATE-----\n{secret}\n")).unwrap();
+        let errors = [
+            server_config(&TlsFiles {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                client_ca_file: None,
+            })
+            .unwrap_err(),
+            client_config(&ClientTls {
+                ca_file: cert.clone(),
+                identity: None,
+            })
+            .unwrap_err(),
+            private_key(&key).unwrap_err(),
+        ];
+        for e in errors {
+            let text = format!("{e} {e:?}");
+            assert!(text.contains(dir.to_str().unwrap()), "names the file: {text}");
+            assert!(!text.contains(secret), "no file contents: {text}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn server_names_are_dns_names_or_ip_addresses() {
+        assert!(check_server_name("pacs.hospital.example").is_ok());
+        assert!(check_server_name("127.0.0.1").is_ok());
+        assert!(check_server_name("::1").is_ok());
+        assert!(check_server_name("not a name").is_err());
+        assert!(check_server_name("").is_err());
+    }
+}

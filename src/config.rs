@@ -126,22 +126,40 @@ pub struct DestinationConfig {
     pub allow_insecure_auth: bool,
 }
 
-/// TLS settings of an `https://` destination. The server certificate is checked against the
-/// system's CA store, Mozilla's roots and, if given, `ca_file` (a hospital's own CA).
+/// TLS settings of a peer. For an `https://` DICOMweb peer the server certificate is checked
+/// against the system's CA store, Mozilla's roots and, if given, `ca_file` (a hospital's own
+/// CA). A `dimse` destination with `tls` speaks DICOM TLS and trusts `ca_file` alone.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file with the CA certificate(s) that signed the destination's certificate.
     pub ca_file: Option<PathBuf>,
+    /// DICOM TLS only: the client certificate (PEM) presented to the destination; absent: the
+    /// node's own `[node.tls]` certificate, if there is one.
+    pub cert_file: Option<PathBuf>,
+    /// DICOM TLS only: the private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// DICOM TLS only: the name the destination's certificate must carry; absent: `host`.
+    pub server_name: Option<String>,
 }
 
-/// DICOMweb credentials.
-#[derive(Debug, Clone, Deserialize)]
+/// DICOMweb credentials. Debug shows which kind is set, never the value.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub bearer: Option<String>,
     /// `user:password`
     pub basic: Option<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("AuthConfig")
+            .field("bearer", &redacted(&self.bearer))
+            .field("basic", &redacted(&self.basic))
+            .finish()
+    }
 }
 
 /// Results of images from `from_ae` ("*": any sender) go to the destinations named in `to`.
@@ -189,6 +207,15 @@ impl ExportConfig {
 }
 
 impl Config {
+    /// "https" when the HTTP port speaks HTTPS (`node.http_tls`), else "http".
+    pub fn http_scheme(&self) -> &'static str {
+        if self.node.http_tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The destinations for results of images sent by `calling_ae`, in configuration order.
     pub fn destinations_for(&self, calling_ae: Option<&str>) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -214,9 +241,12 @@ pub struct NodeConfig {
     /// DICOM TLS port of the storage SCP, beside `dimse_port` (0: any free port); absent: no
     /// DICOM TLS. Needs `[node.tls]`.
     pub dimse_tls_port: Option<u16>,
-    /// The node's certificate for DICOM TLS.
+    /// The node's certificate for DICOM TLS and HTTPS.
     pub tls: Option<NodeTlsConfig>,
     pub http_port: u16,
+    /// HTTPS instead of HTTP on `http_port`, with the `[node.tls]` certificate.
+    #[serde(default)]
+    pub http_tls: bool,
     pub data_dir: PathBuf,
     pub max_associations: usize,
     pub max_pending_associations: usize,
@@ -239,6 +269,14 @@ pub struct NodeTlsConfig {
 }
 
 impl NodeTlsConfig {
+    /// The node's certificate and key, as a TLS client presents them.
+    pub fn identity(&self) -> vcnode_scp::tls::Identity {
+        vcnode_scp::tls::Identity {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+        }
+    }
+
     pub fn files(&self) -> vcnode_scp::tls::TlsFiles {
         vcnode_scp::tls::TlsFiles {
             cert_file: self.cert_file.clone(),
@@ -423,6 +461,12 @@ impl Config {
                 ));
             }
         }
+        if self.node.http_tls && self.node.tls.is_none() {
+            return Err(invalid(
+                "node.http_tls",
+                "HTTPS needs the node's certificate: set [node.tls] cert_file and key_file",
+            ));
+        }
         if let Some(tls) = &self.node.tls {
             let files = [
                 ("node.tls.cert_file", Some(&tls.cert_file)),
@@ -466,14 +510,17 @@ impl Config {
             }
             match d.kind {
                 DestinationKind::Dimse => {
-                    if d.tls.is_some() {
-                        return Err(invalid(
-                            key("tls"),
-                            format!(
-                                "{:?}: DICOM TLS for C-STORE is not supported; use a dicomweb destination with an https:// URL or a TLS tunnel",
-                                d.name
-                            ),
-                        ));
+                    if let Some(tls) = &d.tls {
+                        check_dicom_tls(&format!("destinations[{i}].tls"), &d.name, tls)?;
+                        // The host is the name the certificate must carry unless server_name says.
+                        if let (None, Some(host)) = (&tls.server_name, &d.host) {
+                            vcnode_scp::tls::check_server_name(host).map_err(|e| {
+                                invalid(
+                                    key("host"),
+                                    format!("{:?}: DICOM TLS: {e}; set tls.server_name", d.name),
+                                )
+                            })?;
+                        }
                     }
                     if d.auth.is_some() {
                         return Err(invalid(
@@ -597,6 +644,12 @@ fn check_dicomweb_peer(
     }
     let https = url.starts_with("https://");
     if let Some(tls) = tls {
+        if tls.cert_file.is_some() || tls.key_file.is_some() || tls.server_name.is_some() {
+            return Err(invalid(
+                key("tls"),
+                format!("{name:?}: cert_file, key_file and server_name apply to dimse destinations (DICOM TLS) only"),
+            ));
+        }
         if !https {
             return Err(invalid(
                 key("tls"),
@@ -635,6 +688,41 @@ fn check_dicomweb_peer(
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The `tls` of a dimse destination (under `key`): a CA to trust, a client certificate given
+/// whole (certificate and key) or not at all, and a name a certificate can carry.
+fn check_dicom_tls(key: &str, name: &str, tls: &TlsConfig) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("{key}.{k}");
+    let Some(ca) = &tls.ca_file else {
+        return Err(invalid(
+            key("ca_file"),
+            format!("{name:?}: DICOM TLS needs the CA that signed the destination's certificate"),
+        ));
+    };
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        return Err(invalid(
+            key("cert_file/key_file"),
+            format!("{name:?}: give both the client certificate and its key, or neither"),
+        ));
+    }
+    for (k, path) in [
+        ("ca_file", Some(ca)),
+        ("cert_file", tls.cert_file.as_ref()),
+        ("key_file", tls.key_file.as_ref()),
+    ] {
+        if let Some(path) = path.filter(|p| !p.is_file()) {
+            return Err(invalid(
+                key(k),
+                format!("{name:?}: {} is not a readable file", path.display()),
+            ));
+        }
+    }
+    if let Some(server_name) = &tls.server_name {
+        vcnode_scp::tls::check_server_name(server_name)
+            .map_err(|e| invalid(key("server_name"), format!("{name:?}: {e}")))?;
     }
     Ok(())
 }
@@ -848,9 +936,117 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.contains("destinations[0].tls") && err.contains("\"pacs\""),
+            err.contains("destinations[0].tls.ca_file") && err.contains("\"pacs\""),
             "{err}"
         );
+        let err = load_dests(
+            dir.path(),
+            &format!(
+                "[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"https://x/dicom-web\"\ntls = {{ ca_file = \"{}\", server_name = \"x\" }}\n",
+                ca.display()
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("destinations[0].tls") && err.contains("dimse destinations"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dimse_destinations_take_dicom_tls_with_a_ca_and_an_optional_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("client.pem"),
+            dir.path().join("client.key"),
+        );
+        for f in [&ca, &cert, &key] {
+            std::fs::write(f, "read when connecting, not here").unwrap();
+        }
+        let dest = |tls: &str| {
+            format!(
+                "[[destinations]]\nname = \"pacs\"\nkind = \"dimse\"\nae_title = \"PACS\"\nhost = \"pacs.example\"\nport = 2762\ntls = {{ {tls} }}\n"
+            )
+        };
+        let ca_only = format!("ca_file = \"{}\"", ca.display());
+        let c = load_dests(dir.path(), &dest(&ca_only)).unwrap();
+        let tls = c.destinations[0].tls.as_ref().unwrap();
+        assert_eq!(tls.ca_file.as_deref(), Some(ca.as_path()));
+        assert!(tls.cert_file.is_none() && tls.server_name.is_none());
+        let full = format!(
+            "{ca_only}, cert_file = \"{}\", key_file = \"{}\", server_name = \"127.0.0.1\"",
+            cert.display(),
+            key.display()
+        );
+        let c = load_dests(dir.path(), &dest(&full)).unwrap();
+        assert_eq!(
+            c.destinations[0].tls.as_ref().unwrap().server_name.as_deref(),
+            Some("127.0.0.1")
+        );
+        let err = load_dests(
+            dir.path(),
+            &dest(&format!("{ca_only}, cert_file = \"{}\"", cert.display())),
+        )
+        .unwrap_err();
+        assert!(err.contains("destinations[0].tls.cert_file/key_file"), "{err}");
+        let err = load_dests(dir.path(), &dest("ca_file = \"/no/such/ca.pem\"")).unwrap_err();
+        assert!(
+            err.contains("destinations[0].tls.ca_file") && err.contains("/no/such/ca.pem"),
+            "{err}"
+        );
+        let err = load_dests(
+            dir.path(),
+            &dest(&format!("{ca_only}, server_name = \"not a name\"")),
+        )
+        .unwrap_err();
+        assert!(err.contains("destinations[0].tls.server_name"), "{err}");
+    }
+
+    #[test]
+    fn https_needs_the_node_certificate_and_sets_the_scheme() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert!(!c.node.http_tls);
+        assert_eq!(c.http_scheme(), "http");
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_dests(dir.path(), "[node]\nhttp_tls = true\n").unwrap_err();
+        assert!(
+            err.contains("node.http_tls") && err.contains("[node.tls]"),
+            "{err}"
+        );
+        let (cert, key) = (dir.path().join("node.pem"), dir.path().join("node.key"));
+        for f in [&cert, &key] {
+            std::fs::write(f, "read at start-up, not here").unwrap();
+        }
+        let c = load_dests(
+            dir.path(),
+            &format!(
+                "[node]\nhttp_tls = true\n[node.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.http_scheme(), "https");
+    }
+
+    #[test]
+    fn debug_output_of_a_config_holds_no_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load_dests(
+            dir.path(),
+            "[[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"https://x/dicom-web\"\nauth = { bearer = \"t0ken-SECRET-1\" }\n\
+             [[destinations]]\nname = \"web2\"\nkind = \"dicomweb\"\nurl = \"https://y/dicom-web\"\nauth = { basic = \"alice:pa55-SECRET-2\" }\n\
+             [[sources]]\nname = \"PACS\"\nurl = \"https://z/dicom-web\"\nauth = { bearer = \"src-SECRET-3\" }\n",
+        )
+        .unwrap();
+        for text in [format!("{c:?}"), format!("{c:#?}")] {
+            for secret in ["t0ken-SECRET-1", "pa55-SECRET-2", "alice:", "src-SECRET-3"] {
+                assert!(!text.contains(secret), "{secret} in Debug output");
+            }
+            // Which kind of credential is configured stays visible.
+            assert!(text.contains("\"***\""), "{text}");
+        }
     }
 
     #[test]

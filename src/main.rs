@@ -448,7 +448,7 @@ async fn pull(config: &Config, node: Option<String>, source: &str, study: &str) 
                 std::net::IpAddr::V6(ip) => format!("[{ip}]"),
                 ip => ip.to_string(),
             };
-            format!("http://{host}:{}", config.node.http_port)
+            format!("{}://{host}:{}", config.http_scheme(), config.node.http_port)
         }
     };
     let url = format!("{base}/api/process");

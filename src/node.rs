@@ -237,14 +237,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    let http = tokio::spawn(crate::web::serve(http_listener, web, shutdown.clone()));
+    // HTTPS: the certificate and key are read now, so a bad file stops start-up.
+    let https = match (&config.node.tls, config.node.http_tls) {
+        (Some(tls), true) => Some(
+            vcnode_scp::tls::https_acceptor(&tls.cert_file, &tls.key_file)
+                .context("[node.tls] for HTTPS (node.http_tls)")?,
+        ),
+        _ => None,
+    };
+    let http = tokio::spawn(crate::web::serve(http_listener, https, web, shutdown.clone()));
 
     info!(transfer_syntaxes = ?scp.transfer_syntaxes, "accepted transfer syntaxes");
     let local = listener.local_addr()?;
     info!(ae_title = %config.node.ae_title, %local, "DIMSE storage SCP listening");
     // Plain lines on stdout for scripts and tests that start the node on port 0 (the DIMSE
     // line last: once it is printed, both doors are open).
-    println!("vcnode DICOMweb on http://{http_local}/dicomweb");
+    let scheme = config.http_scheme();
+    println!("vcnode DICOMweb on {scheme}://{http_local}/dicomweb");
     // The viewer (OHIF) is optional: without it the DICOMweb API still serves.
     match config.dicomweb.viewer_root() {
         Some(root) => {
@@ -254,8 +263,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             } else {
                 http_local.to_string()
             };
-            info!(viewer = %root.display(), url = %format!("http://{host}/"), "OHIF viewer installed");
-            println!("vcnode viewer on http://{host}/");
+            info!(viewer = %root.display(), url = %format!("{scheme}://{host}/"), "OHIF viewer installed");
+            println!("vcnode viewer on {scheme}://{host}/");
         }
         None => warn!(
             "OHIF viewer not installed ([dicomweb] viewer_dir); run scripts/fetch-viewer.sh to serve it at /"

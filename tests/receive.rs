@@ -220,6 +220,7 @@ fn scu_options(node: &Node, sop_class: &str) -> StoreScuOptions {
         max_pdu_length: 65536,
         timeout: std::time::Duration::from_secs(30),
         min_bytes_per_s: 0,
+        tls: None,
     }
 }
 

@@ -9,7 +9,8 @@
 //! - [`tls`] builds the DICOM TLS side of a port ([`ScpListener::tls`]): the node's certificate
 //!   and, optionally, client-certificate verification against a CA.
 //! - [`pdu`] reads PDUs with their length checked before their body, on dicom-ul's codec.
-//! - [`StoreScu`] sends data sets to a remote storage SCP and reads each response status.
+//! - [`StoreScu`] sends data sets to a remote storage SCP (over TCP or DICOM TLS, [`ScuTls`])
+//!   and reads each response status.
 //! - [`status`] names the PS3.4/PS3.7 status codes the node uses.
 
 pub mod command;
@@ -24,7 +25,7 @@ pub use scp::{
     AssociationObserver, Peer, ReceivedInstance, Rejection, ScpConfig, ScpListener, SpooledDataSet,
     StorageScp, StoreHandler, StoreOutcome, Transport, SPOOL_SUFFIX,
 };
-pub use scu::{ScuError, StoreScu, StoreScuOptions};
+pub use scu::{ScuError, ScuTls, StoreScu, StoreScuOptions};
 
 /// Verification SOP Class (C-ECHO).
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";

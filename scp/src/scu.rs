@@ -1,8 +1,10 @@
-//! The storage SCU: one association to a remote SCP, C-ECHO and C-STORE over it.
+//! The storage SCU: one association to a remote SCP, C-ECHO and C-STORE over it, over plain
+//! TCP or DICOM TLS.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use dicom_ul::association::client::ClientAssociationOptions;
+use dicom_ul::association::client::{AsyncTlsStream, ClientAssociationOptions};
 use dicom_ul::association::AsyncClientAssociation;
 use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
@@ -14,7 +16,7 @@ use crate::command::{self, Command};
 /// The sources are boxed: dicom-ul's and dicom-object's errors are large, and every
 /// `Result` of the SCU would carry their size.
 pub enum ScuError {
-    #[error("could not associate with {addr}: {source}")]
+    #[error("could not associate with {addr}: {}", error_chain(source.as_ref()))]
     Associate {
         addr: String,
         source: Box<dicom_ul::association::Error>,
@@ -42,6 +44,22 @@ pub enum ScuError {
     Command(Box<command::CommandError>),
 }
 
+/// An error with its causes: dicom-ul says "could not connect to server" and keeps why (a
+/// refused connection, a certificate the CA did not sign) in its source.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 impl From<command::CommandError> for ScuError {
     fn from(e: command::CommandError) -> Self {
         ScuError::Command(Box::new(e))
@@ -64,6 +82,26 @@ pub struct StoreScuOptions {
     /// `timeout + N / min_bytes_per_s` to write (0: the floor alone). A peer that stops reading
     /// then fails its export after a bounded time instead of holding the association forever.
     pub min_bytes_per_s: u64,
+    /// DICOM TLS; None: plain TCP.
+    pub tls: Option<ScuTls>,
+}
+
+/// DICOM TLS towards the peer: the client configuration ([`crate::tls::client_config`]) and the
+/// name its certificate must carry.
+#[derive(Clone)]
+pub struct ScuTls {
+    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// A DNS name or IP address.
+    pub server_name: String,
+}
+
+impl std::fmt::Debug for ScuTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // rustls' ClientConfig Debug is long and says nothing a reader needs.
+        f.debug_struct("ScuTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The time allowed to move `bytes` over the network: `floor + bytes / min_bytes_per_s`.
@@ -121,9 +159,54 @@ pub struct StoreResponse {
     pub error_comment: Option<String>,
 }
 
+/// dicom-ul's association over either transport (boxed: a TLS stream holds its buffers).
+enum Link {
+    Plain(Box<AsyncClientAssociation<TcpStream>>),
+    Tls(Box<AsyncClientAssociation<AsyncTlsStream>>),
+}
+
+impl Link {
+    fn presentation_contexts(&self) -> &[dicom_ul::pdu::PresentationContextNegotiated] {
+        match self {
+            Link::Plain(a) => a.presentation_contexts(),
+            Link::Tls(a) => a.presentation_contexts(),
+        }
+    }
+    fn acceptor_max_pdu_length(&self) -> u32 {
+        match self {
+            Link::Plain(a) => a.acceptor_max_pdu_length(),
+            Link::Tls(a) => a.acceptor_max_pdu_length(),
+        }
+    }
+    async fn send(&mut self, pdu: &Pdu) -> Result<(), dicom_ul::association::Error> {
+        match self {
+            Link::Plain(a) => a.send(pdu).await,
+            Link::Tls(a) => a.send(pdu).await,
+        }
+    }
+    async fn receive(&mut self) -> Result<Pdu, dicom_ul::association::Error> {
+        match self {
+            Link::Plain(a) => a.receive().await,
+            Link::Tls(a) => a.receive().await,
+        }
+    }
+    async fn release(self) -> Result<(), dicom_ul::association::Error> {
+        match self {
+            Link::Plain(a) => a.release().await,
+            Link::Tls(a) => a.release().await,
+        }
+    }
+    async fn abort(self) -> Result<(), dicom_ul::association::Error> {
+        match self {
+            Link::Plain(a) => a.abort().await,
+            Link::Tls(a) => a.abort().await,
+        }
+    }
+}
+
 /// An open association to a storage SCP.
 pub struct StoreScu {
-    assoc: AsyncClientAssociation<TcpStream>,
+    assoc: Link,
     address: String,
     timeout: Duration,
     min_bytes_per_s: u64,
@@ -146,11 +229,29 @@ impl StoreScu {
             opts = opts
                 .with_presentation_context(abstract_syntax.as_str(), ts.iter().map(String::as_str).collect());
         }
-        let address = options.address.clone();
+        // How errors name the peer: its address, and the transport when it is TLS.
+        let address = match &options.tls {
+            Some(_) => format!("{} over DICOM TLS", options.address),
+            None => options.address.clone(),
+        };
         // Connecting and negotiating each have the floor (dicom-ul's socket options); the
         // whole gets twice that, so a peer trickling the A-ASSOCIATE-AC is bounded too.
         let limit = options.timeout.saturating_mul(2);
-        let assoc = tokio::time::timeout(limit, opts.establish_async(address.as_str()))
+        let establish = async {
+            match &options.tls {
+                Some(tls) => opts
+                    .tls_config(tls.config.clone())
+                    .server_name(&tls.server_name)
+                    .establish_tls_async(options.address.as_str())
+                    .await
+                    .map(|a| Link::Tls(Box::new(a))),
+                None => opts
+                    .establish_async(options.address.as_str())
+                    .await
+                    .map(|a| Link::Plain(Box::new(a))),
+            }
+        };
+        let assoc = tokio::time::timeout(limit, establish)
             .await
             .map_err(|_| ScuError::Timeout {
                 addr: address.clone(),
@@ -444,6 +545,7 @@ mod tests {
             max_pdu_length: 16384,
             timeout,
             min_bytes_per_s,
+            tls: None,
         }
     }
 

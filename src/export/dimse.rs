@@ -1,7 +1,8 @@
 //! C-STORE SCU delivery: one association for a batch (one series), each data set sent in the
 //! transfer syntax the destination accepted (Explicit VR LE preferred, Implicit VR LE).
 //! Every exchange is time-limited (see [`vcnode_scp::scu::transfer_timeout`]), so a destination
-//! that stops reading fails its own batch and frees the worker.
+//! that stops reading fails its own batch and frees the worker. A destination with `tls` is
+//! reached over DICOM TLS ([`scu_tls`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +12,8 @@ use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::OpenFileOptions;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use vcnode_scp::status::{self, StatusKind};
-use vcnode_scp::{ScuError, StoreScu, StoreScuOptions};
+use vcnode_scp::tls::{ClientTls, Identity};
+use vcnode_scp::{ScuError, ScuTls, StoreScu, StoreScuOptions};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -25,7 +27,45 @@ pub struct Limits {
     pub min_bytes_per_s: u64,
 }
 
-fn options(dest: &DestinationConfig, calling: &str, classes: &[String], limits: Limits) -> StoreScuOptions {
+/// DICOM TLS towards `dest`, if it has `tls`: its CA, the client certificate it names or else
+/// the node's own (`node_identity`, from `[node.tls]`; IHE ATNA nodes authenticate each other),
+/// and the name its certificate must carry (`tls.server_name`, else `host`). The files are read
+/// at each connection, so replaced certificates apply without a restart; errors name files,
+/// never their contents.
+pub fn scu_tls(dest: &DestinationConfig, node_identity: Option<&Identity>) -> Result<Option<ScuTls>, String> {
+    let Some(tls) = &dest.tls else {
+        return Ok(None);
+    };
+    let Some(ca_file) = tls.ca_file.clone() else {
+        return Err(format!(
+            "destination {:?}: DICOM TLS needs tls.ca_file",
+            dest.name
+        ));
+    };
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert_file), Some(key_file)) => Some(Identity {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+        }),
+        _ => node_identity.cloned(),
+    };
+    let config = vcnode_scp::tls::client_config(&ClientTls { ca_file, identity })
+        .map_err(|e| format!("destination {:?}: DICOM TLS: {e}", dest.name))?;
+    let server_name = tls
+        .server_name
+        .clone()
+        .or_else(|| dest.host.clone())
+        .unwrap_or_default();
+    Ok(Some(ScuTls { config, server_name }))
+}
+
+fn options(
+    dest: &DestinationConfig,
+    calling: &str,
+    classes: &[String],
+    limits: Limits,
+    tls: Option<ScuTls>,
+) -> StoreScuOptions {
     let ts = vec![
         vcnode_scp::EXPLICIT_VR_LE.to_string(),
         vcnode_scp::IMPLICIT_VR_LE.to_string(),
@@ -47,6 +87,7 @@ fn options(dest: &DestinationConfig, calling: &str, classes: &[String], limits: 
         max_pdu_length: 65536,
         timeout: limits.floor,
         min_bytes_per_s: limits.min_bytes_per_s,
+        tls,
     }
 }
 
@@ -166,25 +207,36 @@ async fn store_one(scu: &mut StoreScu, dest: &DestinationConfig, path: &Path) ->
 /// Sends `files` on one association, reporting each file's outcome (by index) on `report` as
 /// soon as the destination answers, so that what was delivered is recorded even if the node
 /// dies before the batch ends.
+/// `node_identity`: the node's certificate, presented to DICOM TLS destinations that name none.
 pub async fn send(
     dest: &DestinationConfig,
     calling: &str,
+    node_identity: Option<&Identity>,
     files: &[PathBuf],
     limits: Limits,
     report: &UnboundedSender<(usize, Outcome)>,
 ) {
+    let fail_all = |failure: Outcome| {
+        for i in 0..files.len() {
+            let _ = report.send((i, failure.clone()));
+        }
+    };
+    let tls = match scu_tls(dest, node_identity) {
+        Ok(tls) => tls,
+        // A certificate file that cannot be read may be replaced: retried, not dead.
+        Err(reason) => {
+            return fail_all(Outcome::Failed {
+                reason,
+                permanent: false,
+            })
+        }
+    };
     let mut classes: Vec<String> = files.iter().filter_map(|f| sop_class_of(f).ok()).collect();
     classes.sort();
     classes.dedup();
-    let mut scu = match StoreScu::connect(&options(dest, calling, &classes, limits)).await {
+    let mut scu = match StoreScu::connect(&options(dest, calling, &classes, limits, tls)).await {
         Ok(s) => s,
-        Err(e) => {
-            let failure = connect_failure(&e);
-            for i in 0..files.len() {
-                let _ = report.send((i, failure.clone()));
-            }
-            return;
-        }
+        Err(e) => return fail_all(connect_failure(&e)),
     };
     for (i, f) in files.iter().enumerate() {
         match store_one(&mut scu, dest, f).await {
@@ -217,15 +269,22 @@ pub async fn send(
     let _ = scu.release().await;
 }
 
-pub async fn echo(dest: &DestinationConfig, calling: &str, limits: Limits) -> Result<String, String> {
-    let mut scu = StoreScu::connect(&options(dest, calling, &[], limits))
+pub async fn echo(
+    dest: &DestinationConfig,
+    calling: &str,
+    node_identity: Option<&Identity>,
+    limits: Limits,
+) -> Result<String, String> {
+    let tls = scu_tls(dest, node_identity)?;
+    let over = if tls.is_some() { " over DICOM TLS" } else { "" };
+    let mut scu = StoreScu::connect(&options(dest, calling, &[], limits, tls))
         .await
         .map_err(|e| e.to_string())?;
     let st = scu.echo().await.map_err(|e| e.to_string())?;
     let _ = scu.release().await;
     if st == status::SUCCESS {
         Ok(format!(
-            "C-ECHO to {} at {}:{} succeeded",
+            "C-ECHO to {} at {}:{}{over} succeeded",
             dest.ae_title.as_deref().unwrap_or(""),
             dest.host.as_deref().unwrap_or(""),
             dest.port.unwrap_or(0)

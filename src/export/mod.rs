@@ -35,6 +35,8 @@ pub struct Exporter {
     pub data_dir: PathBuf,
     pub destinations: HashMap<String, DestinationConfig>,
     pub calling_ae_title: String,
+    /// The node's certificate (`[node.tls]`), presented to DICOM TLS destinations that name none.
+    pub node_identity: Option<vcnode_scp::tls::Identity>,
     pub max_age: Duration,
     pub batch: usize,
     pub timeout: Duration,
@@ -90,6 +92,7 @@ impl Exporter {
                 .map(|d| (d.name.clone(), d.clone()))
                 .collect(),
             calling_ae_title: config.node.ae_title.clone(),
+            node_identity: config.node.tls.as_ref().map(|t| t.identity()),
             max_age: Duration::from_secs(config.export.max_age_s),
             batch: config.export.batch,
             timeout,
@@ -219,7 +222,16 @@ impl Exporter {
         let files: Vec<PathBuf> = batch.items.iter().map(|i| self.data_dir.join(&i.path)).collect();
         match dest.kind {
             DestinationKind::Dimse => {
-                dimse::send(dest, &self.calling_ae_title, &files, self.limits, &report).await
+                let identity = self.node_identity.as_ref();
+                dimse::send(
+                    dest,
+                    &self.calling_ae_title,
+                    identity,
+                    &files,
+                    self.limits,
+                    &report,
+                )
+                .await
             }
             DestinationKind::Dicomweb => {
                 let uids: Vec<&str> = batch.items.iter().map(|i| i.instance_uid.as_str()).collect();
@@ -284,10 +296,13 @@ impl Exporter {
 pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
     let limits = limits(config);
     let http = http_clients(config);
+    let node_identity = config.node.tls.as_ref().map(|t| t.identity());
     let mut out = Vec::new();
     for d in &config.destinations {
         let r = match (d.kind, &http) {
-            (DestinationKind::Dimse, _) => dimse::echo(d, &config.node.ae_title, limits).await,
+            (DestinationKind::Dimse, _) => {
+                dimse::echo(d, &config.node.ae_title, node_identity.as_ref(), limits).await
+            }
             (DestinationKind::Dicomweb, Ok(http)) => match http.get(&d.name) {
                 Some(client) => stow::qido(client, d, limits.floor).await,
                 None => Err(format!("destination {:?} has no HTTP client", d.name)),

@@ -24,6 +24,7 @@ use crate::store::InstanceStore;
 
 mod accept;
 pub mod health;
+mod https;
 mod jobs;
 mod process;
 mod qido;
@@ -79,25 +80,45 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
         .allow_headers(tower_http::cors::Any)
 }
 
-/// Serves until `shutdown`, then lets requests in progress finish.
+/// Serves until `shutdown`, then lets requests in progress finish. With `tls` (HTTPS,
+/// `node.http_tls`) every connection is handshaken first; one that fails (plain HTTP to this
+/// port, a client that does not trust the certificate) is dropped and the server carries on.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<vcnode_scp::tls::TlsAcceptor>,
     state: Arc<WebState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let local: SocketAddr = listener.local_addr()?;
-    info!(%local, "DICOMweb server listening (/dicomweb)");
-    // Handlers see the listening address (ListenAddr) and the peer's (ConnectInfo, which STOW-RS
-    // hands to ingest as a C-STORE's peer).
-    axum::serve(
-        listener,
-        router(state)
-            .layer(axum::Extension(ListenAddr(local)))
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(%local, scheme, "DICOMweb server listening (/dicomweb)");
+    // Handlers see the listening address (ListenAddr), the scheme (ListenScheme) and the
+    // peer's address (ConnectInfo, which STOW-RS hands to ingest as a C-STORE's peer).
+    let app = router(state)
+        .layer(axum::Extension(ListenAddr(local)))
+        .layer(axum::Extension(ListenScheme(scheme)))
+        .into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        // tap_io: axum gives ConnectInfo<SocketAddr> for a tapped listener's address; it has
+        // no such impl for a listener of ours.
+        Some(acceptor) => {
+            axum::serve(https::TlsListener::new(listener, acceptor)?.tap_io(|_| ()), app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    }
 }
+
+/// "https" or "http": how clients reach this server, an extension of every request, so that
+/// the URLs it writes carry the scheme they came by.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenScheme(pub &'static str);
 
 /// The address the server listens on, an extension of every request: URLs the server writes
 /// (WADO-RS BulkDataURIs) need the port when a client's Host header leaves it out
@@ -114,15 +135,20 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<BaseUrl, Self::Rejection> {
         let port = parts.extensions.get::<ListenAddr>().map(|a| a.0.port());
-        Ok(BaseUrl(base_url(&parts.headers, port)))
+        let https = parts
+            .extensions
+            .get::<ListenScheme>()
+            .is_some_and(|s| s.0 == "https");
+        Ok(BaseUrl(base_url(&parts.headers, port, https)))
     }
 }
 
 /// The [`BaseUrl`] of a request: the Host the
 /// client used (a proxy's X-Forwarded-Host and -Proto first). A Host without a port on a
 /// direct request gets the port the request came in on: some clients (dicomweb-client) leave
-/// it out. Without a usable host the URLs are relative to the origin.
-fn base_url(headers: &HeaderMap, listen_port: Option<u16>) -> String {
+/// it out. `https`: the request came over HTTPS. Without a usable host the URLs are relative to
+/// the origin.
+fn base_url(headers: &HeaderMap, listen_port: Option<u16>, https: bool) -> String {
     let header_text = |name: &str| {
         headers
             .get(name)
@@ -142,14 +168,17 @@ fn base_url(headers: &HeaderMap, listen_port: Option<u16>) -> String {
         });
     let proto = match forwarded_proto {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
+        Some(_) => "http",
+        None if https => "https",
+        None => "http",
     };
+    let default_port = if proto == "https" { 443 } else { 80 };
     match host {
         Some(h) => {
             // The port follows the last ':' outside an IPv6 literal's brackets.
             let has_port = h.rsplit_once(']').map_or(h, |(_, rest)| rest).contains(':');
             match listen_port {
-                Some(port) if !has_port && !proxied && port != 80 => {
+                Some(port) if !has_port && !proxied && port != default_port => {
                     format!("{proto}://{h}:{port}/dicomweb")
                 }
                 _ => format!("{proto}://{h}/dicomweb"),
@@ -218,20 +247,39 @@ mod tests {
     #[test]
     fn metadata_urls_use_the_requests_origin() {
         let mut h = HeaderMap::new();
-        assert_eq!(base_url(&h, Some(8042)), "/dicomweb");
+        assert_eq!(base_url(&h, Some(8042), false), "/dicomweb");
         h.insert(header::HOST, HeaderValue::from_static("pacs.example:8042"));
-        assert_eq!(base_url(&h, Some(9000)), "http://pacs.example:8042/dicomweb");
+        assert_eq!(
+            base_url(&h, Some(9000), false),
+            "http://pacs.example:8042/dicomweb"
+        );
         // A Host without its port, straight to the listener: the port it came in on.
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1"));
-        assert_eq!(base_url(&h, Some(8042)), "http://127.0.0.1:8042/dicomweb");
-        assert_eq!(base_url(&h, Some(80)), "http://127.0.0.1/dicomweb");
+        assert_eq!(base_url(&h, Some(8042), false), "http://127.0.0.1:8042/dicomweb");
+        assert_eq!(base_url(&h, Some(80), false), "http://127.0.0.1/dicomweb");
         h.insert(header::HOST, HeaderValue::from_static("[::1]"));
-        assert_eq!(base_url(&h, Some(8042)), "http://[::1]:8042/dicomweb");
+        assert_eq!(base_url(&h, Some(8042), false), "http://[::1]:8042/dicomweb");
         // Behind a proxy its headers say where the client is.
         h.insert("x-forwarded-host", HeaderValue::from_static("pacs.example"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        assert_eq!(base_url(&h, Some(8042)), "https://pacs.example/dicomweb");
+        assert_eq!(base_url(&h, Some(8042), false), "https://pacs.example/dicomweb");
         h.insert("x-forwarded-host", HeaderValue::from_static("evil/\"x"));
-        assert_eq!(base_url(&h, Some(8042)), "/dicomweb");
+        assert_eq!(base_url(&h, Some(8042), false), "/dicomweb");
+    }
+
+    #[test]
+    fn urls_of_an_https_server_say_https() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8443"));
+        assert_eq!(base_url(&h, Some(8443), true), "https://127.0.0.1:8443/dicomweb");
+        h.insert(header::HOST, HeaderValue::from_static("pacs.example"));
+        assert_eq!(base_url(&h, Some(443), true), "https://pacs.example/dicomweb");
+        assert_eq!(
+            base_url(&h, Some(8443), true),
+            "https://pacs.example:8443/dicomweb"
+        );
+        // A proxy's word on the scheme wins: it terminates the client's connection.
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        assert_eq!(base_url(&h, Some(8443), true), "http://pacs.example/dicomweb");
     }
 }

@@ -21,6 +21,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// The HTTP server (DICOMweb under /dicomweb).
     pub http: SocketAddr,
+    /// "http", or "https" with `node.http_tls` (from the node's DICOMweb line).
+    pub http_scheme: String,
     pub data_dir: PathBuf,
     pub config: PathBuf,
 }
@@ -113,17 +115,22 @@ impl Node {
             let mut http = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = std::io::Write::write_all(&mut kept, format!("{line}\n").as_bytes());
-                if let Some(url) = line.split(" DICOMweb on http://").nth(1) {
-                    let addr = url.trim().trim_end_matches("/dicomweb");
-                    http = Some(addr.parse::<SocketAddr>().unwrap());
+                // "vcnode DICOMweb on http://ADDR/dicomweb" (or https://).
+                if let Some((scheme, rest)) = line
+                    .split(" DICOMweb on ")
+                    .nth(1)
+                    .and_then(|url| url.trim().split_once("://"))
+                {
+                    let addr = rest.trim_end_matches("/dicomweb");
+                    http = Some((addr.parse::<SocketAddr>().unwrap(), scheme.to_string()));
                 }
                 if let Some(addr) = line.split(" listening on ").nth(1) {
                     let dimse = addr.trim().parse::<SocketAddr>().unwrap();
-                    let _ = tx.send((dimse, http.expect("the DICOMweb line comes first")));
+                    let _ = tx.send((dimse, http.clone().expect("the DICOMweb line comes first")));
                 }
             }
         });
-        let (addr, http) = match rx.recv_timeout(Duration::from_secs(60)) {
+        let (addr, (http, http_scheme)) = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -137,9 +144,15 @@ impl Node {
             child,
             addr,
             http,
+            http_scheme,
             data_dir: dir.join("var"),
             config,
         }
+    }
+
+    /// `scheme://ADDR` of the HTTP port, as the node printed it (no trailing slash).
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.http_scheme, self.http)
     }
 
     pub fn port(&self) -> String {
@@ -1051,3 +1064,160 @@ pub const TRANSFER_SYNTAXES: &[(&str, &[&str], &str, &str)] = &[
     ("/usr/bin/dcmcrle", &[], "-xr", "1.2.840.10008.1.2.5"),
     ("/usr/bin/dcmconv", &["+td"], "-xd", "1.2.840.10008.1.2.1.99"),
 ];
+
+// ---------------------------------------------------------------------------------------------
+// Certificates made by the openssl command line (tests/dicom_tls.rs, tests/https.rs,
+// tests/export_tls.rs), and Orthanc with DICOM TLS.
+// ---------------------------------------------------------------------------------------------
+
+/// The certificates of one test: a CA, the node's certificate for 127.0.0.1 and localhost (for
+/// serving and, as IHE ATNA nodes do, as a client), a client certificate from the same CA and
+/// one from another CA.
+pub struct Pki {
+    /// Where the files are; [`make_leaf`] makes more there.
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+    pub stranger: (PathBuf, PathBuf),
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (the command line tool) must be installed");
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+}
+
+/// A self-signed CA `name`.pem with its key `name`.key (P-256).
+pub fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=vcnode test {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// A certificate `name`.pem (key `name`.key) signed by CA `ca`, with `extensions` (an
+/// openssl extension file's lines).
+pub fn make_leaf(dir: &Path, ca: &str, name: &str, extensions: &str) -> (PathBuf, PathBuf) {
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!(
+            "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
+             subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n{extensions}\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN=vcnode test {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+    (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")))
+}
+
+/// Extensions of a node's certificate on this machine: a server and, towards peers that ask
+/// for one, a client.
+pub const NODE_CERT_EXTENSIONS: &str =
+    "extendedKeyUsage = serverAuth, clientAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost";
+
+pub fn make_pki(dir: &Path) -> Pki {
+    let dir = dir.join("pki");
+    std::fs::create_dir_all(&dir).unwrap();
+    make_ca(&dir, "ca");
+    make_ca(&dir, "other-ca");
+    let server = make_leaf(&dir, "ca", "server", NODE_CERT_EXTENSIONS);
+    let client = make_leaf(&dir, "ca", "client", "extendedKeyUsage = clientAuth");
+    let stranger = make_leaf(&dir, "other-ca", "stranger", "extendedKeyUsage = clientAuth");
+    Pki {
+        ca: dir.join("ca.pem"),
+        other_ca: dir.join("other-ca.pem"),
+        dir,
+        server,
+        client,
+        stranger,
+    }
+}
+
+/// `[node.tls]` with the PKI's node certificate (no client certificates asked on DICOM TLS).
+pub fn node_tls_section(pki: &Pki) -> String {
+    format!(
+        "[node.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        pki.server.0.display(),
+        pki.server.1.display()
+    )
+}
+
+impl Orthanc {
+    /// Starts Orthanc with DICOM TLS on its DICOM port (plain DIMSE is then refused there; its
+    /// REST API stays plain HTTP for the harness): `cert` (certificate, key) is its own, and
+    /// a client must present a certificate signed by `trusted_ca`.
+    pub fn start_with_dicom_tls(dir: &Path, cert: &(PathBuf, PathBuf), trusted_ca: &Path) -> Orthanc {
+        let mut o = Orthanc::on_free_ports(dir);
+        for (key, value) in [
+            ("DicomTlsEnabled", serde_json::json!(true)),
+            ("DicomTlsCertificate", serde_json::json!(cert.0)),
+            ("DicomTlsPrivateKey", serde_json::json!(cert.1)),
+            ("DicomTlsTrustedCertificates", serde_json::json!(trusted_ca)),
+            ("DicomTlsRemoteCertificateRequired", serde_json::json!(true)),
+        ] {
+            o.extra_config.insert(key.into(), value);
+        }
+        o.restart();
+        o
+    }
+}

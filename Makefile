@@ -33,13 +33,17 @@ demo: release
 	scripts/demo.sh
 
 ## Benchmarks: each prints a ratio against a peer measured in the same run (dicomweb.sh: QIDO-RS
-## and WADO-RS against Orthanc's DICOMweb plugin on the same 10,001 instances).
+## and WADO-RS against Orthanc's DICOMweb plugin on the same 10,001 instances; gpu.sh, on a
+## machine with an NVIDIA GPU: tch against PyTorch eager and torch.compile, end-to-end latency).
 bench: release
 	bench/ingest.sh
 	bench/ingest_memory.sh
 	bench/pipeline.sh
 	bench/dicomweb.sh
 	VCNODE_BENCH_PYTHON=$$(scripts/fetch-pytorch.sh) $(CARGO) bench -p vcnode-models --bench inference
+	@if [ -e /proc/driver/nvidia/version ]; then \
+	  scripts/gpu-carry.sh && PYTHON=$$(scripts/fetch-pytorch.sh) bench/gpu.sh; \
+	else echo "no NVIDIA driver: the GPU measurements (bench/gpu.sh) left out"; fi
 
 ## Fuzzing on stable Rust (fuzz/): the DIMSE command parser, P-DATA reassembly and the ingest
 ## checks, FUZZ_SECONDS each, from a seed corpus of valid encodings. A panic, or a process that

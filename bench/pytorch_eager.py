@@ -4,7 +4,10 @@ paths, so the shipped safetensors load by name), timed per image in the same way
 bench (models/benches/inference.rs), on the same inputs.
 
   pytorch_eager.py MANIFEST [--rows R --cols C] [--paper] [--iters N] [--device cpu|cuda]
-                   [--check INPUT.f32 OUTPUT.f32]
+                   [--batch B] [--dtype f32|bf16] [--compile] [--check INPUT.f32 OUTPUT.f32]
+
+--dtype bf16 runs the generator under torch.autocast(bfloat16); --compile times
+torch.compile(mode="max-autotune") of it (the GPU bench's fastest peer).
 
 --check compares this implementation's output with vcnode's on a fixed input (raw float32
 files), so the peer is known to run the same network, not a look-alike.
@@ -122,6 +125,9 @@ def main():
     ap.add_argument("--paper", action="store_true", help="the paper's widths 32..256, random weights")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--compile", action="store_true")
     ap.add_argument("--check", nargs=2, metavar=("INPUT", "OUTPUT"))
     a = ap.parse_args()
 
@@ -144,11 +150,27 @@ def main():
         print(f"max |PyTorch - vcnode| = {diff:.2e}")
         raise SystemExit(0 if diff < 1e-4 else 1)
 
-    x = torch.rand(1, 1, rows, cols, device=dev)
+    x = torch.rand(a.batch, 1, rows, cols, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    f = torch.compile(net, mode="max-autotune") if a.compile else net
+    bf16 = a.dtype == "bf16"
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            return f(x)
+
     with torch.no_grad():
-        ms = time_per_image(lambda: net(x), a.iters, sync)
-    print(f"PyTorch {torch.__version__} eager {rows}x{cols} on {a.device} ({torch.get_num_threads()} threads): {ms:.1f} ms/image")
+        if a.compile:
+            for _ in range(3):  # compilation and autotuning happen here, not in the timing
+                step()
+        ms = time_per_image(step, a.iters, sync) / a.batch
+    how = ("torch.compile" if a.compile else "eager") + (" bf16" if bf16 else "")
+    print(
+        f"PyTorch {torch.__version__} {how} {rows}x{cols} batch {a.batch} on {a.device} "
+        f"({torch.get_num_threads()} threads): {ms:.3f} ms/image"
+    )
 
 
 if __name__ == "__main__":

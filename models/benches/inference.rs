@@ -5,6 +5,10 @@
 //!
 //!   cargo bench -p vcnode-models --bench inference   (make bench runs it)
 //!
+//! With `VCNODE_BENCH_DEVICE=cuda` (bench/gpu.sh) it measures the GPU instead: the paper's
+//! SCPA-UNet at 640×512, batch 1 and 8, f32 and bf16, against PyTorch eager and torch.compile
+//! on the same card in the same run.
+//!
 //! The PyTorch peer runs when `VCNODE_BENCH_PYTHON` names a Python with torch, safetensors and
 //! numpy (`make bench` provisions one with scripts/fetch-pytorch.sh). Before any timing, the
 //! peer runs the shipped weights on a fixed input and must give vcnode's output, so the ratio
@@ -38,7 +42,10 @@ struct PyTorch {
 impl PyTorch {
     fn from_env() -> Option<PyTorch> {
         let python = PathBuf::from(std::env::var_os("VCNODE_BENCH_PYTHON")?);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_eager.py");
+        // Overridable for a machine where the binary runs outside its checkout (bench/gpu.sh).
+        let script = std::env::var_os("VCNODE_BENCH_SCRIPT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_eager.py"));
         Some(PyTorch { python, script })
     }
 
@@ -82,6 +89,18 @@ impl PyTorch {
 
     /// ms per image, parsed from the script's one line of output.
     fn time(&self, manifest: &Path, rows: i64, cols: i64, paper: bool, iters: usize) -> Result<f64, String> {
+        self.time_with(manifest, rows, cols, paper, iters, &[])
+    }
+
+    fn time_with(
+        &self,
+        manifest: &Path,
+        rows: i64,
+        cols: i64,
+        paper: bool,
+        iters: usize,
+        more: &[String],
+    ) -> Result<f64, String> {
         let mut args = vec![
             "--rows".into(),
             rows.to_string(),
@@ -93,6 +112,7 @@ impl PyTorch {
         if paper {
             args.push("--paper".into());
         }
+        args.extend(more.iter().cloned());
         let line = self.run(manifest, &args)?;
         line.split(": ")
             .last()
@@ -139,12 +159,78 @@ fn bench(case: &Case, manifest: &Path, peer: Option<&PyTorch>) {
     );
 }
 
+/// The GPU measurement: the paper's network on CUDA, tch eager at batch 1 and 8 in f32 and
+/// bf16 (weights and activations, as `precision = "bf16"` runs), each beside PyTorch eager and
+/// torch.compile (autocast bf16 for the bf16 rows) on the same card.
+fn bench_gpu(manifest: &Path, peer: Option<&PyTorch>) {
+    let device = vcnode_models::device::resolve(vcnode_models::device::DeviceRequest::Cuda(0), None)
+        .expect("VCNODE_BENCH_DEVICE=cuda needs a usable GPU (see vcnode doctor)");
+    let gpu = vcnode_models::device::gpu_info();
+    println!(
+        "GPU: {} | driver {} | CUDA driver API {} | CUDA runtime {} | cuDNN {}",
+        gpu.gpus.join(", "),
+        gpu.driver.as_deref().unwrap_or("?"),
+        gpu.cuda_driver_api.as_deref().unwrap_or("?"),
+        tch::utils::version_cudart(),
+        tch::utils::version_cudnn()
+    );
+    tch::Cuda::cudnn_set_benchmark(true);
+    let (rows, cols) = (640, 512);
+    let iters = 50;
+    for (kind, dtype) in [(Kind::Float, "f32"), (Kind::BFloat16, "bf16")] {
+        let mut vs = nn::VarStore::new(device);
+        let g = Generator::new(vs.root() / "generator", &GeneratorConfig::paper(true));
+        vs.set_kind(kind);
+        vs.freeze();
+        for batch in [1i64, 8] {
+            let x = Tensor::rand([batch, 1, rows, cols], (kind, device));
+            let tch_ms = tch::no_grad(|| {
+                time_per_image(iters, batch, &|| {
+                    drop(g.forward(&x));
+                    tch::Cuda::synchronize(0);
+                })
+            });
+            let mut line = format!(
+                "paper SCPA-UNet {rows}x{cols} batch {batch} {dtype:<4}: tch eager {tch_ms:7.3} ms/image"
+            );
+            for (name, compile) in [("PyTorch eager", false), ("torch.compile", true)] {
+                let mut more = vec![
+                    "--device".into(),
+                    "cuda".into(),
+                    "--batch".into(),
+                    batch.to_string(),
+                    "--dtype".into(),
+                    dtype.into(),
+                ];
+                if compile {
+                    more.push("--compile".into());
+                }
+                match peer.map(|p| p.time_with(manifest, rows, cols, true, iters, &more)) {
+                    Some(Ok(ms)) => line += &format!(
+                        " | {name} {ms:7.3} ms/image (ratio {:.2}, above 1: vcnode faster)",
+                        ms / tch_ms
+                    ),
+                    Some(Err(e)) => line += &format!(" | {name} failed: {e}"),
+                    None => {}
+                }
+            }
+            println!("{line}");
+        }
+    }
+}
+
 fn main() {
     // `cargo test --all-targets` runs this binary too (without `--bench`): nothing to do then.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
     tch::manual_seed(0);
+    if std::env::var("VCNODE_BENCH_DEVICE").as_deref() == Ok("cuda") {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/scpa-unet.json");
+        let shipped = std::env::var_os("VCNODE_BENCH_MANIFEST").map(PathBuf::from).unwrap_or(shipped);
+        bench_gpu(&shipped, PyTorch::from_env().as_ref());
+        return;
+    }
     println!("CPU threads: {}", tch::get_num_threads());
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/scpa-unet.json");
     let m = Manifest::load(&shipped).expect("the shipped manifest");

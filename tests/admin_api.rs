@@ -182,6 +182,45 @@ fn the_cli_changes_the_directory_of_a_running_node() {
         text(&out)
     );
 
+    // Destinations and routes alike; the node's API sees them within seconds.
+    let out = cli(
+        &node,
+        &[
+            "destinations",
+            "add",
+            "pacs",
+            "--kind",
+            "dimse",
+            "--ae-title",
+            "PACS",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "104",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&node, &["routes", "add", "MODALITY", "--to", "pacs"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            api(&node, "GET", "/api/routes", "").1["routes"][0]["to"][0] == "pacs"
+        }),
+        "the node applies the CLI's route"
+    );
+    let out = cli(&node, &["destinations", "remove", "pacs"]);
+    assert!(
+        !out.status.success() && text(&out).contains("\"MODALITY\""),
+        "in use: {}",
+        text(&out)
+    );
+    let out = cli(&node, &["destinations", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("PACS@127.0.0.1:104"),
+        "{}",
+        text(&out)
+    );
+
     let out = cli(&node, &["peers", "remove", "CLIPEER"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(

@@ -206,10 +206,12 @@ fn bench_gpu(manifest: &Path, peer: Option<&PyTorch>) {
                     more.push("--compile".into());
                 }
                 match peer.map(|p| p.time_with(manifest, rows, cols, true, iters, &more)) {
-                    Some(Ok(ms)) => line += &format!(
-                        " | {name} {ms:7.3} ms/image (ratio {:.2}, above 1: vcnode faster)",
-                        ms / tch_ms
-                    ),
+                    Some(Ok(ms)) => {
+                        line += &format!(
+                            " | {name} {ms:7.3} ms/image (ratio {:.2}, above 1: vcnode faster)",
+                            ms / tch_ms
+                        )
+                    }
                     Some(Err(e)) => line += &format!(" | {name} failed: {e}"),
                     None => {}
                 }
@@ -227,7 +229,9 @@ fn main() {
     tch::manual_seed(0);
     if std::env::var("VCNODE_BENCH_DEVICE").as_deref() == Ok("cuda") {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/scpa-unet.json");
-        let shipped = std::env::var_os("VCNODE_BENCH_MANIFEST").map(PathBuf::from).unwrap_or(shipped);
+        let shipped = std::env::var_os("VCNODE_BENCH_MANIFEST")
+            .map(PathBuf::from)
+            .unwrap_or(shipped);
         bench_gpu(&shipped, PyTorch::from_env().as_ref());
         return;
     }

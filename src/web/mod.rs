@@ -27,6 +27,7 @@ pub mod health;
 mod jobs;
 mod process;
 mod qido;
+mod status;
 mod stow;
 mod viewer;
 mod wado;
@@ -58,6 +59,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .nest("/dicomweb", dicomweb)
         .nest("/api", process::routes())
         .nest("/api", jobs::routes())
+        .merge(status::routes(&state.config))
         .merge(viewer::routes(&state.config))
         .merge(health::routes())
         // Requests counted by route template: noted inside routing, counted outside it.

@@ -1,0 +1,117 @@
+// Drives headless Chromium through vcnode's status page (tests/status_page.rs).
+//
+//   node status.mjs BASE_URL OUT_DIR EXPECT_RECEIVED PEER_AE PEER_HOST
+//
+// 1. Signs in when STATUS_USERNAME and STATUS_PASSWORD are set (the /login form: fields
+//    username and password, button[type=submit]); otherwise opens /status directly.
+// 2. Waits for the page's first poll, notes the "received in the last 15 minutes" count and
+//    writes OUT_DIR/ready: the test sends its images after that file appears.
+// 3. Watches the received and queued-jobs counts as the page shows them until the received
+//    count reaches EXPECT_RECEIVED (or the time limit).
+// 4. Adds the peer PEER_AE (host PEER_HOST) through the page's form and waits until the
+//    peers table lists it, or the page shows an error.
+// 5. Saves OUT_DIR/status.png and prints one JSON report on stdout; the Rust test decides
+//    what passes.
+//
+// Chromium's own path: CHROMIUM (default /usr/bin/chromium). Limit: STATUS_LIMIT_MS.
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const [base, outDir, expectText, peerAe, peerHost] = process.argv.slice(2);
+if (!base || !outDir || !expectText || !peerAe) {
+  console.error('usage: node status.mjs BASE_URL OUT_DIR EXPECT_RECEIVED PEER_AE [PEER_HOST]');
+  process.exit(2);
+}
+const expected = Number(expectText);
+const LIMIT_MS = Number(process.env.STATUS_LIMIT_MS || 90000);
+const started = Date.now();
+const left = () => Math.max(1000, LIMIT_MS - (Date.now() - started));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless=new', '--no-sandbox', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+});
+const report = { seen: [], console_errors: [], failed_requests: [], api_calls: [] };
+let page;
+try {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  page = await context.newPage();
+  page.on('console', m => { if (m.type() === 'error') report.console_errors.push(m.text().slice(0, 300)); });
+  page.on('requestfailed', r => report.failed_requests.push(`${r.url()}: ${r.failure()?.errorText}`));
+  page.on('request', r => {
+    const u = new URL(r.url());
+    if (u.pathname.startsWith('/api/') && r.method() !== 'GET') report.api_calls.push(`${r.method()} ${u.pathname}`);
+  });
+
+  const user = process.env.STATUS_USERNAME, password = process.env.STATUS_PASSWORD;
+  if (user && password) {
+    await page.goto(`${base}/login?next=/status`, { waitUntil: 'domcontentloaded', timeout: left() });
+    await page.fill('input[name=username]', user);
+    await page.fill('input[name=password]', password);
+    await Promise.all([
+      page.waitForURL(u => new URL(u).pathname === '/status', { timeout: left() }),
+      page.click('button[type=submit]'),
+    ]);
+    report.signed_in = true;
+  } else {
+    await page.goto(`${base}/status`, { waitUntil: 'domcontentloaded', timeout: left() });
+  }
+  report.url = page.url();
+  report.title = await page.title();
+
+  // The first poll has filled the counts.
+  await page.waitForFunction(() => Number(document.body.dataset.polls || 0) >= 1, null, { timeout: left() });
+  const read = () => page.evaluate(() => ({
+    received: Number(document.getElementById('received-15m').textContent),
+    received_last_minute: Number(document.getElementById('received-1m').textContent),
+    jobs_queued: Number(document.getElementById('jobs-queued').textContent),
+    polls: Number(document.body.dataset.polls),
+  }));
+  const note = v => {
+    const last = report.seen[report.seen.length - 1];
+    if (!last || last.received !== v.received || last.jobs_queued !== v.jobs_queued) report.seen.push(v);
+  };
+  note(await read());
+  fs.writeFileSync(path.join(outDir, 'ready'), '');
+
+  // The counts as the page shows them while the test sends.
+  for (const until = Date.now() + left(); Date.now() < until; ) {
+    const v = await read();
+    note(v);
+    if (v.received >= expected) break;
+    await page.waitForTimeout(200);
+  }
+
+  // A peer through the form.
+  await page.fill('#peer-form input[name=ae_title]', peerAe);
+  if (peerHost) await page.fill('#peer-form input[name=host]', peerHost);
+  await page.click('#peer-form button[type=submit]');
+  const listed = () => page.evaluate(ae =>
+    [...document.querySelectorAll('#peers tbody th')].some(th => th.textContent === ae), peerAe);
+  const problems = () => page.evaluate(() => document.getElementById('problems').innerText.trim());
+  for (const until = Date.now() + Math.min(15000, left()); Date.now() < until; ) {
+    if (await listed() || await problems()) break;
+    await page.waitForTimeout(200);
+  }
+  report.peer_listed = await listed();
+  report.problems = await problems();
+  report.peers_text = await page.evaluate(() => document.querySelector('#peers').innerText);
+  report.destinations_text = await page.evaluate(() => document.querySelector('#destination-health').innerText);
+  report.node_text = await page.evaluate(() => document.querySelector('#facts').innerText);
+  report.ready_text = await page.evaluate(() => document.getElementById('ready').textContent);
+  // The page keeps polling: one more poll, so the screenshot shows a settled page.
+  const polls = (await read()).polls;
+  await page.waitForFunction(n => Number(document.body.dataset.polls) > n, polls, { timeout: Math.min(10000, left()) }).catch(() => {});
+  report.screenshot = path.join(outDir, 'status.png');
+  await page.screenshot({ path: report.screenshot, fullPage: true });
+  report.elapsed_ms = Date.now() - started;
+} catch (e) {
+  report.error = String(e && e.stack ? e.stack : e);
+  report.screenshot = path.join(outDir, 'status.png');
+  await page?.screenshot({ path: report.screenshot, fullPage: true }).catch(() => {});
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(report));

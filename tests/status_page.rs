@@ -14,8 +14,9 @@ use common::*;
 use serde_json::Value;
 use vcnode::fixture::MammogramSpec;
 
-/// Chromium starting and the page polling every 2 s while the test sends.
-const BROWSER_LIMIT: Duration = Duration::from_secs(120);
+/// Chromium starting, and the page polling every 2 s while the test sends and the node
+/// derives and exports six small images on the CPU.
+const BROWSER_LIMIT: Duration = Duration::from_secs(240);
 
 fn checkout() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -176,6 +177,7 @@ fn start_driver(
     node: &Node,
     out: &Path,
     expect: usize,
+    expect_done: usize,
     peer: (&str, &str),
     login: Option<(&str, &str)>,
 ) -> Child {
@@ -185,6 +187,7 @@ fn start_driver(
         .arg(out)
         .arg(expect.to_string())
         .args([peer.0, peer.1])
+        .arg(expect_done.to_string())
         .env("CHROMIUM", chromium)
         .env(
             "STATUS_LIMIT_MS",
@@ -253,7 +256,17 @@ fn report_of(mut child: Child) -> Value {
 async fn the_status_page_shows_the_counts_change_and_adds_a_peer() {
     let (chromium, driver) = browser_tools();
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(dir.path());
+    // A processing node sending its results to a PACS that takes them and to one that is down.
+    let pacs = Storescp::start(&dir.path().join("pacs"), "PACS");
+    let node = Node::start_processing(
+        dir.path(),
+        &format!(
+            "\n{}{}\n[[routes]]\nfrom_ae = \"*\"\nto = [\"PACS\", \"DOWN\"]\n",
+            dimse_destination("PACS", "PACS", pacs.port),
+            dimse_destination("DOWN", "DOWN", free_port())
+        ),
+        "",
+    );
     const PEER: &str = "NEWPEER";
     // Not a peer yet: its association is rejected.
     let echo = echoscu(&node, PEER, "VCNODE");
@@ -263,7 +276,16 @@ async fn the_status_page_shows_the_counts_change_and_adds_a_peer() {
     let expect = batches.iter().map(Vec::len).sum::<usize>();
     let out = dir.path().join("browser");
     std::fs::create_dir_all(&out).unwrap();
-    let mut child = start_driver(&chromium, &driver, &node, &out, expect, (PEER, "127.0.0.1"), None);
+    let mut child = start_driver(
+        &chromium,
+        &driver,
+        &node,
+        &out,
+        expect,
+        expect,
+        (PEER, "127.0.0.1"),
+        None,
+    );
     wait_for_file(&mut child, &out.join("ready"), BROWSER_LIMIT);
     // Two batches, a poll apart, while the page watches.
     for (i, files) in batches.iter().enumerate() {
@@ -282,19 +304,30 @@ async fn the_status_page_shows_the_counts_change_and_adds_a_peer() {
     }
     assert_eq!(report["title"], "vcnode status", "{shown}");
 
-    // The page showed nothing received at first, then every instance, never going back.
+    // The page showed nothing received at first, then every instance, never going back;
+    // then every job done and its result sent to the PACS.
     let seen = report["seen"].as_array().unwrap();
     let received: Vec<i64> = seen.iter().map(|v| v["received"].as_i64().unwrap()).collect();
     assert_eq!(received.first(), Some(&0), "{shown}");
     assert_eq!(received.last(), Some(&(expect as i64)), "{shown}");
     assert!(received.windows(2).all(|w| w[0] <= w[1]), "{shown}");
     let last = seen.last().unwrap();
-    assert_eq!(last["jobs_queued"], expect as i64, "{shown}");
-    assert_eq!(last["received_last_minute"], expect as i64, "{shown}");
-    assert!(
-        report["destinations_text"].as_str().unwrap().contains("PACS"),
-        "{shown}"
-    );
+    let expect = expect as i64;
+    assert_eq!(last["jobs_done"], expect, "{shown}");
+    assert_eq!(last["derived"], expect, "{shown}");
+    assert_eq!(last["exports_done"], expect, "{shown}");
+    assert_eq!(pacs.files().len() as i64, expect);
+    // Each destination's health as the page shows it (a row: name, where, health, …).
+    let health = report["destinations_text"].as_str().unwrap();
+    let row = |name: &str| {
+        health
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("no row for {name}: {shown}"))
+            .to_string()
+    };
+    assert!(row("PACS").contains("\thealthy\t"), "{shown}");
+    assert!(row("DOWN").contains("\tfailing\t"), "{shown}");
 
     // The peer added through the form is listed, and associates at once.
     assert_eq!(report["problems"], "", "{shown}");

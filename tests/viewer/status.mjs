@@ -1,13 +1,14 @@
 // Drives headless Chromium through vcnode's status page (tests/status_page.rs).
 //
-//   node status.mjs BASE_URL OUT_DIR EXPECT_RECEIVED PEER_AE PEER_HOST
+//   node status.mjs BASE_URL OUT_DIR EXPECT_RECEIVED PEER_AE PEER_HOST [EXPECT_DONE]
 //
 // 1. Signs in when STATUS_USERNAME and STATUS_PASSWORD are set (the /login form: fields
 //    username and password, button[type=submit]); otherwise opens /status directly.
 // 2. Waits for the page's first poll, notes the "received in the last 15 minutes" count and
 //    writes OUT_DIR/ready: the test sends its images after that file appears.
-// 3. Watches the received and queued-jobs counts as the page shows them until the received
-//    count reaches EXPECT_RECEIVED (or the time limit).
+// 3. Watches the counts as the page shows them (received, derived, jobs queued and done,
+//    exports done) until EXPECT_RECEIVED instances are received and, if given, EXPECT_DONE
+//    jobs are done and their exports sent (or the time limit).
 // 4. Adds the peer PEER_AE (host PEER_HOST) through the page's form and waits until the
 //    peers table lists it, or the page shows an error.
 // 5. Saves OUT_DIR/status.png and prints one JSON report on stdout; the Rust test decides
@@ -18,12 +19,13 @@ import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
 
-const [base, outDir, expectText, peerAe, peerHost] = process.argv.slice(2);
+const [base, outDir, expectText, peerAe, peerHost, expectDoneText] = process.argv.slice(2);
 if (!base || !outDir || !expectText || !peerAe) {
   console.error('usage: node status.mjs BASE_URL OUT_DIR EXPECT_RECEIVED PEER_AE [PEER_HOST]');
   process.exit(2);
 }
 const expected = Number(expectText);
+const expectedDone = Number(expectDoneText || 0);
 const LIMIT_MS = Number(process.env.STATUS_LIMIT_MS || 90000);
 const started = Date.now();
 const left = () => Math.max(1000, LIMIT_MS - (Date.now() - started));
@@ -63,15 +65,22 @@ try {
 
   // The first poll has filled the counts.
   await page.waitForFunction(() => Number(document.body.dataset.polls || 0) >= 1, null, { timeout: left() });
-  const read = () => page.evaluate(() => ({
-    received: Number(document.getElementById('received-15m').textContent),
-    received_last_minute: Number(document.getElementById('received-1m').textContent),
-    jobs_queued: Number(document.getElementById('jobs-queued').textContent),
-    polls: Number(document.body.dataset.polls),
-  }));
+  const read = () => page.evaluate(() => {
+    const n = id => Number(document.getElementById(id).textContent);
+    return {
+      received: n('received-15m'),
+      received_last_minute: n('received-1m'),
+      derived: n('derived-15m'),
+      jobs_queued: n('jobs-queued'),
+      jobs_done: n('jobs-done'),
+      exports_done: n('exports-done'),
+      polls: Number(document.body.dataset.polls),
+    };
+  });
+  const same = (a, b) => Object.keys(a).every(k => k === 'polls' || a[k] === b[k]);
   const note = v => {
     const last = report.seen[report.seen.length - 1];
-    if (!last || last.received !== v.received || last.jobs_queued !== v.jobs_queued) report.seen.push(v);
+    if (!last || !same(last, v)) report.seen.push(v);
   };
   note(await read());
   fs.writeFileSync(path.join(outDir, 'ready'), '');
@@ -80,7 +89,7 @@ try {
   for (const until = Date.now() + left(); Date.now() < until; ) {
     const v = await read();
     note(v);
-    if (v.received >= expected) break;
+    if (v.received >= expected && v.jobs_done >= expectedDone && v.exports_done >= expectedDone) break;
     await page.waitForTimeout(200);
   }
 
@@ -102,7 +111,7 @@ try {
   report.node_text = await page.evaluate(() => document.querySelector('#facts').innerText);
   report.ready_text = await page.evaluate(() => document.getElementById('ready').textContent);
   // The page keeps polling: one more poll, so the screenshot shows a settled page.
-  const polls = (await read()).polls;
+  const polls = Number(await page.evaluate(() => document.body.dataset.polls));
   await page.waitForFunction(n => Number(document.body.dataset.polls) > n, polls, { timeout: Math.min(10000, left()) }).catch(() => {});
   report.screenshot = path.join(outDir, 'status.png');
   await page.screenshot({ path: report.screenshot, fullPage: true });

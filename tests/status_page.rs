@@ -170,17 +170,26 @@ fn browser_tools() -> (PathBuf, PathBuf) {
     (chromium, checkout().join("tests/viewer/status.mjs"))
 }
 
-/// Starts the browser script; `login`: (username, password) to sign in first.
-fn start_driver(
-    chromium: &Path,
-    driver: &Path,
-    node: &Node,
-    out: &Path,
-    expect: usize,
-    expect_done: usize,
-    peer: (&str, &str),
-    login: Option<(&str, &str)>,
-) -> Child {
+/// What the browser script waits for and does.
+struct Watch<'a> {
+    /// Instances received, as the page counts them.
+    received: usize,
+    /// Jobs done and exports sent.
+    done: usize,
+    /// The peer to add through the form: AE title and host.
+    peer: (&'a str, &'a str),
+    /// (username, password) to sign in with first.
+    login: Option<(&'a str, &'a str)>,
+}
+
+/// Starts the browser script, writing into `out`.
+fn start_driver(chromium: &Path, driver: &Path, node: &Node, out: &Path, watch: &Watch) -> Child {
+    let Watch {
+        received: expect,
+        done: expect_done,
+        peer,
+        login,
+    } = *watch;
     let mut cmd = Command::new("node");
     cmd.arg(driver)
         .arg(format!("http://{}", node.http))
@@ -276,16 +285,13 @@ async fn the_status_page_shows_the_counts_change_and_adds_a_peer() {
     let expect = batches.iter().map(Vec::len).sum::<usize>();
     let out = dir.path().join("browser");
     std::fs::create_dir_all(&out).unwrap();
-    let mut child = start_driver(
-        &chromium,
-        &driver,
-        &node,
-        &out,
-        expect,
-        expect,
-        (PEER, "127.0.0.1"),
-        None,
-    );
+    let watch = Watch {
+        received: expect,
+        done: expect,
+        peer: (PEER, "127.0.0.1"),
+        login: None,
+    };
+    let mut child = start_driver(&chromium, &driver, &node, &out, &watch);
     wait_for_file(&mut child, &out.join("ready"), BROWSER_LIMIT);
     // Two batches, a poll apart, while the page watches.
     for (i, files) in batches.iter().enumerate() {

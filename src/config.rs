@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vcnode_models::DeviceRequest;
 
 /// The defaults, compiled in so the binary runs without any file.
@@ -19,7 +19,7 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         reason: reason.into(),
@@ -100,15 +100,16 @@ pub struct SourceConfig {
     pub allow_insecure_auth: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DestinationKind {
     Dimse,
     Dicomweb,
 }
 
-/// Where derived instances can be sent.
-#[derive(Debug, Clone, Deserialize)]
+/// Where derived instances can be sent. Seeds the directory ([`crate::directory`]), which the
+/// admin API edits.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     pub name: String,
@@ -128,15 +129,16 @@ pub struct DestinationConfig {
 
 /// TLS settings of an `https://` destination. The server certificate is checked against the
 /// system's CA store, Mozilla's roots and, if given, `ca_file` (a hospital's own CA).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file with the CA certificate(s) that signed the destination's certificate.
     pub ca_file: Option<PathBuf>,
 }
 
-/// DICOMweb credentials.
-#[derive(Debug, Clone, Deserialize)]
+/// DICOMweb credentials. Their Debug output hides the secrets; the admin API shows them as
+/// [`AuthConfig::HIDDEN`].
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub bearer: Option<String>,
@@ -144,8 +146,33 @@ pub struct AuthConfig {
     pub basic: Option<String>,
 }
 
+impl AuthConfig {
+    /// What a secret is shown as.
+    pub const HIDDEN: &'static str = "***";
+
+    /// The same kind of credential with the secret replaced by [`AuthConfig::HIDDEN`].
+    pub fn hidden(&self) -> AuthConfig {
+        let hide = |s: &Option<String>| s.as_ref().map(|_| Self::HIDDEN.to_string());
+        AuthConfig {
+            bearer: hide(&self.bearer),
+            basic: hide(&self.basic),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = self.hidden();
+        f.debug_struct("AuthConfig")
+            .field("bearer", &hidden.bearer)
+            .field("basic", &hidden.basic)
+            .finish()
+    }
+}
+
 /// Results of images from `from_ae` ("*": any sender) go to the destinations named in `to`.
-#[derive(Debug, Clone, Deserialize)]
+/// One route per `from_ae`. Seeds the directory ([`crate::directory`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub from_ae: String,
@@ -189,19 +216,10 @@ impl ExportConfig {
 }
 
 impl Config {
-    /// The destinations for results of images sent by `calling_ae`, in configuration order.
+    /// The destinations the file's routes give results of images sent by `calling_ae`, in
+    /// configuration order (the running node asks its directory, [`crate::directory::Live`]).
     pub fn destinations_for(&self, calling_ae: Option<&str>) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for r in &self.routes {
-            if r.from_ae == "*" || Some(r.from_ae.as_str()) == calling_ae {
-                for d in &r.to {
-                    if !out.contains(d) {
-                        out.push(d.clone());
-                    }
-                }
-            }
-        }
-        out
+        crate::directory::destinations_for(&self.routes, calling_ae)
     }
 }
 
@@ -248,11 +266,20 @@ impl NodeTlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// An AE title allowed to send, from `host` if given. One entry per AE title. Seeds the
+/// directory ([`crate::directory`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     pub ae_title: String,
     pub host: Option<IpAddr>,
+    /// A disabled peer cannot start an association; it stays listed.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -378,9 +405,13 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         check_ae_title("node.ae_title", &self.node.ae_title)?;
-        for (i, p) in self.peers.iter().enumerate() {
-            check_ae_title(&format!("peers[{i}].ae_title"), &p.ae_title)?;
-        }
+        // Peers, destinations and routes: the one validation the admin API uses too.
+        crate::directory::validate(
+            &self.peers,
+            &self.destinations,
+            &self.routes,
+            crate::directory::KeyStyle::Index,
+        )?;
         if self.node.max_associations == 0 {
             return Err(invalid("node.max_associations", "must be at least 1"));
         }
@@ -449,48 +480,6 @@ impl Config {
         if self.jobs.max_attempts == 0 {
             return Err(invalid("jobs.max_attempts", "must be at least 1"));
         }
-        let mut names = std::collections::HashSet::new();
-        for (i, d) in self.destinations.iter().enumerate() {
-            let key = |k: &str| format!("destinations[{i}].{k}");
-            if !names.insert(d.name.as_str()) {
-                return Err(invalid(key("name"), format!("{:?} is used twice", d.name)));
-            }
-            match d.kind {
-                DestinationKind::Dimse => {
-                    if d.tls.is_some() {
-                        return Err(invalid(
-                            key("tls"),
-                            format!(
-                                "{:?}: DICOM TLS for C-STORE is not supported; use a dicomweb destination with an https:// URL or a TLS tunnel",
-                                d.name
-                            ),
-                        ));
-                    }
-                    if d.auth.is_some() {
-                        return Err(invalid(
-                            key("auth"),
-                            format!("{:?}: credentials apply to dicomweb destinations only", d.name),
-                        ));
-                    }
-                    check_ae_title(&key("ae_title"), d.ae_title.as_deref().unwrap_or(""))?;
-                    if d.host.as_deref().unwrap_or("").is_empty() || d.port.is_none() {
-                        return Err(invalid(
-                            key("host/port"),
-                            "a dimse destination needs host and port",
-                        ));
-                    }
-                }
-                DestinationKind::Dicomweb => check_dicomweb_peer(
-                    &format!("destinations[{i}]"),
-                    "destination",
-                    &d.name,
-                    d.url.as_deref().unwrap_or(""),
-                    d.tls.as_ref(),
-                    d.auth.as_ref(),
-                    d.allow_insecure_auth,
-                )?,
-            }
-        }
         // A source's name is the calling AE title its pulled instances are recorded and routed
         // by (`[[routes]] from_ae`), and goes into their file meta as Source AE Title (AE VR).
         let mut source_names = std::collections::HashSet::new();
@@ -512,16 +501,6 @@ impl Config {
                 s.auth.as_ref(),
                 s.allow_insecure_auth,
             )?;
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            for to in &r.to {
-                if !names.contains(to.as_str()) {
-                    return Err(invalid(
-                        format!("routes[{i}].to"),
-                        format!("no destination named {to:?}"),
-                    ));
-                }
-            }
         }
         if self.export.timeout_s == 0 || self.export.min_rate_kbps == 0 {
             return Err(invalid(
@@ -573,7 +552,7 @@ impl Config {
 
 /// The URL, TLS and credential settings of a DICOMweb peer (a destination or a source), under
 /// `key` (e.g. `destinations[0]`).
-fn check_dicomweb_peer(
+pub(crate) fn check_dicomweb_peer(
     key: &str,
     role: &str,
     name: &str,
@@ -632,7 +611,7 @@ fn check_dicomweb_peer(
 
 /// PS3.5 AE: 1 to 16 characters of the default repertoire, no backslash or control characters,
 /// not only spaces.
-fn check_ae_title(key: &str, ae: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_ae_title(key: &str, ae: &str) -> Result<(), ConfigError> {
     if ae.trim().is_empty() || ae.len() > 16 {
         return Err(invalid(key, format!("{ae:?} must be 1 to 16 characters")));
     }

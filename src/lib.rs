@@ -22,6 +22,7 @@
 pub mod config;
 pub mod derive;
 pub mod dicomweb_client;
+pub mod directory;
 pub mod export;
 pub mod fixture;
 pub mod ingest;

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vcnode::config::Config;
+use vcnode::config::{Config, DestinationConfig, DestinationKind, PeerConfig, RouteConfig};
+use vcnode::directory::Directory;
 use vcnode::fixture::{mammogram, MammogramSpec};
 use vcnode::queue::{Kind, LeaseQueue, Queue, Requeue, State};
 
@@ -63,10 +64,22 @@ enum Command {
     Train(vcnode::research::train::TrainArgs),
     /// Evaluate a model (and baselines) on paired data: metrics, paired tests, report.
     Eval(vcnode::research::eval::EvalArgs),
-    /// Check the configured destinations (C-ECHO, or a QIDO-RS request).
+    /// Peers (AE titles allowed to send) in the node's directory: list, add, remove. A running
+    /// node applies the change within a second.
+    Peers {
+        #[command(subcommand)]
+        action: PeersAction,
+    },
+    /// Destinations in the node's directory: list, add, remove, or check them (C-ECHO, or a
+    /// QIDO-RS request).
     Destinations {
         #[command(subcommand)]
         action: DestinationsAction,
+    },
+    /// Routes (whose results go where) in the node's directory: list, add, remove.
+    Routes {
+        #[command(subcommand)]
+        action: RoutesAction,
     },
     /// Run the pipeline offline: LE files in, derived RC instances out.
     Process {
@@ -136,6 +149,72 @@ struct RetryArgs {
 enum DestinationsAction {
     /// C-ECHO each DIMSE destination, query each DICOMweb one.
     Check,
+    List,
+    /// Add a destination: `--kind dimse` with --ae-title, --host and --port, or `--kind
+    /// dicomweb` with --url.
+    Add(DestinationArgs),
+    /// Remove a destination (refused while a route names it).
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeersAction {
+    List,
+    /// Add a peer: its AE title, and the address it must call from (any if left out).
+    Add {
+        ae_title: String,
+        #[arg(long)]
+        host: Option<std::net::IpAddr>,
+        /// Listed but not let in until enabled (through the admin API).
+        #[arg(long)]
+        disabled: bool,
+    },
+    Remove {
+        ae_title: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoutesAction {
+    List,
+    /// Send the results of images from FROM_AE ("*": any sender) to the destinations in --to.
+    Add {
+        from_ae: String,
+        #[arg(long, required = true, value_delimiter = ',')]
+        to: Vec<String>,
+    },
+    Remove {
+        from_ae: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DestinationArgs {
+    name: String,
+    #[arg(long, value_parser = ["dimse", "dicomweb"])]
+    kind: String,
+    #[arg(long)]
+    ae_title: Option<String>,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    #[arg(long)]
+    url: Option<String>,
+    /// For https:// URLs: a PEM file with the CA that signed the destination's certificate.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// The environment variable holding a bearer token (not the token: it would show in the
+    /// process list and the shell's history).
+    #[arg(long, conflicts_with = "basic_env")]
+    bearer_env: Option<String>,
+    /// The environment variable holding `user:password`.
+    #[arg(long)]
+    basic_env: Option<String>,
+    #[arg(long)]
+    allow_insecure_auth: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -200,12 +279,31 @@ fn main() -> anyhow::Result<()> {
             println!("report: {}", report.display());
             Ok(())
         }
-        Command::Destinations {
-            action: DestinationsAction::Check,
-        } => {
+        Command::Peers { action } => {
             let config = load(cli.config.as_deref())?;
-            anyhow::ensure!(!config.destinations.is_empty(), "no [[destinations]] configured");
-            let results = runtime()?.block_on(vcnode::export::check(&config));
+            runtime()?.block_on(peers(&config, action))
+        }
+        Command::Routes { action } => {
+            let config = load(cli.config.as_deref())?;
+            runtime()?.block_on(routes(&config, action))
+        }
+        Command::Destinations { action } if !matches!(action, DestinationsAction::Check) => {
+            let config = load(cli.config.as_deref())?;
+            runtime()?.block_on(destinations(&config, action))
+        }
+        Command::Destinations { .. } => {
+            let config = load(cli.config.as_deref())?;
+            let rt = runtime()?;
+            // The node's directory when it has one (what the node sends to), else the file's.
+            let list = if config.node.data_dir.join(vcnode::queue::DB_FILE).exists() {
+                let (queue, directory) = rt.block_on(open_directory(&config))?;
+                rt.block_on(queue.close());
+                directory.snapshot().destination_defs()
+            } else {
+                config.destinations.clone()
+            };
+            anyhow::ensure!(!list.is_empty(), "no destinations configured");
+            let results = rt.block_on(vcnode::export::check(&config, &list));
             let mut failed = 0;
             for (name, r) in &results {
                 match r {
@@ -315,6 +413,146 @@ fn doctor(config: &Config) -> anyhow::Result<()> {
         vcnode::node::decodable_transfer_syntaxes().join(" ")
     );
     report.resolved.map(|_| ()).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The node's directory (in its database, which must exist already).
+async fn open_directory(config: &Config) -> anyhow::Result<(Queue, Directory)> {
+    let queue = open_queue(config).await?;
+    let directory = Directory::open(queue.pool().clone()).await?;
+    Ok((queue, directory))
+}
+
+async fn peers(config: &Config, action: PeersAction) -> anyhow::Result<()> {
+    let (queue, directory) = open_directory(config).await?;
+    match action {
+        PeersAction::List => {
+            println!("{:<16}  {:<39}  {:<8}  ORIGIN", "AE TITLE", "HOST", "ENABLED");
+            for e in &directory.snapshot().peers {
+                let host = e.def.host.map_or("any".to_string(), |h| h.to_string());
+                println!(
+                    "{:<16}  {:<39}  {:<8}  {}",
+                    e.def.ae_title,
+                    host,
+                    if e.def.enabled { "yes" } else { "no" },
+                    e.origin.as_str()
+                );
+            }
+        }
+        PeersAction::Add {
+            ae_title,
+            host,
+            disabled,
+        } => {
+            directory
+                .create(PeerConfig {
+                    ae_title: ae_title.clone(),
+                    host,
+                    enabled: !disabled,
+                })
+                .await?;
+            println!("peer {ae_title} added");
+        }
+        PeersAction::Remove { ae_title } => {
+            directory.remove::<PeerConfig>(&ae_title).await?;
+            println!("peer {ae_title} removed");
+        }
+    }
+    queue.close().await;
+    Ok(())
+}
+
+async fn destinations(config: &Config, action: DestinationsAction) -> anyhow::Result<()> {
+    let (queue, directory) = open_directory(config).await?;
+    match action {
+        DestinationsAction::Check => unreachable!("checked without the directory's write side"),
+        DestinationsAction::List => {
+            println!("{:<16}  {:<8}  {:<48}  ORIGIN", "NAME", "KIND", "WHERE");
+            for e in &directory.snapshot().destinations {
+                let d = &e.def;
+                let at = match d.kind {
+                    DestinationKind::Dimse => format!(
+                        "{}@{}:{}",
+                        d.ae_title.as_deref().unwrap_or(""),
+                        d.host.as_deref().unwrap_or(""),
+                        d.port.unwrap_or(0)
+                    ),
+                    DestinationKind::Dicomweb => d.url.clone().unwrap_or_default(),
+                };
+                let kind = match d.kind {
+                    DestinationKind::Dimse => "dimse",
+                    DestinationKind::Dicomweb => "dicomweb",
+                };
+                println!("{:<16}  {:<8}  {:<48}  {}", d.name, kind, at, e.origin.as_str());
+            }
+        }
+        DestinationsAction::Add(a) => {
+            let secret = |var: &Option<String>| -> anyhow::Result<Option<String>> {
+                var.as_ref()
+                    .map(|v| std::env::var(v).with_context(|| format!("environment variable {v} is not set")))
+                    .transpose()
+            };
+            let (bearer, basic) = (secret(&a.bearer_env)?, secret(&a.basic_env)?);
+            let auth =
+                (bearer.is_some() || basic.is_some()).then_some(vcnode::config::AuthConfig { bearer, basic });
+            let name = a.name.clone();
+            directory
+                .create(DestinationConfig {
+                    name: a.name,
+                    kind: if a.kind == "dimse" {
+                        DestinationKind::Dimse
+                    } else {
+                        DestinationKind::Dicomweb
+                    },
+                    ae_title: a.ae_title,
+                    host: a.host,
+                    port: a.port,
+                    url: a.url,
+                    tls: a.ca_file.map(|f| vcnode::config::TlsConfig { ca_file: Some(f) }),
+                    auth,
+                    allow_insecure_auth: a.allow_insecure_auth,
+                })
+                .await?;
+            println!("destination {name} added");
+        }
+        DestinationsAction::Remove { name } => {
+            directory.remove::<DestinationConfig>(&name).await?;
+            println!("destination {name} removed");
+        }
+    }
+    queue.close().await;
+    Ok(())
+}
+
+async fn routes(config: &Config, action: RoutesAction) -> anyhow::Result<()> {
+    let (queue, directory) = open_directory(config).await?;
+    match action {
+        RoutesAction::List => {
+            println!("{:<16}  {:<48}  ORIGIN", "FROM AE", "TO");
+            for e in &directory.snapshot().routes {
+                println!(
+                    "{:<16}  {:<48}  {}",
+                    e.def.from_ae,
+                    e.def.to.join(", "),
+                    e.origin.as_str()
+                );
+            }
+        }
+        RoutesAction::Add { from_ae, to } => {
+            directory
+                .create(RouteConfig {
+                    from_ae: from_ae.clone(),
+                    to,
+                })
+                .await?;
+            println!("route from {from_ae} added");
+        }
+        RoutesAction::Remove { from_ae } => {
+            directory.remove::<RouteConfig>(&from_ae).await?;
+            println!("route from {from_ae} removed");
+        }
+    }
+    queue.close().await;
+    Ok(())
 }
 
 /// The node's job database, which must exist already.

@@ -17,6 +17,7 @@ use vcnode_scp::{Peer, ScpConfig, ScpListener, StorageScp};
 
 use crate::config::Config;
 use crate::derive::Synthesizer;
+use crate::directory::Directory;
 use crate::export::Exporter;
 use crate::ingest::Ingest;
 use crate::pipeline::{Inference, Pipeline};
@@ -69,14 +70,18 @@ pub fn scp_config(config: &Config, store: &InstanceStore) -> ScpConfig {
     let storage_sop_classes = storage_sop_classes(config);
     ScpConfig {
         ae_title: config.node.ae_title.clone(),
-        peers: config
-            .peers
-            .iter()
-            .map(|p| Peer {
-                ae_title: p.ae_title.clone(),
-                host: p.host,
-            })
-            .collect(),
+        // The file's enabled peers; `serve` replaces them with the live directory's list.
+        peers: vcnode_scp::peer_list(
+            config
+                .peers
+                .iter()
+                .filter(|p| p.enabled)
+                .map(|p| Peer {
+                    ae_title: p.ae_title.clone(),
+                    host: p.host,
+                })
+                .collect(),
+        ),
         storage_sop_classes,
         transfer_syntaxes: decodable_transfer_syntaxes(),
         max_associations: config.node.max_associations,
@@ -133,8 +138,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let counts = queue.job_counts().await?;
     info!(data_dir = %data_dir.display(), jobs = ?counts, "store and queue open");
+    // Peers, destinations and routes: the file seeds the database's directory, which the
+    // admin API and CLI change while the node runs.
+    let directory = Arc::new(
+        Directory::open_seeded(queue.pool().clone(), &config)
+            .await
+            .context("[[peers]], [[destinations]] and [[routes]]")?,
+    );
+    let live = directory.live().clone();
 
-    let scp = scp_config(&config, &store);
+    let mut scp = scp_config(&config, &store);
+    scp.peers = live.scp_peers();
     let addr = SocketAddr::new(config.node.bind, config.node.dimse_port);
     let listener = TcpListener::bind(addr)
         .await
@@ -179,9 +193,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 retry: config.jobs.retry_policy(),
                 shutdown_grace: grace,
                 attention_map: config.inference.attention_map,
+                // The live routes: a route changed through the admin API applies to the next result.
                 routes: {
-                    let config = config.clone();
-                    Arc::new(move |ae: Option<&str>| config.destinations_for(ae))
+                    let live = live.clone();
+                    Arc::new(move |ae: Option<&str>| live.destinations_for(ae))
                 },
                 export_max_attempts: config.export.max_attempts,
                 min_free_bytes: config.storage.min_free_mb.saturating_mul(1 << 20),
@@ -192,17 +207,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None => warn!("[inference] model is empty: images are stored and queued, not processed"),
     }
 
-    if config.peers.is_empty() {
-        warn!("no [[peers]] configured: every association will be rejected");
+    let entries = live.snapshot();
+    if !entries.peers.iter().any(|p| p.def.enabled) {
+        warn!("no enabled peers: every association will be rejected until one is added (/api/peers, vcnode peers add)");
     }
-    if !config.destinations.is_empty() {
-        Arc::new(Exporter::new(&config, queue.leases())?).start(&mut supervisor, config.export.workers);
-        info!(
-            destinations = config.destinations.len(),
-            routes = config.routes.len(),
-            "export workers started"
-        );
-    }
+    // Started even without destinations: the admin API can add some at any time.
+    Arc::new(Exporter::new(&config, queue.leases(), live.clone())?)
+        .start(&mut supervisor, config.export.workers);
+    info!(
+        peers = entries.peers.len(),
+        destinations = entries.destinations.len(),
+        routes = entries.routes.len(),
+        "directory loaded; export workers started"
+    );
+    directory.watch(&mut supervisor);
     let supervised = tokio::spawn(supervisor.run());
 
     // The one ingest, for C-STORE and STOW-RS alike.
@@ -228,6 +246,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ingest: ingest.clone(),
         readiness: readiness.clone(),
         metrics: metrics.clone(),
+        directory: directory.clone(),
     });
     // Histogram samples wait in buffers until folded into buckets: fold them now and then
     // even when nothing scrapes.

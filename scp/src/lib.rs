@@ -21,8 +21,8 @@ pub mod status;
 pub mod tls;
 
 pub use scp::{
-    AssociationObserver, Peer, ReceivedInstance, Rejection, ScpConfig, ScpListener, SpooledDataSet,
-    StorageScp, StoreHandler, StoreOutcome, Transport, SPOOL_SUFFIX,
+    peer_list, AssociationObserver, Peer, PeerList, ReceivedInstance, Rejection, ScpConfig, ScpListener,
+    SpooledDataSet, StorageScp, StoreHandler, StoreOutcome, Transport, SPOOL_SUFFIX,
 };
 pub use scu::{ScuError, StoreScu, StoreScuOptions};
 

@@ -56,13 +56,25 @@ pub struct Peer {
     pub host: Option<IpAddr>,
 }
 
+/// The peers allowed to associate, shared with whoever edits them (the node's admin API): each
+/// association request reads the list as it is at that moment, so a peer added is accepted at
+/// once and one removed cannot start a new association; associations in progress are not
+/// touched. Lock-free reads (arc-swap), as every request takes one.
+pub type PeerList = Arc<arc_swap::ArcSwap<Vec<Peer>>>;
+
+/// A [`PeerList`] that starts with `peers`.
+pub fn peer_list(peers: Vec<Peer>) -> PeerList {
+    Arc::new(arc_swap::ArcSwap::from_pointee(peers))
+}
+
 /// What the SCP accepts, how long it waits and how much it holds.
 #[derive(Debug, Clone)]
 pub struct ScpConfig {
     /// This node's AE title; a request calling another title is rejected.
     pub ae_title: String,
     /// Who may send. An unknown calling AE title, or a known one from another host, is rejected.
-    pub peers: Vec<Peer>,
+    /// Read at each association request ([`PeerList`]).
+    pub peers: PeerList,
     /// Storage SOP classes accepted at negotiation (Verification is always accepted).
     pub storage_sop_classes: Vec<String>,
     /// Transfer syntaxes accepted at negotiation; of those a context proposes, the first
@@ -534,6 +546,7 @@ fn check_access(
     let from = from.to_canonical();
     let allowed = config
         .peers
+        .load()
         .iter()
         .any(|p| p.ae_title == calling && p.host.is_none_or(|h| h.to_canonical() == from));
     if allowed {

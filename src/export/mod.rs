@@ -9,7 +9,7 @@ mod stow;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, DestinationConfig, DestinationKind};
+use crate::directory::Live;
 use crate::queue::{keep_leases, ExportBatch, ExportItem, Kind, LeaseQueue, RetryPolicy, State};
 use crate::supervisor::{Stage, Supervisor};
 
@@ -33,7 +34,9 @@ pub enum Outcome {
 pub struct Exporter {
     pub queue: Arc<dyn LeaseQueue>,
     pub data_dir: PathBuf,
-    pub destinations: HashMap<String, DestinationConfig>,
+    /// The destinations as the directory says now: one changed or added through the admin
+    /// API is used by the next batch, one removed fails its exports (dead).
+    pub destinations: Live,
     pub calling_ae_title: String,
     pub max_age: Duration,
     pub batch: usize,
@@ -43,8 +46,9 @@ pub struct Exporter {
     pub shutdown_grace: Duration,
     /// Time limits of every exchange with a destination (floor, slowest accepted rate).
     pub limits: dimse::Limits,
-    /// One HTTP client per DICOMweb destination, each trusting only its own extra CA.
-    pub http: HashMap<String, reqwest::Client>,
+    /// One HTTP client per DICOMweb destination, each trusting only its own extra CA, with
+    /// the definition it was built for (a changed destination gets a new one).
+    pub http: Mutex<HashMap<String, (DestinationConfig, reqwest::Client)>>,
 }
 
 /// The time limits of exports, from `[export]`.
@@ -55,40 +59,34 @@ fn limits(config: &Config) -> dimse::Limits {
     }
 }
 
-/// The HTTP clients of the DICOMweb destinations, by name, each trusting only its own extra CA
+/// The HTTP client of a DICOMweb destination, trusting only its own extra CA
 /// ([`crate::dicomweb_client::client`]).
-fn http_clients(config: &Config) -> anyhow::Result<HashMap<String, reqwest::Client>> {
-    let mut out = HashMap::new();
-    for d in config
-        .destinations
-        .iter()
-        .filter(|d| d.kind == DestinationKind::Dicomweb)
-    {
-        let peer = crate::dicomweb_client::Peer {
-            role: "destination",
-            name: &d.name,
-            url: d.url.as_deref().unwrap_or(""),
-            tls: d.tls.as_ref(),
-        };
-        out.insert(
-            d.name.clone(),
-            crate::dicomweb_client::client(peer, config.export.timeout())?,
-        );
-    }
-    Ok(out)
+fn http_client(d: &DestinationConfig, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let peer = crate::dicomweb_client::Peer {
+        role: "destination",
+        name: &d.name,
+        url: d.url.as_deref().unwrap_or(""),
+        tls: d.tls.as_ref(),
+    };
+    Ok(crate::dicomweb_client::client(peer, timeout)?)
 }
 
 impl Exporter {
-    pub fn new(config: &Config, queue: Arc<dyn LeaseQueue>) -> anyhow::Result<Exporter> {
+    /// The exporter of a node whose destinations are `destinations` (the live directory). The
+    /// HTTP clients of the DICOMweb destinations known now are built at once, so a bad CA
+    /// file of one stops start-up as before.
+    pub fn new(config: &Config, queue: Arc<dyn LeaseQueue>, destinations: Live) -> anyhow::Result<Exporter> {
         let timeout = config.export.timeout();
+        let mut http = HashMap::new();
+        for d in destinations.snapshot().destinations.iter().map(|e| &e.def) {
+            if d.kind == DestinationKind::Dicomweb {
+                http.insert(d.name.clone(), (d.clone(), http_client(d, timeout)?));
+            }
+        }
         Ok(Exporter {
             queue,
             data_dir: config.node.data_dir.clone(),
-            destinations: config
-                .destinations
-                .iter()
-                .map(|d| (d.name.clone(), d.clone()))
-                .collect(),
+            destinations,
             calling_ae_title: config.node.ae_title.clone(),
             max_age: Duration::from_secs(config.export.max_age_s),
             batch: config.export.batch,
@@ -96,8 +94,22 @@ impl Exporter {
             retry: config.export.retry_policy(),
             shutdown_grace: config.jobs.shutdown_grace(),
             limits: limits(config),
-            http: http_clients(config)?,
+            http: Mutex::new(http),
         })
+    }
+
+    /// The HTTP client for `dest` as defined now: the cached one, or a new one when the
+    /// destination is new or its definition changed.
+    fn client_for(&self, dest: &DestinationConfig) -> anyhow::Result<reqwest::Client> {
+        let mut http = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_for, client)) = http.get(&dest.name) {
+            if built_for == dest {
+                return Ok(client.clone());
+            }
+        }
+        let client = http_client(dest, self.timeout)?;
+        http.insert(dest.name.clone(), (dest.clone(), client.clone()));
+        Ok(client)
     }
 
     /// Starts `workers` export loops under the supervisor, which replaces one that panics.
@@ -210,12 +222,13 @@ impl Exporter {
                 })
                 .collect()
         };
-        let Some(dest) = self.destinations.get(&batch.destination) else {
+        let Some(dest) = self.destinations.destination(&batch.destination) else {
             return all(refuse(format!(
-                "destination {:?} is no longer configured",
+                "destination {:?} is no longer configured (removed from the directory)",
                 batch.destination
             )));
         };
+        let dest = &dest;
         let files: Vec<PathBuf> = batch.items.iter().map(|i| self.data_dir.join(&i.path)).collect();
         match dest.kind {
             DestinationKind::Dimse => {
@@ -223,9 +236,18 @@ impl Exporter {
             }
             DestinationKind::Dicomweb => {
                 let uids: Vec<&str> = batch.items.iter().map(|i| i.instance_uid.as_str()).collect();
-                match self.http.get(&dest.name) {
-                    Some(http) => all(stow::send(http, dest, &files, &uids, self.limits).await),
-                    None => all(refuse(format!("destination {:?} has no HTTP client", dest.name))),
+                match self.client_for(dest) {
+                    Ok(http) => all(stow::send(&http, dest, &files, &uids, self.limits).await),
+                    // E.g. its CA file is gone: retried, as fixing the file or the destination
+                    // lets the export through.
+                    Err(e) => all(batch
+                        .items
+                        .iter()
+                        .map(|_| Outcome::Failed {
+                            reason: format!("{e:#}"),
+                            permanent: false,
+                        })
+                        .collect()),
                 }
             }
         }
@@ -281,18 +303,19 @@ impl Exporter {
 }
 
 /// `vcnode destinations check`: C-ECHO or a QIDO-RS request per destination.
-pub async fn check(config: &Config) -> Vec<(String, Result<String, String>)> {
+pub async fn check(
+    config: &Config,
+    destinations: &[DestinationConfig],
+) -> Vec<(String, Result<String, String>)> {
     let limits = limits(config);
-    let http = http_clients(config);
     let mut out = Vec::new();
-    for d in &config.destinations {
-        let r = match (d.kind, &http) {
-            (DestinationKind::Dimse, _) => dimse::echo(d, &config.node.ae_title, limits).await,
-            (DestinationKind::Dicomweb, Ok(http)) => match http.get(&d.name) {
-                Some(client) => stow::qido(client, d, limits.floor).await,
-                None => Err(format!("destination {:?} has no HTTP client", d.name)),
+    for d in destinations {
+        let r = match d.kind {
+            DestinationKind::Dimse => dimse::echo(d, &config.node.ae_title, limits).await,
+            DestinationKind::Dicomweb => match http_client(d, config.export.timeout()) {
+                Ok(client) => stow::qido(&client, d, limits.floor).await,
+                Err(e) => Err(format!("{e:#}")),
             },
-            (DestinationKind::Dicomweb, Err(e)) => Err(format!("{e:#}")),
         };
         out.push((d.name.clone(), r));
     }

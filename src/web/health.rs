@@ -156,8 +156,13 @@ async fn metrics(State(state): State<Arc<WebState>>) -> Response {
     }
     match state.queue.export_counts().await {
         Ok(counts) => {
-            let mut destinations: Vec<String> =
-                state.config.destinations.iter().map(|d| d.name.clone()).collect();
+            let mut destinations: Vec<String> = state
+                .directory
+                .snapshot()
+                .destinations
+                .iter()
+                .map(|e| e.def.name.clone())
+                .collect();
             destinations.extend(counts.iter().map(|(d, _, _)| d.clone()));
             destinations.sort();
             destinations.dedup();

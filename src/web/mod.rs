@@ -23,6 +23,7 @@ use crate::queue::Queue;
 use crate::store::InstanceStore;
 
 mod accept;
+mod admin;
 pub mod health;
 mod jobs;
 mod process;
@@ -43,6 +44,8 @@ pub struct WebState {
     pub readiness: Arc<health::Readiness>,
     /// Renders `/metrics` ([`crate::metrics::install`]).
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Peers, destinations and routes, live ([`crate::directory`]); the admin API edits them.
+    pub directory: Arc<crate::directory::Directory>,
 }
 
 /// The media type of DICOM JSON (PS3.18 F).
@@ -59,6 +62,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .nest("/dicomweb", dicomweb)
         .nest("/api", process::routes())
         .nest("/api", jobs::routes())
+        .nest("/api", admin::routes())
         .merge(status::routes(&state.config))
         .merge(viewer::routes(&state.config))
         .merge(health::routes())

@@ -1051,3 +1051,34 @@ pub const TRANSFER_SYNTAXES: &[(&str, &[&str], &str, &str)] = &[
     ("/usr/bin/dcmcrle", &[], "-xr", "1.2.840.10008.1.2.5"),
     ("/usr/bin/dcmconv", &["+td"], "-xd", "1.2.840.10008.1.2.1.99"),
 ];
+
+// ---------------------------------------------------------------------------------------------
+// Admin API (tests/admin_api.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// `method url` with a JSON `body` ("" for none) by curl (at most 60 s); (HTTP status, body).
+pub fn http_json(method: &str, url: &str, body: &str) -> (String, String) {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--max-time", "60", "-w", "\n%{http_code}", "-X", method]);
+    if !body.is_empty() {
+        curl.args(["-H", "Content-Type: application/json", "--data-binary", body]);
+    }
+    let out = curl.arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (status.to_string(), body.to_string())
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes; whether it held.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

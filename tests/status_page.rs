@@ -178,6 +178,8 @@ struct Watch<'a> {
     done: usize,
     /// The peer to add through the form: AE title and host.
     peer: (&'a str, &'a str),
+    /// The peer to disable by its checkbox.
+    disable: &'a str,
     /// (username, password) to sign in with first.
     login: Option<(&'a str, &'a str)>,
 }
@@ -188,6 +190,7 @@ fn start_driver(chromium: &Path, driver: &Path, node: &Node, out: &Path, watch: 
         received: expect,
         done: expect_done,
         peer,
+        disable,
         login,
     } = *watch;
     let mut cmd = Command::new("node");
@@ -197,6 +200,7 @@ fn start_driver(chromium: &Path, driver: &Path, node: &Node, out: &Path, watch: 
         .arg(expect.to_string())
         .args([peer.0, peer.1])
         .arg(expect_done.to_string())
+        .arg(disable)
         .env("CHROMIUM", chromium)
         .env(
             "STATUS_LIMIT_MS",
@@ -262,7 +266,7 @@ fn report_of(mut child: Child) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_status_page_shows_the_counts_change_and_adds_a_peer() {
+async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_routes() {
     let (chromium, driver) = browser_tools();
     let dir = tempfile::tempdir().unwrap();
     // A processing node sending its results to a PACS that takes them and to one that is down.
@@ -277,9 +281,11 @@ async fn the_status_page_shows_the_counts_change_and_adds_a_peer() {
         "",
     );
     const PEER: &str = "NEWPEER";
-    // Not a peer yet: its association is rejected.
+    // Not a peer yet: its association is rejected. ANYWHERE (from the file) may associate.
     let echo = echoscu(&node, PEER, "VCNODE");
     assert!(!echo.status.success(), "{}", text(&echo));
+    let echo = echoscu(&node, "ANYWHERE", "VCNODE");
+    assert!(echo.status.success(), "{}", text(&echo));
 
     let batches = [fixtures(dir.path(), 400, 3), fixtures(dir.path(), 410, 3)];
     let expect = batches.iter().map(Vec::len).sum::<usize>();
@@ -289,6 +295,7 @@ async fn the_status_page_shows_the_counts_change_and_adds_a_peer() {
         received: expect,
         done: expect,
         peer: (PEER, "127.0.0.1"),
+        disable: "ANYWHERE",
         login: None,
     };
     let mut child = start_driver(&chromium, &driver, &node, &out, &watch);
@@ -335,19 +342,74 @@ async fn the_status_page_shows_the_counts_change_and_adds_a_peer() {
     assert!(row("PACS").contains("\thealthy\t"), "{shown}");
     assert!(row("DOWN").contains("\tfailing\t"), "{shown}");
 
-    // The peer added through the form is listed, and associates at once.
+    // The forms: the API's refusal was shown; then every change went through (and cleared
+    // it), each listed by the page and applied by the node at once.
+    assert!(report.get("steps_failed").is_none(), "{shown}");
+    let refusal = report["refusal"].as_str().unwrap();
+    assert!(refusal.contains("POST /api/peers: 400"), "{shown}");
     assert_eq!(report["problems"], "", "{shown}");
     assert_eq!(report["peer_listed"], true, "{shown}");
-    assert!(
-        report["api_calls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c == "POST /api/peers"),
-        "{shown}"
-    );
+    let calls: Vec<&str> = report["api_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for call in [
+        "POST /api/peers",
+        "PUT /api/peers/ANYWHERE",
+        "POST /api/destinations",
+        "POST /api/routes",
+    ] {
+        assert!(calls.contains(&call), "{call}: {shown}");
+    }
     let echo = echoscu(&node, PEER, "VCNODE");
-    assert!(echo.status.success(), "{}", text(&echo));
+    assert!(
+        echo.status.success(),
+        "the peer added on the page: {}",
+        text(&echo)
+    );
+    let echo = echoscu(&node, "ANYWHERE", "VCNODE");
+    assert!(
+        !echo.status.success(),
+        "the peer disabled on the page: {}",
+        text(&echo)
+    );
+    let admin = |path: &str| -> Value {
+        let (status, body) = get(&node, path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let destinations = admin("/api/destinations");
+    let archive = destinations["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "ARCHIVE")
+        .unwrap_or_else(|| panic!("{destinations}"));
+    assert_eq!(
+        (
+            &archive["kind"],
+            &archive["ae_title"],
+            &archive["host"],
+            &archive["port"]
+        ),
+        (
+            &"dimse".into(),
+            &"ARCHIVE".into(),
+            &"127.0.0.1".into(),
+            &11112.into()
+        ),
+        "{archive}"
+    );
+    let routes = admin("/api/routes");
+    let route = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["from_ae"] == PEER)
+        .unwrap_or_else(|| panic!("{routes}"));
+    assert_eq!(route["to"], serde_json::json!(["PACS", "ARCHIVE"]));
     eprintln!(
         "status page test: browser {} ms, counts seen {received:?}; screenshot {}",
         report["elapsed_ms"],

@@ -4,8 +4,9 @@
 //!   routes through the Admin API (`/api/peers`, `/api/destinations`, `/api/routes`).
 //! - `GET /api/status`: what the page shows, in one answer: throughput (instances received
 //!   and derived in the last minute and the last 15 minutes, by sender), jobs and exports by
-//!   state, each destination's health, the peers, and the node's facts (AE title, ports,
-//!   model, device, uptime, disk free against the watermark, the `/readyz` checks).
+//!   state, each destination's health, the peers and routes (the live directory the Admin API
+//!   edits), and the node's facts (AE title, ports, model, device, uptime, disk free against
+//!   the watermark, the `/readyz` checks).
 //!
 //! `/api/status` is polled, so it reads only recent rows (src/queue/status.rs) and counts
 //! that `/metrics` reads as well. Times are Unix milliseconds (UTC), as in the Jobs API.
@@ -25,6 +26,7 @@ use serde_json::{json, Value};
 
 use super::{health, ListenAddr, WebError, WebState};
 use crate::config::{Config, DestinationConfig, DestinationKind};
+use crate::directory::Entries;
 use crate::queue::status::LastOutcomes;
 use crate::queue::{now_ms, State as WorkState};
 
@@ -99,9 +101,12 @@ async fn status(state: &WebState, facts: &Facts, listen: Option<ListenAddr>) -> 
     let jobs = queue.job_counts().await.map_err(WebError::internal)?;
     let exports = queue.export_counts().await.map_err(WebError::internal)?;
 
+    // The live directory (the file's entries and the Admin API's changes).
+    let directory = state.directory.snapshot();
+    let configured: Vec<&DestinationConfig> = directory.destinations.iter().map(|e| &e.def).collect();
     // Destinations: the configured ones, and any that still has exports after leaving the
-    // configuration.
-    let mut names: Vec<String> = state.config.destinations.iter().map(|d| d.name.clone()).collect();
+    // directory.
+    let mut names: Vec<String> = configured.iter().map(|d| d.name.clone()).collect();
     for (name, _, _) in &exports {
         if !names.contains(name) {
             names.push(name.clone());
@@ -115,8 +120,8 @@ async fn status(state: &WebState, facts: &Facts, listen: Option<ListenAddr>) -> 
             .map(|(_, s, n)| (*s, *n))
             .collect();
         let outcomes = queue.last_outcomes(&name).await.map_err(WebError::internal)?;
-        let configured = state.config.destinations.iter().find(|d| d.name == name);
-        destinations.push(destination(&name, configured, &counts, &outcomes));
+        let def = configured.iter().copied().find(|d| d.name == name);
+        destinations.push(destination(&name, def, &counts, &outcomes));
     }
 
     let export_counts: Vec<(WorkState, i64)> = exports.iter().map(|(_, s, n)| (*s, *n)).collect();
@@ -129,9 +134,9 @@ async fn status(state: &WebState, facts: &Facts, listen: Option<ListenAddr>) -> 
         "jobs": by_state(&jobs),
         "exports": by_state(&export_counts),
         "destinations": destinations,
-        "peers": peers(&state.config),
-        "routes": state.config.routes.iter()
-            .map(|r| json!({"from_ae": r.from_ae, "to": r.to}))
+        "peers": peers(&directory),
+        "routes": directory.routes.iter()
+            .map(|r| json!({"from_ae": r.def.from_ae, "to": r.def.to, "origin": r.origin.as_str()}))
             .collect::<Vec<_>>(),
     });
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
@@ -247,17 +252,17 @@ fn target(d: &DestinationConfig) -> Option<String> {
     }
 }
 
-/// The peers as the Admin API lists them (`origin` "config": from the configuration file).
-fn peers(config: &Config) -> Vec<Value> {
-    config
+/// The peers as the Admin API lists them.
+fn peers(directory: &Entries) -> Vec<Value> {
+    directory
         .peers
         .iter()
         .map(|p| {
             json!({
-                "ae_title": p.ae_title,
-                "host": p.host.map(|h| h.to_string()),
-                "enabled": true,
-                "origin": "config",
+                "ae_title": p.def.ae_title,
+                "host": p.def.host.map(|h| h.to_string()),
+                "enabled": p.def.enabled,
+                "origin": p.origin.as_str(),
             })
         })
         .collect()

@@ -1,6 +1,6 @@
 // Drives headless Chromium through vcnode's status page (tests/status_page.rs).
 //
-//   node status.mjs BASE_URL OUT_DIR EXPECT_RECEIVED PEER_AE PEER_HOST [EXPECT_DONE]
+//   node status.mjs BASE_URL OUT_DIR EXPECT_RECEIVED PEER_AE PEER_HOST [EXPECT_DONE [DISABLE_AE]]
 //
 // 1. Signs in when STATUS_USERNAME and STATUS_PASSWORD are set (the /login form: fields
 //    username and password, button[type=submit]); otherwise opens /status directly.
@@ -9,8 +9,11 @@
 // 3. Watches the counts as the page shows them (received, derived, jobs queued and done,
 //    exports done) until EXPECT_RECEIVED instances are received and, if given, EXPECT_DONE
 //    jobs are done and their exports sent (or the time limit).
-// 4. Adds the peer PEER_AE (host PEER_HOST) through the page's form and waits until the
-//    peers table lists it, or the page shows an error.
+// 4. Through the page's forms: tries a peer with an invalid host (the API's refusal must
+//    show), adds the peer PEER_AE (host PEER_HOST), disables the peer DISABLE_AE by its
+//    checkbox, adds the destination ARCHIVE (DIMSE, 127.0.0.1:11112) and a route from PEER_AE
+//    to PACS and ARCHIVE; each step waits until the page lists the change
+//    (`steps_failed` names those that never showed).
 // 5. Saves OUT_DIR/status.png and prints one JSON report on stdout; the Rust test decides
 //    what passes.
 //
@@ -19,7 +22,7 @@ import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
 
-const [base, outDir, expectText, peerAe, peerHost, expectDoneText] = process.argv.slice(2);
+const [base, outDir, expectText, peerAe, peerHost, expectDoneText, disableAe] = process.argv.slice(2);
 if (!base || !outDir || !expectText || !peerAe) {
   console.error('usage: node status.mjs BASE_URL OUT_DIR EXPECT_RECEIVED PEER_AE [PEER_HOST]');
   process.exit(2);
@@ -93,18 +96,53 @@ try {
     await page.waitForTimeout(200);
   }
 
-  // A peer through the form.
-  await page.fill('#peer-form input[name=ae_title]', peerAe);
-  if (peerHost) await page.fill('#peer-form input[name=host]', peerHost);
-  await page.click('#peer-form button[type=submit]');
-  const listed = () => page.evaluate(ae =>
-    [...document.querySelectorAll('#peers tbody th')].some(th => th.textContent === ae), peerAe);
+  // The Admin API's forms. Each step waits until the page shows its outcome.
   const problems = () => page.evaluate(() => document.getElementById('problems').innerText.trim());
-  for (const until = Date.now() + Math.min(15000, left()); Date.now() < until; ) {
-    if (await listed() || await problems()) break;
-    await page.waitForTimeout(200);
+  const rowNames = table => page.evaluate(t =>
+    [...document.querySelectorAll(`#${t} tbody th`)].map(th => th.textContent), table);
+  const until = async (what, cond) => {
+    for (const end = Date.now() + Math.min(15000, left()); Date.now() < end; ) {
+      if (await cond()) return true;
+      await page.waitForTimeout(200);
+    }
+    report.steps_failed = [...(report.steps_failed || []), what];
+    return false;
+  };
+  // A refusal: the API's reason shows on the page.
+  await page.fill('#peer-form input[name=ae_title]', 'BADHOST');
+  await page.fill('#peer-form input[name=host]', 'not-an-address');
+  await page.click('#peer-form button[type=submit]');
+  await until('refusal shown', async () => (await problems()).includes('POST /api/peers'));
+  report.refusal = await problems();
+  // The new peer.
+  await page.fill('#peer-form input[name=ae_title]', peerAe);
+  await page.fill('#peer-form input[name=host]', peerHost || '');
+  await page.click('#peer-form button[type=submit]');
+  await until('peer listed', async () => (await rowNames('peers')).includes(peerAe));
+  report.peer_listed = (await rowNames('peers')).includes(peerAe);
+  // A peer disabled by its checkbox.
+  if (disableAe) {
+    const box = `#peers input[aria-label="peer ${disableAe} enabled"]`;
+    // The PUT, then the list read again after it.
+    const put = page.waitForResponse(r => r.request().method() === 'PUT' && r.url().includes('/api/peers/'));
+    const reread = page.waitForResponse(r => r.request().method() === 'GET' && new URL(r.url()).pathname === '/api/peers');
+    await page.click(box);
+    await put;
+    await reread;
+    await until('peer disabled', () => page.evaluate(sel => !document.querySelector(sel)?.checked, box));
   }
-  report.peer_listed = await listed();
+  // A destination, and a route to it.
+  await page.fill('#destination-form input[name=name]', 'ARCHIVE');
+  await page.selectOption('#destination-form select[name=kind]', 'dimse');
+  await page.fill('#destination-form input[name=ae_title]', 'ARCHIVE');
+  await page.fill('#destination-form input[name=host]', '127.0.0.1');
+  await page.fill('#destination-form input[name=port]', '11112');
+  await page.click('#destination-form button[type=submit]');
+  await until('destination listed', async () => (await rowNames('destinations')).includes('ARCHIVE'));
+  await page.fill('#route-form input[name=from_ae]', peerAe);
+  await page.fill('#route-form input[name=to]', 'PACS, ARCHIVE');
+  await page.click('#route-form button[type=submit]');
+  await until('route listed', async () => (await rowNames('routes')).includes(peerAe));
   report.problems = await problems();
   report.peers_text = await page.evaluate(() => document.querySelector('#peers').innerText);
   report.destinations_text = await page.evaluate(() => document.querySelector('#destination-health').innerText);

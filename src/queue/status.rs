@@ -6,7 +6,9 @@
 //!   `at`), and none of these tables has an index on its time. A window is therefore found by
 //!   walking the table backwards by rowid to the first row older than the window, then reading
 //!   the rowid range after it: the cost is the rows in the window, however long the history.
-//! - A destination's last outcome is its newest matching event, walking `job_events` backwards.
+//! - A destination's last outcome is its newest matching event, walking `job_events` backwards
+//!   through at most the newest [`OUTCOME_LOOKBACK`] events (a destination that never failed
+//!   would otherwise cost a walk through all of them at every poll).
 
 use serde::Serialize;
 use sqlx::Row;
@@ -54,13 +56,18 @@ const ARRIVALS: &str = "SELECT origin, calling_ae,
 
 // Newest first by walking `job_events` backwards: CROSS JOIN keeps it the outer loop and `+`
 // keeps SQLite from reading every export event through `job_events_of` and sorting them.
+// ?1: the destination; ?2: the oldest event id to look at.
 const LAST_SUCCESS: &str = "SELECT ev.at FROM job_events ev CROSS JOIN exports e ON e.id = ev.work_id
-  WHERE +ev.kind = 'export' AND ev.event = 'done' AND e.destination = ?
+  WHERE ev.id >= ?2 AND +ev.kind = 'export' AND ev.event = 'done' AND e.destination = ?1
   ORDER BY ev.id DESC LIMIT 1";
 const LAST_ERROR: &str = "SELECT ev.at, ev.error FROM job_events ev CROSS JOIN exports e ON e.id = ev.work_id
-  WHERE +ev.kind = 'export' AND ev.event IN ('failed', 'dead', 'expired')
-    AND ev.error IS NOT NULL AND e.destination = ?
+  WHERE ev.id >= ?2 AND +ev.kind = 'export' AND ev.event IN ('failed', 'dead', 'expired')
+    AND ev.error IS NOT NULL AND e.destination = ?1
   ORDER BY ev.id DESC LIMIT 1";
+
+/// How many of the newest events (of jobs and exports) a destination's last outcomes are
+/// looked for in: a few days of a busy node's exports, a bounded walk at every poll.
+pub const OUTCOME_LOOKBACK: i64 = 100_000;
 
 impl Queue {
     /// Instances recorded since `since`, and of them since `recent` (`recent >= since`), by
@@ -86,14 +93,21 @@ impl Queue {
     }
 
     /// The newest acknowledged export to `destination` and the newest failed attempt (a
-    /// failure queued again, a death, or a lost lease), from `job_events`.
+    /// failure queued again, a death, or a lost lease), among the newest
+    /// [`OUTCOME_LOOKBACK`] events of `job_events`.
     pub async fn last_outcomes(&self, destination: &str) -> Result<LastOutcomes> {
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM job_events")
+            .fetch_one(&self.pool)
+            .await?;
+        let oldest = newest - OUTCOME_LOOKBACK + 1;
         let success: Option<i64> = sqlx::query_scalar(LAST_SUCCESS)
             .bind(destination)
+            .bind(oldest)
             .fetch_optional(&self.pool)
             .await?;
         let error = sqlx::query(LAST_ERROR)
             .bind(destination)
+            .bind(oldest)
             .fetch_optional(&self.pool)
             .await?;
         let (last_error_at, last_error) = match error {
@@ -194,7 +208,10 @@ mod tests {
         );
         for sql in [LAST_SUCCESS, LAST_ERROR] {
             let p = plan(&q, sql).await;
-            assert!(p.starts_with("SCAN ev"), "{p}");
+            assert!(
+                p.starts_with("SEARCH ev USING INTEGER PRIMARY KEY (rowid>?)"),
+                "{p}"
+            );
             assert!(!p.contains("TEMP B-TREE"), "sorts every event: {p}");
         }
         q.close().await;

@@ -147,12 +147,18 @@ async fn the_page_is_served_beside_the_viewer() {
     let (status, page) = get(&node, "/status");
     assert_eq!(status, 200);
     assert!(page.contains("<title>vcnode status</title>"), "{page}");
-    if checkout().join("viewer/ohif/index.html").is_file() {
-        let (status, index) = get(&node, "/");
-        assert_eq!(status, 200);
-        assert!(index.contains("/app-config.js"), "OHIF at /");
-        assert!(!index.contains("vcnode status"));
-    }
+    assert!(
+        checkout().join("viewer/ohif/index.html").is_file(),
+        "viewer/ohif missing: run scripts/fetch-viewer.sh (scripts/setup.sh calls it)"
+    );
+    let (status, index) = get(&node, "/");
+    assert_eq!(status, 200);
+    assert!(index.contains("/app-config.js"), "OHIF at /: {index}");
+    assert!(!index.contains("vcnode status"));
+    // The viewer's own routes are still the viewer's.
+    let (status, app) = get(&node, "/viewer?StudyInstanceUIDs=1.2.3");
+    assert_eq!(status, 200);
+    assert!(app.contains("/app-config.js"));
 }
 
 /// The tools the browser test needs, or a failure that says how to install them.

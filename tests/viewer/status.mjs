@@ -2,8 +2,9 @@
 //
 //   node status.mjs BASE_URL OUT_DIR EXPECT_RECEIVED PEER_AE PEER_HOST [EXPECT_DONE [DISABLE_AE]]
 //
-// 1. Signs in when STATUS_USERNAME and STATUS_PASSWORD are set (the /login form: fields
-//    username and password, button[type=submit]); otherwise opens /status directly.
+// 1. Opens /status. With STATUS_USERNAME and STATUS_PASSWORD set (a node with sign-in on),
+//    that lands on the login page (`login_page` in the report): it signs in there (fields
+//    username and password, button[type=submit]) and comes back to /status.
 // 2. Waits for the page's first poll, notes the "received in the last 15 minutes" count and
 //    writes OUT_DIR/ready: the test sends its images after that file appears.
 // 3. Watches the counts as the page shows them (received, derived, jobs queued and done,
@@ -52,7 +53,10 @@ try {
 
   const user = process.env.STATUS_USERNAME, password = process.env.STATUS_PASSWORD;
   if (user && password) {
-    await page.goto(`${base}/login?next=/status`, { waitUntil: 'domcontentloaded', timeout: left() });
+    // An anonymous browser is sent to the login page, which brings it back after sign-in.
+    await page.goto(`${base}/status`, { waitUntil: 'domcontentloaded', timeout: left() });
+    const login = new URL(page.url());
+    report.login_page = login.pathname + login.search;
     await page.fill('input[name=username]', user);
     await page.fill('input[name=password]', password);
     await Promise.all([

@@ -366,6 +366,8 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
         "PUT /api/peers/ANYWHERE",
         "POST /api/destinations",
         "POST /api/routes",
+        "DELETE /api/routes/NEWPEER",
+        "DELETE /api/destinations/ARCHIVE",
     ] {
         assert!(calls.contains(&call), "{call}: {shown}");
     }
@@ -381,12 +383,8 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
         "the peer disabled on the page: {}",
         text(&echo)
     );
-    let admin = |path: &str| -> Value {
-        let (status, body) = get(&node, path);
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    };
-    let destinations = admin("/api/destinations");
+    // What the forms sent, as the Admin API held it then.
+    let destinations = &report["admin"]["destinations"];
     let archive = destinations["destinations"]
         .as_array()
         .unwrap()
@@ -408,7 +406,7 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
         ),
         "{archive}"
     );
-    let routes = admin("/api/routes");
+    let routes = &report["admin"]["routes"];
     let route = routes["routes"]
         .as_array()
         .unwrap()
@@ -416,8 +414,32 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
         .find(|r| r["from_ae"] == PEER)
         .unwrap_or_else(|| panic!("{routes}"));
     assert_eq!(route["to"], serde_json::json!(["PACS", "ARCHIVE"]));
+    // Removing: refused with the reason while a route named the destination, then done.
+    let in_use = report["in_use_refusal"].as_str().unwrap();
+    assert!(
+        in_use.contains("DELETE /api/destinations/ARCHIVE: 409"),
+        "{shown}"
+    );
+    assert_eq!(report["problems_after_removal"], "", "{shown}");
+    let listed = |path: &str, list: &str, key: &str| -> Vec<String> {
+        let (status, body) = get(&node, path);
+        assert_eq!(status, 200, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[key].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        listed("/api/destinations", "destinations", "name"),
+        ["PACS", "DOWN"]
+    );
+    assert_eq!(listed("/api/routes", "routes", "from_ae"), ["*"]);
     eprintln!(
-        "status page test: browser {} ms, counts seen {received:?}; screenshot {}",
+        "status page test: browser {} ms, counts seen {received:?}; refusals shown: {refusal:?}, \
+         {in_use:?}; screenshot {}",
         report["elapsed_ms"],
         screenshot.display()
     );

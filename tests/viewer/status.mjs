@@ -15,8 +15,10 @@
 //    checkbox, adds the destination ARCHIVE (DIMSE, 127.0.0.1:11112) and a route from PEER_AE
 //    to PACS and ARCHIVE; each step waits until the page lists the change
 //    (`steps_failed` names those that never showed).
-// 5. Saves OUT_DIR/status.png and prints one JSON report on stdout; the Rust test decides
-//    what passes.
+// 5. Saves OUT_DIR/status.png and reads the destinations and routes from the Admin API.
+// 6. Removes ARCHIVE (refused while the route names it: the page must say so), then the
+//    route, then ARCHIVE.
+// 7. Prints one JSON report on stdout; the Rust test decides what passes.
 //
 // Chromium's own path: CHROMIUM (default /usr/bin/chromium). Limit: STATUS_LIMIT_MS.
 import { chromium } from 'playwright-core';
@@ -157,6 +159,26 @@ try {
   await page.waitForFunction(n => Number(document.body.dataset.polls) > n, polls, { timeout: Math.min(10000, left()) }).catch(() => {});
   report.screenshot = path.join(outDir, 'status.png');
   await page.screenshot({ path: report.screenshot, fullPage: true });
+  // What the Admin API holds now, as the page's forms sent it.
+  report.admin = await page.evaluate(async () => {
+    const get = async p => (await fetch(p, { credentials: 'same-origin' })).json();
+    return { destinations: await get('/api/destinations'), routes: await get('/api/routes') };
+  });
+
+  // Removing: a destination a route still names is refused (and says so); once the route is
+  // gone, it goes. The page asks first: yes.
+  page.on('dialog', d => d.accept());
+  const remove = async (table, key) => {
+    await page.click(`#${table} button[aria-label="Remove ${table.slice(0, -1)} ${key}"]`);
+  };
+  await remove('destinations', 'ARCHIVE');
+  await until('in-use refusal shown', async () => (await problems()).includes('DELETE /api/destinations/ARCHIVE'));
+  report.in_use_refusal = await problems();
+  await remove('routes', peerAe);
+  await until('route removed', async () => !(await rowNames('routes')).includes(peerAe));
+  await remove('destinations', 'ARCHIVE');
+  await until('destination removed', async () => !(await rowNames('destinations')).includes('ARCHIVE'));
+  report.problems_after_removal = await problems();
   report.elapsed_ms = Date.now() - started;
 } catch (e) {
   report.error = String(e && e.stack ? e.stack : e);

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -181,6 +182,45 @@ fn the_cli_changes_the_directory_of_a_running_node() {
         text(&out)
     );
 
+    // Destinations and routes alike; the node's API sees them within seconds.
+    let out = cli(
+        &node,
+        &[
+            "destinations",
+            "add",
+            "pacs",
+            "--kind",
+            "dimse",
+            "--ae-title",
+            "PACS",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "104",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&node, &["routes", "add", "MODALITY", "--to", "pacs"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            api(&node, "GET", "/api/routes", "").1["routes"][0]["to"][0] == "pacs"
+        }),
+        "the node applies the CLI's route"
+    );
+    let out = cli(&node, &["destinations", "remove", "pacs"]);
+    assert!(
+        !out.status.success() && text(&out).contains("\"MODALITY\""),
+        "in use: {}",
+        text(&out)
+    );
+    let out = cli(&node, &["destinations", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("PACS@127.0.0.1:104"),
+        "{}",
+        text(&out)
+    );
+
     let out = cli(&node, &["peers", "remove", "CLIPEER"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -253,6 +293,11 @@ fn destinations_are_validated_and_their_secrets_hidden() {
     );
     let (_, routes) = api(&node, "GET", "/api/routes", "");
     assert_eq!(routes["routes"][0]["to"][0], "web", "{routes}");
+    // The route of any sender is addressed as "*".
+    let (status, _) = api(&node, "POST", "/api/routes", r#"{"from_ae":"*","to":["web"]}"#);
+    assert_eq!(status, 201);
+    let (status, answer) = api(&node, "DELETE", "/api/routes/*", "");
+    assert_eq!(status, 204, "{answer}");
     assert!(!node.log().contains(secret), "no secret in the log");
 }
 
@@ -310,4 +355,70 @@ async fn a_route_changed_through_the_api_applies_to_the_next_result() {
     // Unused now, the first destination can go.
     let (status, _) = api(&node, "DELETE", "/api/destinations/first", "");
     assert_eq!(status, 204);
+}
+
+/// Removing a peer stops new associations, not the one it has open.
+#[test]
+fn an_association_in_progress_outlives_its_peers_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "");
+    let (status, _) = api(&node, "POST", "/api/peers", r#"{"ae_title":"HOLDER"}"#);
+    assert_eq!(status, 201);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/admin_api/hold_association.py");
+    let mut holder = Command::new(pytools_python())
+        .arg(script)
+        .args([&node.port(), "HOLDER"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "established");
+
+    let (status, _) = api(&node, "DELETE", "/api/peers/HOLDER", "");
+    assert_eq!(status, 204);
+    assert!(!associates(&node, "HOLDER"), "no new association");
+    writeln!(holder.stdin.take().unwrap()).unwrap();
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "echo 0x0000",
+        "the open one goes on"
+    );
+    assert!(holder.wait().unwrap().success());
+}
+
+/// An export still queued for a destination deleted through the API ends dead, saying why.
+#[tokio::test]
+async fn exports_for_a_deleted_destination_end_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: each attempt fails (retried) until the destination is deleted.
+    let routing = format!(
+        "{}[[routes]]\nfrom_ae = \"MODALITY\"\nto = [\"gone\"]\n\
+         [export]\nretry_base_ms = 200\nretry_cap_s = 1\nmax_attempts = 1000\n",
+        dimse_destination("gone", "GONE", free_port())
+    );
+    let node = Node::start_processing(dir.path(), &routing, "");
+    let le = phantom_pairs(dir.path(), 82, 416, 320).remove(0).0;
+    assert_eq!(successes(&storescu(&node, "MODALITY", &[], &[le])), 1);
+    let failed = wait_count(
+        &node,
+        "SELECT COUNT(*) FROM exports WHERE attempts >= 1 AND state = 'queued'",
+        1,
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_eq!(failed, 1, "{}", node.log_tail(30));
+
+    let (status, _) = api(&node, "DELETE", "/api/routes/MODALITY", "");
+    assert_eq!(status, 204);
+    let (status, _) = api(&node, "DELETE", "/api/destinations/gone", "");
+    assert_eq!(status, 204);
+    let dead = wait_count(
+        &node,
+        "SELECT COUNT(*) FROM exports WHERE state = 'dead' AND last_error LIKE '%\"gone\" is no longer configured%'",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(dead, 1, "{}", node.jobs_cli());
 }

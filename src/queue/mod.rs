@@ -27,6 +27,7 @@ mod history;
 pub mod index;
 mod instances;
 mod lease;
+pub mod status;
 pub use exports::{ExportBatch, ExportItem};
 pub use health::probe_writable;
 pub use history::{attempts_of, Attempt, Event, ExportView, JobView, ListFilter, StageTimings};

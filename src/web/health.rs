@@ -50,16 +50,20 @@ async fn healthz() -> &'static str {
 }
 
 /// One readiness check: None when it passes, else why not (never a path).
-type Check = (&'static str, Option<String>);
+pub(super) type Check = (&'static str, Option<String>);
 
 async fn readyz(State(state): State<Arc<WebState>>) -> Response {
-    let checks: Vec<Check> = vec![
-        ("database", database_check(&state).await),
-        ("disk", disk_check(&state)),
-        ("model", model_check(&state)),
-        ("scp", scp_check(&state)),
-    ];
-    readiness_response(&checks)
+    readiness_response(&readiness_checks(&state).await)
+}
+
+/// Every check `/readyz` makes (the status page shows them too).
+pub(super) async fn readiness_checks(state: &WebState) -> Vec<Check> {
+    vec![
+        ("database", database_check(state).await),
+        ("disk", disk_check(state)),
+        ("model", model_check(state)),
+        ("scp", scp_check(state)),
+    ]
 }
 
 fn readiness_response(checks: &[Check]) -> Response {

@@ -29,6 +29,7 @@ mod https;
 mod jobs;
 mod process;
 mod qido;
+mod status;
 mod stow;
 mod viewer;
 mod wado;
@@ -63,6 +64,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .nest("/api", process::routes())
         .nest("/api", jobs::routes())
         .nest("/api", admin::routes())
+        .merge(status::routes(&state.config))
         .merge(viewer::routes(&state.config))
         .merge(health::routes())
         // Requests counted by route template: noted inside routing, counted outside it.

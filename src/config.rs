@@ -44,6 +44,24 @@ pub struct Config {
     /// DICOMweb PACSs that studies can be pulled from for processing (`vcnode pull`).
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Who may use the HTTP side (src/web/auth.rs).
+    pub auth: HttpAuthConfig,
+}
+
+/// `[auth]`: authentication on the HTTP port (API tokens, users, sessions).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAuthConfig {
+    /// Every `/dicomweb` and `/api` request needs a token or a session, and the viewer a
+    /// sign-in. false: anonymous requests may do everything (a lab without patient data).
+    pub required: bool,
+    /// `/healthz`, `/readyz` and `/metrics` answer without credentials (monitoring); false:
+    /// they need a reader or an admin.
+    pub open_health: bool,
+    /// How long a sign-in lasts.
+    pub session_hours: u64,
+    /// Failed sign-ins or unknown tokens per client address and minute; past it: 429.
+    pub failures_per_minute: u32,
 }
 
 /// The DICOMweb server under `/dicomweb` on `node.http_port`, and the viewer beside it.
@@ -217,6 +235,10 @@ pub struct NodeConfig {
     /// The node's certificate for DICOM TLS.
     pub tls: Option<NodeTlsConfig>,
     pub http_port: u16,
+    /// HTTPS on `http_port` with `[node.tls]` (the tls branch); here it sets the session
+    /// cookie's Secure flag.
+    #[serde(default)]
+    pub http_tls: bool,
     pub data_dir: PathBuf,
     pub max_associations: usize,
     pub max_pending_associations: usize,
@@ -537,6 +559,12 @@ impl Config {
         }
         if self.jobs.workers == 0 || self.inference.max_batch == 0 {
             return Err(invalid("jobs.workers/inference.max_batch", "must be at least 1"));
+        }
+        if self.auth.session_hours == 0 {
+            return Err(invalid("auth.session_hours", "must be at least 1 hour"));
+        }
+        if self.auth.failures_per_minute == 0 {
+            return Err(invalid("auth.failures_per_minute", "must be at least 1"));
         }
         if self.jobs.lease_s < 5 {
             return Err(invalid("jobs.lease_s", "must be at least 5 seconds"));

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use vcnode::config::Config;
 use vcnode::fixture::{mammogram, MammogramSpec};
 use vcnode::queue::{Kind, LeaseQueue, Queue, Requeue, State};
+use vcnode::web::auth::{AuthStore, Role, Secret};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,6 +91,16 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// API tokens for the HTTP port (`Authorization: Bearer …`): create, list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+    },
+    /// Local users who sign in on the login page (/login): add, list, remove.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// Write synthetic mammograms for tests and benchmarks.
     #[command(hide = true)]
     Fixture {
@@ -130,6 +141,42 @@ struct RetryArgs {
     /// Every dead one.
     #[arg(long)]
     dead: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensAction {
+    /// Create a token and print it (the only time it is shown: only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: Role,
+        /// Expire after this long: e.g. 90d, 12h, 30m, 45s (default: never).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// The tokens, their roles and states (never the tokens themselves).
+    List,
+    /// Revoke a token by name; a running node refuses it at once, and its sessions end.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersAction {
+    /// Add a user; the password is read from --password-file or the first line of stdin.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    List,
+    /// Remove a user; their sessions end.
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +288,14 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Tokens { action } => {
+            let config = load(cli.config.as_deref())?;
+            runtime()?.block_on(tokens(&config, action))
+        }
+        Command::Users { action } => {
+            let config = load(cli.config.as_deref())?;
+            runtime()?.block_on(users(&config, action))
+        }
         Command::Fixture {
             out,
             count,
@@ -326,6 +381,124 @@ async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
         db.display()
     );
     Ok(Queue::open(&config.node.data_dir).await?)
+}
+
+/// The node's database for tokens and users: created if the node has not run yet, so the first
+/// admin token or user can exist before the first start.
+async fn open_auth(config: &Config) -> anyhow::Result<(Queue, AuthStore)> {
+    std::fs::create_dir_all(&config.node.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.node.data_dir.display()))?;
+    let queue = Queue::open(&config.node.data_dir).await?;
+    let store = AuthStore::new(queue.pool().clone());
+    Ok((queue, store))
+}
+
+fn time_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// `90d`, `12h`, `30m`, `45s` as a duration.
+fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let (number, unit) = text.split_at(text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration (e.g. 90d, 12h, 30m, 45s)"))?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" | "" => n,
+        other => anyhow::bail!("unknown unit {other:?} in {text:?} (d, h, m, s)"),
+    };
+    anyhow::ensure!(secs > 0, "--expires-in must be longer than 0");
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+async fn tokens(config: &Config, action: TokensAction) -> anyhow::Result<()> {
+    let (queue, store) = open_auth(config).await?;
+    match action {
+        TokensAction::Create {
+            name,
+            role,
+            expires_in,
+        } => {
+            let expires_at = match expires_in.as_deref().map(parse_duration).transpose()? {
+                Some(d) => Some(vcnode::queue::now_ms() + d.as_millis() as i64),
+                None => None,
+            };
+            let token = store.create_token(&name, role, expires_at).await?;
+            eprintln!("token {name:?} ({role}) created; it is shown only this once:");
+            println!("{}", token.expose());
+        }
+        TokensAction::List => {
+            let now = vcnode::queue::now_ms();
+            println!(
+                "{:<24}  {:<8}  {:<20}  {:<20}  STATE",
+                "NAME", "ROLE", "CREATED", "EXPIRES"
+            );
+            for t in store.list_tokens().await? {
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(at), _) => format!("revoked {}", time_text(at)),
+                    (None, Some(at)) if at <= now => "expired".to_string(),
+                    _ => "active".to_string(),
+                };
+                println!(
+                    "{:<24}  {:<8}  {:<20}  {:<20}  {state}",
+                    t.name,
+                    t.role,
+                    time_text(t.created_at),
+                    t.expires_at.map(time_text).unwrap_or_else(|| "never".into())
+                );
+            }
+        }
+        TokensAction::Revoke { name } => {
+            anyhow::ensure!(store.revoke_token(&name).await?, "no active token named {name:?}");
+            println!("token {name:?} revoked");
+        }
+    }
+    queue.close().await;
+    Ok(())
+}
+
+async fn users(config: &Config, action: UsersAction) -> anyhow::Result<()> {
+    let (queue, store) = open_auth(config).await?;
+    match action {
+        UsersAction::Add {
+            name,
+            role,
+            password_file,
+        } => {
+            // The password's text is never part of an error message.
+            let text = match &password_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the password file {}", path.display()))?,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from stdin")?;
+                    line
+                }
+            };
+            let password = Secret::new(text.lines().next().unwrap_or_default());
+            store.add_user(&name, role, &password).await?;
+            println!("user {name:?} ({role}) added");
+        }
+        UsersAction::List => {
+            println!("{:<24}  {:<8}  CREATED", "NAME", "ROLE");
+            for u in store.list_users().await? {
+                println!("{:<24}  {:<8}  {}", u.name, u.role, time_text(u.created_at));
+            }
+        }
+        UsersAction::Remove { name } => {
+            anyhow::ensure!(store.remove_user(&name).await?, "no user named {name:?}");
+            println!("user {name:?} removed");
+        }
+    }
+    queue.close().await;
+    Ok(())
 }
 
 async fn retry(config: &Config, kind: Kind, args: &RetryArgs) -> anyhow::Result<()> {

@@ -825,10 +825,10 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
             action = %entry.action,
             method = %entry.method,
             route = %entry.route,
-            resource = entry.resource.as_deref().unwrap_or(""),
-            study = entry.study_uid.as_deref().unwrap_or(""),
+            resource = entry.resource.as_deref(),
+            study = entry.study_uid.as_deref(),
             status = entry.status,
-            client = entry.client.as_deref().unwrap_or(""),
+            client = entry.client.as_deref(),
             "audit"
         );
         if let Err(e) = guard.store.record_audit(&entry).await {

@@ -90,6 +90,10 @@ enum Command {
         /// The running node's HTTP address (default: http://127.0.0.1:<node.http_port>).
         #[arg(long)]
         node: Option<String>,
+        /// An admin token for the node (`vcnode tokens create --role admin`); needed unless
+        /// `[auth] required = false`.
+        #[arg(long, env = "VCNODE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// API tokens for the HTTP port (`Authorization: Bearer …`): create, list, revoke.
     Tokens {
@@ -266,9 +270,15 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} destination(s) failed the check");
             Ok(())
         }
-        Command::Pull { source, study, node } => {
+        Command::Pull {
+            source,
+            study,
+            node,
+            token,
+        } => {
             let config = load(cli.config.as_deref())?;
-            runtime()?.block_on(pull(&config, node, &source, &study))
+            let token = token.map(Secret::new);
+            runtime()?.block_on(pull(&config, node, token.as_ref(), &source, &study))
         }
         Command::Process { files, out } => {
             let config = load(cli.config.as_deref())?;
@@ -424,10 +434,11 @@ async fn tokens(config: &Config, action: TokensAction) -> anyhow::Result<()> {
             role,
             expires_in,
         } => {
-            let expires_at = match expires_in.as_deref().map(parse_duration).transpose()? {
-                Some(d) => Some(vcnode::queue::now_ms() + d.as_millis() as i64),
-                None => None,
-            };
+            let expires_at = expires_in
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .map(|d| vcnode::queue::now_ms() + d.as_millis() as i64);
             let token = store.create_token(&name, role, expires_at).await?;
             eprintln!("token {name:?} ({role}) created; it is shown only this once:");
             println!("{}", token.expose());
@@ -576,7 +587,13 @@ async fn jobs(config: &Config, state: Option<State>) -> anyhow::Result<()> {
 
 /// `vcnode pull`: one mechanism for pulls, the node's `POST /api/process`; this prints its
 /// report and fails unless every selected instance is stored or was present already.
-async fn pull(config: &Config, node: Option<String>, source: &str, study: &str) -> anyhow::Result<()> {
+async fn pull(
+    config: &Config,
+    node: Option<String>,
+    token: Option<&Secret>,
+    source: &str,
+    study: &str,
+) -> anyhow::Result<()> {
     let base = match node {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
@@ -598,9 +615,13 @@ async fn pull(config: &Config, node: Option<String>, source: &str, study: &str) 
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()?;
-    let rsp = http
+    let mut request = http
         .post(&url)
-        .json(&serde_json::json!({ "source": source, "study": study }))
+        .json(&serde_json::json!({ "source": source, "study": study }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token.expose());
+    }
+    let rsp = request
         .send()
         .await
         .map_err(|e| {
@@ -614,6 +635,17 @@ async fn pull(config: &Config, node: Option<String>, source: &str, study: &str) 
             }
         })?;
     let status = rsp.status();
+    match status {
+        reqwest::StatusCode::UNAUTHORIZED => anyhow::bail!(
+            "the node requires an admin token: --token or VCNODE_TOKEN (`vcnode tokens create --name NAME --role admin`){}",
+            if token.is_some() { "; the one given is unknown, revoked or expired" } else { "" }
+        ),
+        reqwest::StatusCode::FORBIDDEN => anyhow::bail!("the token's role may not pull: an admin token is needed"),
+        reqwest::StatusCode::TOO_MANY_REQUESTS => {
+            anyhow::bail!("the node refuses this address for a while after failed attempts (HTTP 429)")
+        }
+        _ => {}
+    }
     let body = rsp.bytes().await.context("reading the node's answer")?;
     let json: serde_json::Value = serde_json::from_slice(&body).with_context(|| {
         format!(

@@ -322,34 +322,43 @@ async fn people_sign_in_with_a_password_or_a_token_and_sessions_work_until_logou
     )
     .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let audit: serde_json::Value = http
-        .get(format!("{base}/api/audit?limit=50"))
-        .bearer_auth(&admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let events = audit["events"].as_array().unwrap();
-    assert!(
-        events.iter().any(|e| e["actor"] == "alice"
-            && e["action"] == "query"
-            && e["route"] == "/dicomweb/studies"
-            && e["study_uid"] == "1.2.826.0.1.99"
-            && e["status"] == 200),
-        "{audit:#}"
-    );
-    assert!(
-        events.iter().any(|e| e["actor"] == "ops"
-            && e["role"] == "admin"
-            && e["action"] == "admin"
-            && e["method"] == "POST"
-            && e["route"] == "/api/jobs/{id}/retry"
-            && e["resource"] == "424242"
-            && e["status"] == 404),
-        "{audit:#}"
-    );
+    // Written off the requests' path: until both rows are there (bounded).
+    let started = Instant::now();
+    let (mut audit, mut found) = (serde_json::Value::Null, (false, false));
+    while started.elapsed() < Duration::from_secs(20) && found != (true, true) {
+        audit = http
+            .get(format!("{base}/api/audit?limit=50"))
+            .bearer_auth(&admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let events = audit["events"].as_array().unwrap();
+        found = (
+            events.iter().any(|e| {
+                e["actor"] == "alice"
+                    && e["action"] == "query"
+                    && e["route"] == "/dicomweb/studies"
+                    && e["study_uid"] == "1.2.826.0.1.99"
+                    && e["status"] == 200
+            }),
+            events.iter().any(|e| {
+                e["actor"] == "ops"
+                    && e["role"] == "admin"
+                    && e["action"] == "admin"
+                    && e["method"] == "POST"
+                    && e["route"] == "/api/jobs/{id}/retry"
+                    && e["resource"] == "424242"
+                    && e["status"] == 404
+            }),
+        );
+        if found != (true, true) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(found, (true, true), "{audit:#}");
     let alice_only: serde_json::Value = http
         .get(format!("{base}/api/audit?actor=alice"))
         .bearer_auth(&admin_token)

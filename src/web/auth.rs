@@ -31,6 +31,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::{Row, SqlitePool};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{WebError, WebState};
@@ -448,23 +449,28 @@ impl AuthStore {
         Ok(())
     }
 
-    pub async fn record_audit(&self, e: &AuditEntry) -> Result<(), AuthError> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, role, action, method, route, resource, study_uid, \
-             status, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(e.at)
-        .bind(&e.actor)
-        .bind(&e.role)
-        .bind(&e.action)
-        .bind(&e.method)
-        .bind(&e.route)
-        .bind(&e.resource)
-        .bind(&e.study_uid)
-        .bind(e.status as i64)
-        .bind(&e.client)
-        .execute(&self.pool)
-        .await?;
+    /// Appends audit entries, in one transaction (one fsync for the lot).
+    pub async fn record_audit(&self, entries: &[AuditEntry]) -> Result<(), AuthError> {
+        let mut tx = self.pool.begin().await?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, role, action, method, route, resource, \
+                 study_uid, status, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(e.at)
+            .bind(&e.actor)
+            .bind(&e.role)
+            .bind(&e.action)
+            .bind(&e.method)
+            .bind(&e.route)
+            .bind(&e.resource)
+            .bind(&e.study_uid)
+            .bind(e.status as i64)
+            .bind(&e.client)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -608,17 +614,58 @@ pub struct Guard {
     secure_cookie: bool,
     store: AuthStore,
     limiter: FailureLimiter,
+    /// To the audit writer; None outside a runtime (entries are then written in the request).
+    audit: Option<mpsc::Sender<AuditEntry>>,
 }
+
+/// Audit entries waiting for the writer; beyond it a request writes its own entry.
+const AUDIT_QUEUE: usize = 4096;
+/// Entries written in one transaction.
+const AUDIT_BATCH: usize = 256;
 
 impl Guard {
     pub fn new(state: &WebState) -> Arc<Guard> {
+        let store = AuthStore::new(state.queue.pool().clone());
         Arc::new(Guard {
             config: state.config.auth.clone(),
             secure_cookie: state.config.node.http_tls,
-            store: AuthStore::new(state.queue.pool().clone()),
+            audit: tokio::runtime::Handle::try_current()
+                .ok()
+                .map(|runtime| audit_writer(&runtime, store.clone())),
+            store,
             limiter: FailureLimiter::new(state.config.auth.failures_per_minute),
         })
     }
+
+    async fn audit(&self, entry: AuditEntry) {
+        let entry = match &self.audit {
+            Some(writer) => match writer.try_send(entry) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => e,
+            },
+            None => entry,
+        };
+        if let Err(e) = self.store.record_audit(std::slice::from_ref(&entry)).await {
+            warn!(error = %e, "the audit log could not be written");
+        }
+    }
+}
+
+/// Writes audit entries off the requests' path, in batches: a commit (an fsync) per DICOMweb
+/// request would add its latency to every query and frame OHIF asks for. It ends when the
+/// server's router is dropped, after writing what is queued.
+fn audit_writer(runtime: &tokio::runtime::Handle, store: AuthStore) -> mpsc::Sender<AuditEntry> {
+    let (tx, mut rx) = mpsc::channel::<AuditEntry>(AUDIT_QUEUE);
+    runtime.spawn(async move {
+        let mut batch = Vec::with_capacity(AUDIT_BATCH);
+        while rx.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+            if let Err(e) = store.record_audit(&batch).await {
+                warn!(error = %e, entries = batch.len(), "the audit log could not be written");
+            }
+            batch.clear();
+        }
+    });
+    tx
 }
 
 /// The parts of the site, by what they need.
@@ -831,9 +878,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
             client = entry.client.as_deref(),
             "audit"
         );
-        if let Err(e) = guard.store.record_audit(&entry).await {
-            warn!(error = %e, "the audit log could not be written");
-        }
+        guard.audit(entry).await;
     }
     response
 }

@@ -833,6 +833,9 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
                 Err(e) => return WebError::internal(e).into_response(),
             }
         }
+        // Another scheme (Basic) is no credential of ours; where credentials are required it
+        // is refused as such.
+        Credentials::Unusable if !guard.config.required => None,
         Credentials::Unusable => {
             return unauthorized("only Authorization: Bearer <token> is accepted");
         }
@@ -851,7 +854,10 @@ pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: 
             }
             p
         }
-        None if !needs_principal => Principal::anonymous(),
+        // A lab without authentication: whoever asks may do everything.
+        None if !guard.config.required => Principal::anonymous(),
+        // Open parts (the login page, the viewer's files, open health): no principal at all.
+        None if !needs_principal => return next.run(request).await,
         None => {
             return match area {
                 Area::Page { .. } => to_login(&request),
@@ -1008,7 +1014,8 @@ fn safe_next(next: Option<&str>) -> String {
             if n.starts_with('/')
                 && !n.starts_with("//")
                 && !n.starts_with("/\\")
-                && !n.chars().any(|c| c.is_control())
+                // A header value as it is (the form decodes %XX; a redirect must not fail).
+                && n.chars().all(|c| c.is_ascii_graphic())
                 && !under(n.split('?').next().unwrap_or_default(), "/login") =>
         {
             n.to_string()
@@ -1100,7 +1107,8 @@ async fn login(
             if let Some(c) = client {
                 guard.limiter.fail(c);
             }
-            warn!(client = ?client, user = form.username.as_deref().unwrap_or(""), "a sign-in failed");
+            // Not the user name: a password typed into its field would end up in the log.
+            warn!(client = ?client, "a sign-in failed");
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::CACHE_CONTROL, "no-store")],
@@ -1214,6 +1222,8 @@ mod tests {
             "evil",
             "/login?next=/x",
             "/a\r\nb",
+            "/caf\u{e9}",
+            "/a b",
         ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }

@@ -702,6 +702,23 @@ mod tests {
     }
 
     #[test]
+    fn authentication_is_required_by_default_and_its_limits_are_checked() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert!(
+            c.auth.required,
+            "no anonymous access to patient images by default"
+        );
+        assert!(c.auth.open_health);
+        assert!(!c.node.http_tls);
+        let lab = Config::load_with_env(None, env(&[("VCNODE__AUTH__REQUIRED", "false")])).unwrap();
+        assert!(!lab.auth.required);
+        let e = Config::load_with_env(None, env(&[("VCNODE__AUTH__FAILURES_PER_MINUTE", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.failures_per_minute"), "{e}");
+    }
+
+    #[test]
     fn environment_overrides_defaults() {
         let c = Config::load_with_env(
             None,

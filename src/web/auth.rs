@@ -1065,11 +1065,15 @@ async fn login_page(Query(q): Query<NextQuery>) -> Response {
 }
 
 fn session_cookie_header(guard: &Guard, value: &str, max_age_s: u64) -> HeaderValue {
-    let secure = if guard.secure_cookie { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&session_cookie_text(value, max_age_s, guard.secure_cookie))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The Set-Cookie value: script cannot read it (HttpOnly), no other site's page sends it
+/// (SameSite=Strict), and under HTTPS it never travels in clear text (Secure).
+fn session_cookie_text(value: &str, max_age_s: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}")
 }
 
 async fn login(
@@ -1207,6 +1211,15 @@ mod tests {
         assert_eq!(area(&get, "/login"), Area::Public);
         assert_eq!(area(&get, "/metrics"), Area::Health);
         assert!(!permits(Role::Reader, &get, area(&get, "/status")));
+    }
+
+    #[test]
+    fn the_session_cookie_is_secure_under_https_only() {
+        assert_eq!(
+            session_cookie_text("abc", 60, true),
+            "vcnode_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        assert!(!session_cookie_text("abc", 60, false).contains("Secure"));
     }
 
     #[test]

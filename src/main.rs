@@ -92,8 +92,8 @@ enum Command {
         node: Option<String>,
         /// An admin token for the node (`vcnode tokens create --role admin`); needed unless
         /// `[auth] required = false`.
-        #[arg(long, env = "VCNODE_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[arg(long, env = "VCNODE_TOKEN", hide_env_values = true, value_parser = secret_arg)]
+        token: Option<Secret>,
     },
     /// API tokens for the HTTP port (`Authorization: Bearer …`): create, list, revoke.
     Tokens {
@@ -277,7 +277,6 @@ fn main() -> anyhow::Result<()> {
             token,
         } => {
             let config = load(cli.config.as_deref())?;
-            let token = token.map(Secret::new);
             runtime()?.block_on(pull(&config, node, token.as_ref(), &source, &study))
         }
         Command::Process { files, out } => {
@@ -332,6 +331,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A secret argument: kept out of `Cli`'s Debug output.
+fn secret_arg(text: &str) -> Result<Secret, String> {
+    Ok(Secret::new(text))
 }
 
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {

@@ -55,6 +55,10 @@ ae_title = "BENCH"
 [inference]
 device = "cpu"
 model = ""
+# Orthanc here runs on its defaults, without credentials: vcnode too (requests are still
+# audited as by a principal; the token lookup, one indexed SELECT, is left out).
+[auth]
+required = false
 TOML
 VCNODE_LOG=warn "$bin" serve --config "$tmp/vcnode.toml" >"$tmp/vcnode.out" 2>"$tmp/vcnode.log" &
 pids+=($!)

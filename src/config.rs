@@ -44,6 +44,24 @@ pub struct Config {
     /// DICOMweb PACSs that studies can be pulled from for processing (`vcnode pull`).
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Who may use the HTTP side (src/web/auth.rs).
+    pub auth: HttpAuthConfig,
+}
+
+/// `[auth]`: authentication on the HTTP port (API tokens, users, sessions).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAuthConfig {
+    /// Every `/dicomweb` and `/api` request needs a token or a session, and the viewer a
+    /// sign-in. false: anonymous requests may do everything (a lab without patient data).
+    pub required: bool,
+    /// `/healthz`, `/readyz` and `/metrics` answer without credentials (monitoring); false:
+    /// they need a reader or an admin.
+    pub open_health: bool,
+    /// How long a sign-in lasts.
+    pub session_hours: u64,
+    /// Failed sign-ins or unknown tokens per client address and minute; past it: 429.
+    pub failures_per_minute: u32,
 }
 
 /// The DICOMweb server under `/dicomweb` on `node.http_port`, and the viewer beside it.
@@ -560,6 +578,12 @@ impl Config {
         if self.jobs.workers == 0 || self.inference.max_batch == 0 {
             return Err(invalid("jobs.workers/inference.max_batch", "must be at least 1"));
         }
+        if self.auth.session_hours == 0 {
+            return Err(invalid("auth.session_hours", "must be at least 1 hour"));
+        }
+        if self.auth.failures_per_minute == 0 {
+            return Err(invalid("auth.failures_per_minute", "must be at least 1"));
+        }
         if self.jobs.lease_s < 5 {
             return Err(invalid("jobs.lease_s", "must be at least 5 seconds"));
         }
@@ -734,6 +758,23 @@ mod tests {
         assert_eq!(c.peers[0].ae_title, "MODALITY");
         assert_eq!(c.inference.device, DeviceRequest::Auto);
         assert_eq!(c.jobs.select, JobSelect::LowEnergy);
+    }
+
+    #[test]
+    fn authentication_is_required_by_default_and_its_limits_are_checked() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert!(
+            c.auth.required,
+            "no anonymous access to patient images by default"
+        );
+        assert!(c.auth.open_health);
+        assert!(!c.node.http_tls);
+        let lab = Config::load_with_env(None, env(&[("VCNODE__AUTH__REQUIRED", "false")])).unwrap();
+        assert!(!lab.auth.required);
+        let e = Config::load_with_env(None, env(&[("VCNODE__AUTH__FAILURES_PER_MINUTE", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.failures_per_minute"), "{e}");
     }
 
     #[test]

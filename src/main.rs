@@ -8,6 +8,7 @@ use vcnode::config::{Config, DestinationConfig, DestinationKind, PeerConfig, Rou
 use vcnode::directory::Directory;
 use vcnode::fixture::{mammogram, MammogramSpec};
 use vcnode::queue::{Kind, LeaseQueue, ListFilter, Queue, Requeue, State};
+use vcnode::web::auth::{AuthStore, Role, Secret};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,6 +103,20 @@ enum Command {
         /// The running node's HTTP address (default: http://127.0.0.1:<node.http_port>).
         #[arg(long)]
         node: Option<String>,
+        /// An admin token for the node (`vcnode tokens create --role admin`); needed unless
+        /// `[auth] required = false`.
+        #[arg(long, env = "VCNODE_TOKEN", hide_env_values = true, value_parser = secret_arg)]
+        token: Option<Secret>,
+    },
+    /// API tokens for the HTTP port (`Authorization: Bearer …`): create, list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+    },
+    /// Local users who sign in on the login page (/login): add, list, remove.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
     },
     /// Write synthetic mammograms for tests and benchmarks.
     #[command(hide = true)]
@@ -143,6 +158,42 @@ struct RetryArgs {
     /// Every dead one.
     #[arg(long)]
     dead: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensAction {
+    /// Create a token and print it (the only time it is shown: only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: Role,
+        /// Expire after this long: e.g. 90d, 12h, 30m, 45s (default: never).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// The tokens, their roles and states (never the tokens themselves).
+    List,
+    /// Revoke a token by name; a running node refuses it at once, and its sessions end.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersAction {
+    /// Add a user; the password is read from --password-file or the first line of stdin.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    List,
+    /// Remove a user; their sessions end.
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,9 +368,14 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} destination(s) failed the check");
             Ok(())
         }
-        Command::Pull { source, study, node } => {
+        Command::Pull {
+            source,
+            study,
+            node,
+            token,
+        } => {
             let config = load(cli.config.as_deref())?;
-            runtime()?.block_on(pull(&config, node, &source, &study))
+            runtime()?.block_on(pull(&config, node, token.as_ref(), &source, &study))
         }
         Command::Process { files, out } => {
             let config = load(cli.config.as_deref())?;
@@ -334,6 +390,14 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", path.display());
             }
             Ok(())
+        }
+        Command::Tokens { action } => {
+            let config = load(cli.config.as_deref())?;
+            runtime()?.block_on(tokens(&config, action))
+        }
+        Command::Users { action } => {
+            let config = load(cli.config.as_deref())?;
+            runtime()?.block_on(users(&config, action))
         }
         Command::Fixture {
             out,
@@ -361,6 +425,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A secret argument: kept out of `Cli`'s Debug output.
+fn secret_arg(text: &str) -> Result<Secret, String> {
+    Ok(Secret::new(text))
 }
 
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -591,6 +660,125 @@ async fn open_queue(config: &Config) -> anyhow::Result<Queue> {
     Ok(Queue::open(&config.node.data_dir).await?)
 }
 
+/// The node's database for tokens and users: created if the node has not run yet, so the first
+/// admin token or user can exist before the first start.
+async fn open_auth(config: &Config) -> anyhow::Result<(Queue, AuthStore)> {
+    std::fs::create_dir_all(&config.node.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.node.data_dir.display()))?;
+    let queue = Queue::open(&config.node.data_dir).await?;
+    let store = AuthStore::new(queue.pool().clone());
+    Ok((queue, store))
+}
+
+fn time_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// `90d`, `12h`, `30m`, `45s` as a duration.
+fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let (number, unit) = text.split_at(text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration (e.g. 90d, 12h, 30m, 45s)"))?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" | "" => n,
+        other => anyhow::bail!("unknown unit {other:?} in {text:?} (d, h, m, s)"),
+    };
+    anyhow::ensure!(secs > 0, "--expires-in must be longer than 0");
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+async fn tokens(config: &Config, action: TokensAction) -> anyhow::Result<()> {
+    let (queue, store) = open_auth(config).await?;
+    match action {
+        TokensAction::Create {
+            name,
+            role,
+            expires_in,
+        } => {
+            let expires_at = expires_in
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .map(|d| vcnode::queue::now_ms() + d.as_millis() as i64);
+            let token = store.create_token(&name, role, expires_at).await?;
+            eprintln!("token {name:?} ({role}) created; it is shown only this once:");
+            println!("{}", token.expose());
+        }
+        TokensAction::List => {
+            let now = vcnode::queue::now_ms();
+            println!(
+                "{:<24}  {:<8}  {:<20}  {:<20}  STATE",
+                "NAME", "ROLE", "CREATED", "EXPIRES"
+            );
+            for t in store.list_tokens().await? {
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(at), _) => format!("revoked {}", time_text(at)),
+                    (None, Some(at)) if at <= now => "expired".to_string(),
+                    _ => "active".to_string(),
+                };
+                println!(
+                    "{:<24}  {:<8}  {:<20}  {:<20}  {state}",
+                    t.name,
+                    t.role,
+                    time_text(t.created_at),
+                    t.expires_at.map(time_text).unwrap_or_else(|| "never".into())
+                );
+            }
+        }
+        TokensAction::Revoke { name } => {
+            anyhow::ensure!(store.revoke_token(&name).await?, "no active token named {name:?}");
+            println!("token {name:?} revoked");
+        }
+    }
+    queue.close().await;
+    Ok(())
+}
+
+async fn users(config: &Config, action: UsersAction) -> anyhow::Result<()> {
+    let (queue, store) = open_auth(config).await?;
+    match action {
+        UsersAction::Add {
+            name,
+            role,
+            password_file,
+        } => {
+            // The password's text is never part of an error message.
+            let text = match &password_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the password file {}", path.display()))?,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from stdin")?;
+                    line
+                }
+            };
+            let password = Secret::new(text.lines().next().unwrap_or_default());
+            store.add_user(&name, role, &password).await?;
+            println!("user {name:?} ({role}) added");
+        }
+        UsersAction::List => {
+            println!("{:<24}  {:<8}  CREATED", "NAME", "ROLE");
+            for u in store.list_users().await? {
+                println!("{:<24}  {:<8}  {}", u.name, u.role, time_text(u.created_at));
+            }
+        }
+        UsersAction::Remove { name } => {
+            anyhow::ensure!(store.remove_user(&name).await?, "no user named {name:?}");
+            println!("user {name:?} removed");
+        }
+    }
+    queue.close().await;
+    Ok(())
+}
+
 async fn retry(config: &Config, kind: Kind, args: &RetryArgs) -> anyhow::Result<()> {
     let queue = open_queue(config).await?;
     let what = match kind {
@@ -677,7 +865,13 @@ async fn jobs(config: &Config, state: Option<State>) -> anyhow::Result<()> {
 
 /// `vcnode pull`: one mechanism for pulls, the node's `POST /api/process`; this prints its
 /// report and fails unless every selected instance is stored or was present already.
-async fn pull(config: &Config, node: Option<String>, source: &str, study: &str) -> anyhow::Result<()> {
+async fn pull(
+    config: &Config,
+    node: Option<String>,
+    token: Option<&Secret>,
+    source: &str,
+    study: &str,
+) -> anyhow::Result<()> {
     let base = match node {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
@@ -699,9 +893,13 @@ async fn pull(config: &Config, node: Option<String>, source: &str, study: &str) 
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()?;
-    let rsp = http
+    let mut request = http
         .post(&url)
-        .json(&serde_json::json!({ "source": source, "study": study }))
+        .json(&serde_json::json!({ "source": source, "study": study }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token.expose());
+    }
+    let rsp = request
         .send()
         .await
         .map_err(|e| {
@@ -715,6 +913,17 @@ async fn pull(config: &Config, node: Option<String>, source: &str, study: &str) 
             }
         })?;
     let status = rsp.status();
+    match status {
+        reqwest::StatusCode::UNAUTHORIZED => anyhow::bail!(
+            "the node requires an admin token: --token or VCNODE_TOKEN (`vcnode tokens create --name NAME --role admin`){}",
+            if token.is_some() { "; the one given is unknown, revoked or expired" } else { "" }
+        ),
+        reqwest::StatusCode::FORBIDDEN => anyhow::bail!("the token's role may not pull: an admin token is needed"),
+        reqwest::StatusCode::TOO_MANY_REQUESTS => {
+            anyhow::bail!("the node refuses this address for a while after failed attempts (HTTP 429)")
+        }
+        _ => {}
+    }
     let body = rsp.bytes().await.context("reading the node's answer")?;
     let json: serde_json::Value = serde_json::from_slice(&body).with_context(|| {
         format!(

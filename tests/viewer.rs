@@ -4,7 +4,9 @@
 //! browser finds the study in OHIF's study list and opens it. The mammography hanging protocol
 //! must show each LE image beside the synthetic RC derived from it (matched by laterality and
 //! view), every image rendered (pixel variance of its viewport), and the derived images marked
-//! AI-generated. The screenshot stays in the test's folder; with VCNODE_VIEWER_SCREENSHOT set
+//! AI-generated. Authentication is on ([auth] required): the browser is sent to the login page,
+//! signs in as a user made with `vcnode users add`, and OHIF's DICOMweb requests carry the
+//! session cookie. The screenshot stays in the test's folder; with VCNODE_VIEWER_SCREENSHOT set
 //! it is also copied there (how docs/viewer.png is made).
 
 mod common;
@@ -22,6 +24,9 @@ const BROWSER_LIMIT: Duration = Duration::from_secs(150);
 /// a rendered phantom mammogram measures in the thousands.
 const MIN_VARIANCE: f64 = 100.0;
 const AI_SERIES: &str = "AI SYNTHETIC RC";
+/// The radiologist the browser signs in as (made with `vcnode users add`).
+const VIEWER_USER: &str = "radiologist";
+const VIEWER_PASSWORD: &str = "mammo-le-rc-viewer";
 
 fn checkout() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -47,15 +52,50 @@ fn browser_tools() -> (PathBuf, PathBuf) {
     (chromium, driver)
 }
 
-async fn get(url: &str) -> (u16, String, String) {
-    let r = reqwest::get(url).await.unwrap();
+/// GET with an optional session cookie; redirects are not followed.
+async fn get_as(url: &str, cookie: Option<&str>) -> (u16, String, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut request = http.get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let r = request.send().await.unwrap();
     let status = r.status().as_u16();
     let ctype = r
         .headers()
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    (status, ctype, r.text().await.unwrap_or_default())
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.text().await.unwrap_or_default();
+    (status, ctype, location.unwrap_or(body))
+}
+
+async fn get(url: &str) -> (u16, String, String) {
+    get_as(url, None).await
+}
+
+/// Signs in on the login page as a browser does; the `vcnode_session=…` cookie.
+async fn sign_in(base: &str, user: &str, password: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{base}/login"))
+        .form(&[("username", user), ("password", password), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "sign-in");
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
 }
 
 /// Runs the browser script; its JSON report.
@@ -73,6 +113,8 @@ fn drive(
         .arg(out)
         .arg(patient_id)
         .env("CHROMIUM", chromium)
+        .env("VIEWER_USER", VIEWER_USER)
+        .env("VIEWER_PASSWORD", VIEWER_PASSWORD)
         .env(
             "VIEWER_LIMIT_MS",
             (BROWSER_LIMIT.as_millis() - 10_000).to_string(),
@@ -111,11 +153,19 @@ async fn ohif_shows_each_le_image_beside_its_synthetic_rc() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     // The default viewer_dir (viewer/ohif) is found in the checkout, as under `make run`.
-    let node = Node::start_processing(dir.path(), "", "");
+    let node = Node::start_processing(dir.path(), AUTH_REQUIRED, "");
     let base = format!("http://{}", node.http);
+    node.add_user(VIEWER_USER, "reader", VIEWER_PASSWORD);
+
+    // Not signed in: the viewer sends the browser to the login page; its files stay public
+    // (no patient data in them).
+    let (status, _, location) = get(&format!("{base}/")).await;
+    assert_eq!((status, location.as_str()), (303, "/login?next=%2F"));
+    let session = sign_in(&base, VIEWER_USER, VIEWER_PASSWORD).await;
+    let cookie = Some(session.as_str());
 
     // What the browser loads first, served as OHIF needs it.
-    let (status, ctype, body) = get(&format!("{base}/")).await;
+    let (status, ctype, body) = get_as(&format!("{base}/"), cookie).await;
     assert_eq!((status, ctype.as_str()), (200, "text/html"), "{body}");
     assert!(body.contains("/app-config.js"));
     let (status, ctype, config) = get(&format!("{base}/app-config.js")).await;
@@ -151,14 +201,16 @@ async fn ohif_shows_each_le_image_beside_its_synthetic_rc() {
         "no {wasm}.gz: run scripts/fetch-viewer.sh (it adds the gzipped copies)"
     );
     assert!(header("vary").contains("accept-encoding"));
-    let (status, ctype, _) = get(&format!("{base}/viewer?StudyInstanceUIDs=1.2.3")).await;
+    let (status, ctype, _) = get_as(&format!("{base}/viewer?StudyInstanceUIDs=1.2.3"), cookie).await;
     assert_eq!(
         (status, ctype.as_str()),
         (200, "text/html"),
         "the app's routes fall back to index.html"
     );
-    let (status, ctype, _) = get(&format!("{base}/dicomweb/no-such-resource")).await;
+    let (status, ctype, _) = get_as(&format!("{base}/dicomweb/no-such-resource"), cookie).await;
     assert_eq!(status, 404, "unknown API paths are not the app ({ctype})");
+    let (status, _, _) = get(&format!("{base}/dicomweb/studies")).await;
+    assert_eq!(status, 401, "no DICOMweb without signing in");
 
     // A phantom patient's four views, and a repeated exposure of one of them (the same
     // image under a new SOP Instance UID): two LE and two RC images of that view, so the
@@ -222,6 +274,10 @@ async fn ohif_shows_each_le_image_beside_its_synthetic_rc() {
         .unwrap()
     );
     assert!(report.get("error").is_none(), "{shown}");
+    // The browser was sent to the login page, signed in there and came back to the viewer.
+    assert_eq!(json_str(&report["login"]["page"]), "/login?next=%2F", "{shown}");
+    assert_eq!(json_str(&report["login"]["signed_in_at"]), "/", "{shown}");
+    assert_eq!(report["login"]["cookie_http_only"], true, "{shown}");
     let screenshot = PathBuf::from(json_str(&report["screenshot"]));
     assert!(screenshot.is_file(), "{shown}");
     if let Ok(copy) = std::env::var("VCNODE_VIEWER_SCREENSHOT") {

@@ -84,7 +84,7 @@ fn parse_filter(pairs: &[(String, String)], by: &str) -> Result<ListFilter, WebE
 }
 
 /// Unix milliseconds, or an RFC 3339 date-time with its offset.
-fn parse_time(value: &str) -> Result<i64, WebError> {
+pub(super) fn parse_time(value: &str) -> Result<i64, WebError> {
     if let Ok(ms) = value.parse::<i64>() {
         return Ok(ms);
     }

@@ -24,6 +24,7 @@ use crate::store::InstanceStore;
 
 mod accept;
 mod admin;
+pub mod auth;
 pub mod health;
 mod https;
 mod jobs;
@@ -52,28 +53,133 @@ pub struct WebState {
 /// The media type of DICOM JSON (PS3.18 F).
 pub const DICOM_JSON: &str = "application/dicom+json";
 
-/// All routes: `/dicomweb/…`, `/api/…`, the viewer, and `/healthz`, `/readyz`, `/metrics`.
-pub fn router(state: Arc<WebState>) -> Router {
+/// All routes: `/dicomweb/…`, `/api/…`, the viewer, `/login`, and `/healthz`, `/readyz`,
+/// `/metrics`, without the layers and the state ([`router`] adds them). [`route_list`] reads
+/// the same router, so a route added here is in the auth test's enumeration at once.
+fn routes(config: &Config) -> Router<Arc<WebState>> {
     let dicomweb = Router::new()
         .merge(stow::routes())
         .merge(qido::routes())
         .merge(wado::routes());
-    let cors = cors_layer(&state.config.dicomweb.cors_origins);
     Router::new()
         .nest("/dicomweb", dicomweb)
         .nest("/api", process::routes())
         .nest("/api", jobs::routes())
         .nest("/api", admin::routes())
-        .merge(status::routes(&state.config))
-        .merge(viewer::routes(&state.config))
+        .nest("/api", auth::api_routes())
+        .merge(auth::routes())
+        .merge(status::routes(config))
+        .merge(viewer::routes(config))
         .merge(health::routes())
+}
+
+/// The served router: [`routes`] with the auth guard around every route (and the viewer's
+/// fallback), so whatever is added under `/api` or `/dicomweb` needs a principal.
+pub fn router(state: Arc<WebState>) -> Router {
+    let cors = cors_layer(&state.config.dicomweb.cors_origins);
+    let guard = auth::Guard::new(&state);
+    routes(&state.config)
         // Requests counted by route template: noted inside routing, counted outside it.
         .route_layer(axum::middleware::from_fn(health::note_route))
+        // Inside the counting (refusals are counted too), outside the CORS preflight answer
+        // (a browser's preflight carries no credentials).
+        .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .layer(axum::middleware::from_fn(health::count_request))
         .layer(cors)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// One route of the router: a method and a path template (`/dicomweb/studies/{study}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub method: axum::http::Method,
+    pub path: String,
+}
+
+/// Every route [`router`] serves under `config`, read from the router itself (tests/auth.rs
+/// checks each of them, so no route can be added without its check).
+///
+/// axum has no API to list a router's routes; its `Debug` output holds them (the path of each
+/// route id, and each route's method endpoints). Parsing it is tied to axum 0.8's format, so
+/// [`tests::route_list_reads_axums_router`] pins it: a changed format fails there, loudly.
+pub fn route_list(config: &Config) -> Vec<RouteSpec> {
+    routes_of(&routes(config))
+}
+
+fn routes_of<S>(router: &Router<S>) -> Vec<RouteSpec> {
+    let text = format!("{router:?}");
+    // `Router { path_router: PathRouter { routes: {RouteId(n): <endpoint>, …}, node: Node {
+    // paths: {RouteId(n): "/path", …} } }, fallback_router: …`: the first `routes` and `paths`
+    // maps are the path router's (the fallback router's come later).
+    let Some(routes_at) = text.find("routes: {") else {
+        return Vec::new();
+    };
+    let Some(paths_at) = text[routes_at..].find("paths: {").map(|i| i + routes_at) else {
+        return Vec::new();
+    };
+    let endpoints = &text[routes_at..paths_at];
+    let mut out = Vec::new();
+    for (id, path) in quoted_entries(&text[paths_at + "paths: {".len()..]) {
+        // This route's endpoint: from its id to the next id.
+        let key = format!("RouteId({id}): ");
+        let Some(start) = endpoints.find(&key) else {
+            continue;
+        };
+        let rest = &endpoints[start + key.len()..];
+        let endpoint = &rest[..rest.find("RouteId(").unwrap_or(rest.len())];
+        let methods: Vec<axum::http::Method> = if endpoint.starts_with("MethodRouter(") {
+            use axum::http::Method;
+            [
+                ("get", Method::GET),
+                ("head", Method::HEAD),
+                ("delete", Method::DELETE),
+                ("options", Method::OPTIONS),
+                ("patch", Method::PATCH),
+                ("post", Method::POST),
+                ("put", Method::PUT),
+            ]
+            .into_iter()
+            .filter(|(name, _)| {
+                let field = format!(" {name}: ");
+                endpoint
+                    .find(&field)
+                    .is_some_and(|i| !endpoint[i + field.len()..].starts_with("None"))
+            })
+            .map(|(_, m)| m)
+            .collect()
+        } else {
+            // A service for every method (nest_service, route_service): GET stands for it.
+            vec![axum::http::Method::GET]
+        };
+        for method in methods {
+            out.push(RouteSpec {
+                method,
+                path: path.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.path, a.method.as_str()).cmp(&(&b.path, b.method.as_str())));
+    out
+}
+/// `RouteId(n): "text"` entries of a Debug-printed map, up to its closing brace (braces inside
+/// the quoted paths, `{study}`, are not the end).
+fn quoted_entries(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(after) = rest.trim_start().strip_prefix("RouteId(") {
+        let Some((id, after)) = after.split_once("): \"") else {
+            break;
+        };
+        // Route paths have no quotes or backslashes, so the next quote closes the string.
+        let Some((path, after)) = after.split_once('"') else {
+            break;
+        };
+        out.push((id.to_string(), path.to_string()));
+        rest = after.trim_start().strip_prefix(',').unwrap_or(after);
+    }
+    out
 }
 
 /// Origins allowed to call from a browser on another origin; none by default (same origin).
@@ -249,6 +355,53 @@ impl IntoResponse for WebError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_list_reads_axums_router() {
+        use axum::http::Method;
+        use axum::routing::{get, post, put};
+        let inner: Router<()> = Router::new()
+            .route("/peers", get(|| async {}).post(|| async {}))
+            .route("/peers/{ae_title}", put(|| async {}).delete(|| async {}));
+        let router: Router<()> = Router::new()
+            .nest("/api", inner)
+            .route("/x/{a}/y", post(|| async {}))
+            .fallback(|| async {})
+            .route_layer(axum::middleware::from_fn(health::note_route));
+        let got: Vec<(Method, String)> = routes_of(&router)
+            .into_iter()
+            .map(|r| (r.method, r.path))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Method::GET, "/api/peers".to_string()),
+                (Method::POST, "/api/peers".to_string()),
+                (Method::DELETE, "/api/peers/{ae_title}".to_string()),
+                (Method::PUT, "/api/peers/{ae_title}".to_string()),
+                (Method::POST, "/x/{a}/y".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_real_router_lists_its_api_and_dicomweb_routes() {
+        let config = Config::load_with_env(None, Vec::new()).unwrap();
+        let routes = route_list(&config);
+        let has = |m: &str, p: &str| routes.iter().any(|r| r.method.as_str() == m && r.path == p);
+        assert!(has("GET", "/dicomweb/studies"), "{routes:?}");
+        assert!(has("POST", "/dicomweb/studies"), "{routes:?}");
+        assert!(
+            has(
+                "GET",
+                "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
+            ),
+            "{routes:?}"
+        );
+        assert!(has("POST", "/api/jobs/{id}/retry"), "{routes:?}");
+        assert!(has("GET", "/api/audit"), "{routes:?}");
+        assert!(has("POST", "/login"), "{routes:?}");
+    }
 
     #[test]
     fn metadata_urls_use_the_requests_origin() {

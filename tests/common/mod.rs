@@ -64,8 +64,18 @@ host = "127.0.0.2"
 device = "cpu"
 model = "{model}"
 {inference}
+{auth}
 "#,
-        data = dir.join("var").display()
+        data = dir.join("var").display(),
+        // Authentication is off for tests that are not about it ([auth] required = false):
+        // they exercise DICOMweb and the APIs with curl, dicomweb-client and Orthanc, and an
+        // admin token threaded through each of those would test nothing more. Tests about it
+        // (tests/auth.rs, tests/viewer.rs) write their own [auth] section, which turns this off.
+        auth = if extra.contains("[auth]") || inference.contains("[auth]") {
+            ""
+        } else {
+            "[auth]\nrequired = false"
+        }
     );
     std::fs::write(&config, body).unwrap();
     config
@@ -1250,5 +1260,46 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication (tests/auth.rs, tests/viewer.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// `[auth]` turned on, for [`Node::start`]'s `extra` (after the [node] keys).
+pub const AUTH_REQUIRED: &str = "\n[auth]\nrequired = true\n";
+
+impl Node {
+    /// `vcnode ARGS --config <this node's>` as an operator runs it, with `stdin` fed in.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vcnode"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A new API token of `role` named `name`, made by `vcnode tokens create`.
+    pub fn create_token(&self, name: &str, role: &str) -> String {
+        let out = self.cli(&["tokens", "create", "--name", name, "--role", role], "");
+        assert!(out.status.success(), "vcnode tokens create: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// A local user made by `vcnode users add` (password on stdin).
+    pub fn add_user(&self, name: &str, role: &str, password: &str) {
+        let out = self.cli(
+            &["users", "add", "--name", name, "--role", role],
+            &format!("{password}\n"),
+        );
+        assert!(out.status.success(), "vcnode users add: {}", text(&out));
     }
 }

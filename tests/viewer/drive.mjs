@@ -2,6 +2,9 @@
 //
 //   node drive.mjs BASE_URL STUDY_UID OUT_DIR PATIENT_ID
 //
+// 0. With VIEWER_USER and VIEWER_PASSWORD set (a node with [auth] required): opens /, which
+//    must send the browser to the login page, signs in there with the form, and comes back to /
+//    with the session cookie, which then rides on OHIF's DICOMweb requests (same origin).
 // 1. Opens the study list (/) and waits until the study's row (its Patient ID) shows,
 //    recording the DICOMweb requests the page made.
 // 2. Opens the viewer on the study (/viewer?StudyInstanceUIDs=…) and waits until every
@@ -66,6 +69,22 @@ try {
   page.on('console', m => {
     if (m.type() === 'error') report.console_errors.push(m.text().slice(0, 300));
   });
+
+  if (process.env.VIEWER_USER) {
+    await page.goto(base + '/', { waitUntil: 'domcontentloaded', timeout: left() });
+    const login = new URL(page.url());
+    report.login = { page: login.pathname + login.search };
+    await page.fill('input[name=username]', process.env.VIEWER_USER);
+    await page.fill('input[name=password]', process.env.VIEWER_PASSWORD || '');
+    await Promise.all([
+      page.waitForURL(u => u.pathname === '/', { timeout: left() }),
+      page.click('button[type=submit]'),
+    ]);
+    report.login.signed_in_at = new URL(page.url()).pathname;
+    report.login.cookie_http_only = (await context.cookies()).some(
+      c => c.name === 'vcnode_session' && c.httpOnly && c.sameSite === 'Strict'
+    );
+  }
 
   // The study list.
   await page.goto(base + '/', { waitUntil: 'domcontentloaded', timeout: left() });

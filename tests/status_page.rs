@@ -27,6 +27,19 @@ fn get(node: &Node, path: &str) -> (u16, String) {
     (status.parse().unwrap_or(0), body)
 }
 
+/// GET with an API token (a node with `[auth] required`).
+fn get_with(node: &Node, path: &str, token: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "60", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{}{path}", node.http))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (status.parse().unwrap_or(0), body.to_string())
+}
+
 fn status_json(node: &Node) -> Value {
     let (status, body) = get(node, "/api/status");
     assert_eq!(status, 200, "{body}");
@@ -280,12 +293,14 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
     let node = Node::start_processing(
         dir.path(),
         &format!(
-            "\n{}{}\n[[routes]]\nfrom_ae = \"*\"\nto = [\"PACS\", \"DOWN\"]\n",
+            "\n{}{}\n[[routes]]\nfrom_ae = \"*\"\nto = [\"PACS\", \"DOWN\"]\n{AUTH_REQUIRED}",
             dimse_destination("PACS", "PACS", pacs.port),
             dimse_destination("DOWN", "DOWN", free_port())
         ),
         "",
     );
+    // The admin signs in as a person does, on the login page.
+    node.add_user("admin", "admin", "status page test");
     const PEER: &str = "NEWPEER";
     // Not a peer yet: its association is rejected. ANYWHERE (from the file) may associate.
     let echo = echoscu(&node, PEER, "VCNODE");
@@ -302,7 +317,7 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
         done: expect,
         peer: (PEER, "127.0.0.1"),
         disable: "ANYWHERE",
-        login: None,
+        login: Some(("admin", "status page test")),
     };
     let mut child = start_driver(&chromium, &driver, &node, &out, &watch);
     wait_for_file(&mut child, &out.join("ready"), BROWSER_LIMIT);
@@ -421,8 +436,9 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
         "{shown}"
     );
     assert_eq!(report["problems_after_removal"], "", "{shown}");
+    let token = node.create_token("checks", "admin");
     let listed = |path: &str, list: &str, key: &str| -> Vec<String> {
-        let (status, body) = get(&node, path);
+        let (status, body) = get_with(&node, path, &token);
         assert_eq!(status, 200, "{path}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         v[list]

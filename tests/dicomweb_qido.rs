@@ -33,16 +33,6 @@ fn le_image(dir: &Path, seed: u64, study_seed: u64, patient: (&str, &str), date:
     path
 }
 
-fn study_uid(path: &Path) -> String {
-    let obj = dicom_object::open_file(path).unwrap();
-    obj.element(tags::STUDY_INSTANCE_UID)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches('\0')
-        .to_string()
-}
-
 /// GET `path_and_query` under /dicomweb as OHIF sends it; the status, headers and body.
 async fn get(node: &Node, path_and_query: &str) -> (u16, reqwest::header::HeaderMap, String) {
     let r = reqwest::Client::new()

@@ -41,16 +41,6 @@ async fn studies(client: &reqwest::Client, node: &Node) -> reqwest::Result<Vec<(
         .collect())
 }
 
-fn study_uid(path: &std::path::Path) -> String {
-    let obj = dicom_object::open_file(path).unwrap();
-    obj.element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches('\0')
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dicomweb_over_https_with_the_node_certificate_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,16 +14,6 @@ use vcnode::fixture::MammogramSpec;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn study_uid(path: &Path) -> String {
-    let obj = dicom_object::open_file(path).unwrap();
-    obj.element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches('\0')
-        .to_string()
-}
-
 /// `vcnode pull` against the node at `node_url`.
 fn pull(config: &Path, node_url: &str, source: &str, study: &str) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_vcnode"))

@@ -174,21 +174,6 @@ async fn the_page_is_served_beside_the_viewer() {
     assert!(app.contains("/app-config.js"));
 }
 
-/// The tools the browser test needs, or a failure that says how to install them.
-fn browser_tools() -> (PathBuf, PathBuf) {
-    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    assert!(
-        chromium.exists(),
-        "{} not found: the status page test needs headless Chromium; run scripts/setup.sh",
-        chromium.display()
-    );
-    assert!(
-        checkout().join("tests/viewer/node_modules/playwright-core").is_dir(),
-        "tests/viewer/node_modules/playwright-core missing: run scripts/fetch-viewer.sh (scripts/setup.sh calls it)"
-    );
-    (chromium, checkout().join("tests/viewer/status.mjs"))
-}
-
 /// What the browser script waits for and does.
 struct Watch<'a> {
     /// Instances received, as the page counts them.
@@ -263,30 +248,9 @@ fn drain(child: &mut Child) -> String {
     text
 }
 
-/// The script's JSON report, once it ends (bounded).
-fn report_of(mut child: Child) -> Value {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > BROWSER_LIMIT + Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("the browser script did not finish within {BROWSER_LIMIT:?} + 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "browser script report unreadable ({e}); status {}:\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_routes() {
-    let (chromium, driver) = browser_tools();
+    let (chromium, driver) = browser_tools("status.mjs");
     let dir = tempfile::tempdir().unwrap();
     // A processing node sending its results to a PACS that takes them and to one that is down.
     let pacs = Storescp::start(&dir.path().join("pacs"), "PACS");
@@ -328,7 +292,7 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
             tokio::time::sleep(Duration::from_millis(2500)).await;
         }
     }
-    let report = report_of(child);
+    let report = browser_report(child, BROWSER_LIMIT);
     let shown = serde_json::to_string_pretty(&report).unwrap();
     assert!(report.get("error").is_none(), "{shown}");
     let screenshot = PathBuf::from(report["screenshot"].as_str().unwrap());

@@ -32,26 +32,6 @@ fn checkout() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The tools the test needs, or a failure that says how to install them: nothing is skipped.
-fn browser_tools() -> (PathBuf, PathBuf) {
-    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    assert!(
-        chromium.exists(),
-        "{} not found: the viewer test needs headless Chromium; run scripts/setup.sh (Debian package chromium)",
-        chromium.display()
-    );
-    let driver = checkout().join("tests/viewer/drive.mjs");
-    assert!(
-        checkout().join("tests/viewer/node_modules/playwright-core").is_dir(),
-        "tests/viewer/node_modules/playwright-core missing: run scripts/fetch-viewer.sh (scripts/setup.sh calls it)"
-    );
-    assert!(
-        checkout().join("viewer/ohif/index.html").is_file(),
-        "viewer/ohif missing: run scripts/fetch-viewer.sh (scripts/setup.sh calls it)"
-    );
-    (chromium, driver)
-}
-
 /// GET with an optional session cookie; redirects are not followed.
 async fn get_as(url: &str, cookie: Option<&str>) -> (u16, String, String) {
     let http = reqwest::Client::builder()
@@ -107,7 +87,7 @@ fn drive(
     out: &Path,
     patient_id: &str,
 ) -> serde_json::Value {
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .arg(driver)
         .args([base, study])
         .arg(out)
@@ -123,24 +103,7 @@ fn drive(
         .stderr(Stdio::piped())
         .spawn()
         .expect("node (Debian package nodejs) runs the browser script");
-    // Bounded: the script has its own limit; this one catches a hung browser.
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > BROWSER_LIMIT + Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("the browser script did not finish within {BROWSER_LIMIT:?} + 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "browser script report unreadable ({e}); status {}:\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    browser_report(child, BROWSER_LIMIT)
 }
 
 fn json_str(v: &serde_json::Value) -> &str {
@@ -149,7 +112,7 @@ fn json_str(v: &serde_json::Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ohif_shows_each_le_image_beside_its_synthetic_rc() {
-    let (chromium, driver) = browser_tools();
+    let (chromium, driver) = browser_tools("drive.mjs");
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     // The default viewer_dir (viewer/ohif) is found in the checkout, as under `make run`.

@@ -208,6 +208,17 @@ fn role_of(text: &str) -> Result<Role, AuthError> {
     text.parse().map_err(AuthError::Invalid)
 }
 
+/// The principal of a `(name, role)` row of the tokens or the sessions table.
+fn principal_of(row: Option<sqlx::sqlite::SqliteRow>) -> Result<Option<Principal>, AuthError> {
+    row.map(|r| {
+        Ok(Principal {
+            name: r.get(0),
+            role: role_of(r.get(1))?,
+        })
+    })
+    .transpose()
+}
+
 fn check_name(what: &str, name: &str) -> Result<(), AuthError> {
     if name.is_empty()
         || name.len() > 64
@@ -303,13 +314,7 @@ impl AuthStore {
         .bind(now_ms())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(Principal {
-                name: r.get(0),
-                role: role_of(r.get(1))?,
-            })
-        })
-        .transpose()
+        principal_of(row)
     }
 
     pub async fn add_user(&self, name: &str, role: Role, password: &Secret) -> Result<(), AuthError> {
@@ -432,13 +437,7 @@ impl AuthStore {
             .bind(now_ms())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            Ok(Principal {
-                name: r.get(0),
-                role: role_of(r.get(1))?,
-            })
-        })
-        .transpose()
+        principal_of(row)
     }
 
     async fn close_session(&self, id: &str) -> Result<(), AuthError> {

@@ -297,6 +297,17 @@ pub fn sop_instance_uid(path: &Path) -> String {
         .to_string()
 }
 
+/// The Study Instance UID of a Part 10 file.
+pub fn study_uid(path: &Path) -> String {
+    let obj = dicom_object::open_file(path).unwrap();
+    obj.element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string()
+}
+
 /// Opens the node's SQLite file directly, as an admin with sqlite3 would.
 pub async fn count(node: &Node, sql: &str) -> i64 {
     let q = vcnode::queue::Queue::open(&node.data_dir).await.unwrap();
@@ -1302,4 +1313,51 @@ impl Node {
         );
         assert!(out.status.success(), "vcnode users add: {}", text(&out));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headless Chromium driven by a playwright-core script (tests/viewer.rs, tests/status_page.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// Chromium and the browser script `tests/viewer/<script>`, or a failure that says how to
+/// install what is missing: nothing is skipped.
+pub fn browser_tools(script: &str) -> (PathBuf, PathBuf) {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    assert!(
+        chromium.exists(),
+        "{} not found: the browser tests need headless Chromium; run scripts/setup.sh (Debian package chromium)",
+        chromium.display()
+    );
+    assert!(
+        checkout.join("tests/viewer/node_modules/playwright-core").is_dir(),
+        "tests/viewer/node_modules/playwright-core missing: run scripts/fetch-viewer.sh (scripts/setup.sh calls it)"
+    );
+    assert!(
+        checkout.join("viewer/ohif/index.html").is_file(),
+        "viewer/ohif missing: run scripts/fetch-viewer.sh (scripts/setup.sh calls it)"
+    );
+    (chromium, checkout.join("tests/viewer").join(script))
+}
+
+/// The JSON report a browser script prints when it ends. Bounded: the script has its own
+/// limit (`limit` less 10 s, passed to it); this one catches a hung browser.
+pub fn browser_report(mut child: Child, limit: Duration) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit + Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the browser script did not finish within {limit:?} + 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "browser script report unreadable ({e}); status {}:\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }

@@ -215,6 +215,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "directory loaded; export workers started"
     );
     directory.watch(&mut supervisor);
+    let (audit, audit_writer) =
+        crate::web::auth::audit_log(crate::web::auth::AuthStore::new(queue.pool().clone()));
+    supervisor.spawn("audit writer", Stage::Upkeep, move |stop| {
+        let writer = audit_writer.clone();
+        async move { writer.run(stop).await }
+    });
+    // Histogram samples wait in buffers until folded into buckets: fold them now and then
+    // even when nothing scrapes.
+    supervisor.spawn("metrics upkeep", Stage::Upkeep, {
+        let metrics = metrics.clone();
+        move |stop| {
+            let metrics = metrics.clone();
+            async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = every.tick() => metrics.run_upkeep(),
+                    }
+                }
+            }
+        }
+    });
     let supervised = tokio::spawn(supervisor.run());
 
     // The one ingest, for C-STORE and STOW-RS alike.
@@ -241,20 +264,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         directory: directory.clone(),
-    });
-    // Histogram samples wait in buffers until folded into buckets: fold them now and then
-    // even when nothing scrapes.
-    let upkeep = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = every.tick() => metrics.run_upkeep(),
-                }
-            }
-        }
+        audit,
     });
     // HTTPS: the certificate and key are read now, so a bad file stops start-up.
     let https = match (&config.node.tls, config.node.http_tls) {
@@ -309,7 +319,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     readiness
         .scp_listening
         .store(false, std::sync::atomic::Ordering::Release);
-    upkeep.abort();
     // The SCP has drained (or failed): the HTTP server and the workers stop now if they have not yet.
     shutdown.cancel();
     match http.await {

@@ -1,8 +1,9 @@
-//! One supervisor for the node's long-running tasks: job workers, export workers and the model
-//! thread. A task that panics (or returns while the node runs) is logged and replaced. At
-//! shutdown the stages stop in order — workers and exporters first (each finishes its item or
-//! releases its lease), then the model thread, which answers the workers' last requests — each
-//! within a bounded wait.
+//! One supervisor for the node's long-running tasks: job workers, export workers, the model
+//! thread, the directory watch, the audit writer and the metrics upkeep. A task that panics (or
+//! returns while the node runs) is logged and replaced. At shutdown the stages stop in order —
+//! workers and exporters first (each finishes its item or releases its lease), then the model
+//! thread, which answers the workers' last requests, then the upkeep tasks, which write what is
+//! left — each within a bounded wait.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,9 +22,12 @@ pub enum Stage {
     Work,
     /// The model thread: the workers' requests must be answered until they stop.
     Model,
+    /// Book-keeping that must see everything the others did: the audit writer (its last
+    /// entries), the metrics upkeep.
+    Upkeep,
 }
 
-const STAGES: [Stage; 2] = [Stage::Work, Stage::Model];
+const STAGES: [Stage; 3] = [Stage::Work, Stage::Model, Stage::Upkeep];
 
 type AsyncStart = Arc<dyn Fn(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 type BlockingStart = Arc<dyn Fn(CancellationToken) + Send + Sync>;

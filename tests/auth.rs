@@ -517,3 +517,28 @@ async fn revoked_and_expired_tokens_are_refused_and_failures_are_limited() {
         assert!(!log.contains(secret), "a secret in node.log");
     }
 }
+
+/// The audit log is written off the requests' path, in batches: a node stopped right after a
+/// burst of queries must still have a row for each of them once it has exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_audited_request_is_in_the_table_after_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), AUTH_REQUIRED);
+    let token = node.create_token("burst", "reader");
+    let http = client();
+    let studies = format!("http://{}/dicomweb/studies", node.http);
+    const QUERIES: i64 = 200;
+    for _ in 0..QUERIES {
+        let r = send(&http, Method::GET, &studies, &bearer(&token)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    node.terminate();
+    let status = node.wait_exit(Duration::from_secs(60)).expect("the node stops");
+    assert!(status.success(), "{status}");
+    let db = DbReader::open(&node.data_dir).await;
+    let rows = db
+        .count("SELECT COUNT(*) FROM audit_log WHERE actor = 'burst'")
+        .await;
+    db.close().await;
+    assert_eq!(rows, QUERIES, "an audit row for every query");
+}

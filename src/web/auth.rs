@@ -32,6 +32,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{WebError, WebState};
@@ -613,8 +614,8 @@ pub struct Guard {
     secure_cookie: bool,
     store: AuthStore,
     limiter: FailureLimiter,
-    /// To the audit writer; None outside a runtime (entries are then written in the request).
-    audit: Option<mpsc::Sender<AuditEntry>>,
+    /// To the audit writer ([`audit_log`]).
+    audit: mpsc::Sender<AuditEntry>,
 }
 
 /// Audit entries waiting for the writer; beyond it a request writes its own entry.
@@ -624,25 +625,20 @@ const AUDIT_BATCH: usize = 256;
 
 impl Guard {
     pub fn new(state: &WebState) -> Arc<Guard> {
-        let store = AuthStore::new(state.queue.pool().clone());
         Arc::new(Guard {
             config: state.config.auth.clone(),
             secure_cookie: state.config.node.http_tls,
-            audit: tokio::runtime::Handle::try_current()
-                .ok()
-                .map(|runtime| audit_writer(&runtime, store.clone())),
-            store,
+            audit: state.audit.clone(),
+            store: AuthStore::new(state.queue.pool().clone()),
             limiter: FailureLimiter::new(state.config.auth.failures_per_minute),
         })
     }
 
     async fn audit(&self, entry: AuditEntry) {
-        let entry = match &self.audit {
-            Some(writer) => match writer.try_send(entry) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => e,
-            },
-            None => entry,
+        let entry = match self.audit.try_send(entry) {
+            Ok(()) => return,
+            // A full queue, or the writer gone at shutdown: the request writes its own.
+            Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) => e,
         };
         if let Err(e) = self.store.record_audit(std::slice::from_ref(&entry)).await {
             warn!(error = %e, "the audit log could not be written");
@@ -650,21 +646,53 @@ impl Guard {
     }
 }
 
-/// Writes audit entries off the requests' path, in batches: a commit (an fsync) per DICOMweb
-/// request would add its latency to every query and frame OHIF asks for. It ends when the
-/// server's router is dropped, after writing what is queued.
-fn audit_writer(runtime: &tokio::runtime::Handle, store: AuthStore) -> mpsc::Sender<AuditEntry> {
-    let (tx, mut rx) = mpsc::channel::<AuditEntry>(AUDIT_QUEUE);
-    runtime.spawn(async move {
+/// The audit log: requests queue entries on the sender; the [`AuditWriter`] (a supervised
+/// task) commits them in batches, because a commit (an fsync) per DICOMweb request would add
+/// its latency to every query and frame OHIF asks for.
+pub fn audit_log(store: AuthStore) -> (mpsc::Sender<AuditEntry>, Arc<AuditWriter>) {
+    let (tx, rx) = mpsc::channel::<AuditEntry>(AUDIT_QUEUE);
+    (
+        tx,
+        Arc::new(AuditWriter {
+            rx: tokio::sync::Mutex::new(rx),
+            store,
+        }),
+    )
+}
+
+/// Writes queued audit entries; a replacement (after a panic) takes the queue over.
+pub struct AuditWriter {
+    rx: tokio::sync::Mutex<mpsc::Receiver<AuditEntry>>,
+    store: AuthStore,
+}
+
+impl AuditWriter {
+    /// Runs until `stop` (the last stage of a shutdown), then writes what is queued: entries
+    /// that come later are written by their requests.
+    pub async fn run(&self, stop: CancellationToken) {
+        let mut rx = self.rx.lock().await;
         let mut batch = Vec::with_capacity(AUDIT_BATCH);
-        while rx.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
-            if let Err(e) = store.record_audit(&batch).await {
-                warn!(error = %e, entries = batch.len(), "the audit log could not be written");
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, AUDIT_BATCH) => if n == 0 { return },
+                _ = stop.cancelled() => {
+                    rx.close();
+                    while rx.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+                        self.write(&mut batch).await;
+                    }
+                    return;
+                }
             }
-            batch.clear();
+            self.write(&mut batch).await;
         }
-    });
-    tx
+    }
+
+    async fn write(&self, batch: &mut Vec<AuditEntry>) {
+        if let Err(e) = self.store.record_audit(batch).await {
+            warn!(error = %e, entries = batch.len(), "the audit log could not be written");
+        }
+        batch.clear();
+    }
 }
 
 /// The parts of the site, by what they need.

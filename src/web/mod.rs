@@ -46,6 +46,8 @@ pub struct WebState {
     pub readiness: Arc<health::Readiness>,
     /// Renders `/metrics` ([`crate::metrics::install`]).
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The audit log's queue ([`auth::audit_log`]; its writer runs under the supervisor).
+    pub audit: tokio::sync::mpsc::Sender<auth::AuditEntry>,
     /// Peers, destinations and routes, live ([`crate::directory`]); the admin API edits them.
     pub directory: Arc<crate::directory::Directory>,
 }

@@ -548,7 +548,11 @@ pub fn compare_arms(model: &Arm, other: &Arm) -> Vec<Comparison> {
                 .patient_values(metric)
                 .into_iter()
                 .zip(other.patient_values(metric))
-                .map(|((_, x), (_, y))| (x, y))
+                .map(|((pa, x), (pb, y))| {
+                    // Both arms scored the same prepared pairs, in the same order.
+                    debug_assert_eq!(pa, pb);
+                    (x, y)
+                })
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .unzip();
             Comparison {
@@ -1162,5 +1166,40 @@ mod tests {
             .iter()
             .filter(|r| r.result.is_none())
             .all(|r| r.p_holm.is_nan()));
+    }
+
+    #[test]
+    fn data_a_manifest_trained_validated_or_developed_on_is_not_held_out() {
+        let mut m = Manifest::load(Path::new("models/weights/unet.json")).unwrap();
+        let fresh = ["PHANTOM-7-0000", "PHANTOM-7-0001"];
+        assert!(development_reasons(&m, "/data/seed7/pairs.csv", &fresh).is_empty());
+
+        let t = m.training.as_mut().unwrap();
+        t.data_path = Some("/data/seed1/pairs.csv".into());
+        t.patients = vec!["PHANTOM-1-0000".into()];
+        t.validation_patients = vec!["PHANTOM-1-0049".into()];
+        let reasons = development_reasons(&m, "/data/seed1/pairs.csv", &["PHANTOM-1-0049"]);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("trained on this data source"));
+        assert!(reasons[1].contains("1 of its patients"));
+        // The same patients written elsewhere (another size, another folder) are still seen.
+        assert_eq!(
+            development_reasons(&m, "/elsewhere.csv", &["PHANTOM-1-0000"]).len(),
+            1
+        );
+
+        // An evaluation recorded as development marks that set for good.
+        m.metrics["development"] = serde_json::json!({
+            "data": "/data/seed2/pairs.csv",
+            "patients": ["PHANTOM-2-0000", "PHANTOM-2-0001"],
+        });
+        let by_path = development_reasons(&m, "/data/seed2/pairs.csv", &[]);
+        assert_eq!(by_path.len(), 1);
+        assert!(by_path[0].contains("records this data as a development set"));
+        assert_eq!(
+            development_reasons(&m, "/copy/pairs.csv", &["PHANTOM-2-0001"]).len(),
+            1
+        );
+        assert!(development_reasons(&m, "/data/seed7/pairs.csv", &fresh).is_empty());
     }
 }

@@ -101,6 +101,7 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     assert_eq!(manifest["training"]["steps"], unet["training"]["steps"]);
     assert_eq!(manifest["training"]["pairs"], 9);
     assert_eq!(manifest["weights"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(manifest["metrics"]["validation"]["role"], "development");
     assert!(manifest["metrics"]["validation"]["psnr"]["mean"]
         .as_f64()
         .unwrap()

@@ -62,7 +62,7 @@ fi
 [ -f "$work/heldout/pairs.csv" ] || "$bin" phantom --out "$work/heldout" --patients 12 --seed 2 --rows 1664 --columns 1280
 note="Trained by models/weights/train.sh on $device ($(nproc) cores): ${rows}x${cols} input, widths $channels, batch norm, $samples, $epochs epochs (weights of the epoch with the lowest validation L1), restarts: seeds 0-2 trained $probe epochs each, the one with the lowest validation L1 on enhancing pixels continued, L1 loss, Adam lr 2e-4 beta1 0.5."
 [ "$device" = cpu ] && note="$note A smaller CPU configuration: the paper trains whole 640x512 images, widths 32-256, 200 epochs on a GPU."
-label="vcnode phantom seed 1, 50 patients x 4 views at 1664x1280, 4 lesions per breast (last 10% held out for validation)"
+label="vcnode phantom seed 1, 50 patients x 4 views at 1664x1280, 4 lesions per breast (last 10% for validation, which chose epochs and seeds: development data)"
 # Stage 2 (crops only): FROZEN_EPOCHS more epochs from stage 1's kept weights, with the batch
 # norms frozen on whole-image statistics, half the crops centred on enhancement, and the
 # weights averaged over those epochs. PRETRAINED=DIR reuses stage-1 weights already in DIR.

@@ -313,7 +313,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             let scored = score_pairs(val_pairs, |x| {
                 tch::no_grad(|| trained.generator.run(&x.to_device(device), false).image)
             })?;
-            serde_json::json!({ "validation": scored.summary_json() })
+            // Validation chose the epoch (and the seed): development data, labelled so.
+            let mut validation = scored.summary_json();
+            validation["role"] = super::eval::Role::Development.name().into();
+            validation["patients"] = patients_of(&pairs[n_train..]).into();
+            serde_json::json!({ "validation": validation })
         }
         None => serde_json::Value::Null,
     };

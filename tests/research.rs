@@ -32,7 +32,7 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
         "--out",
         s(&data),
         "--patients",
-        "2",
+        "3",
         "--seed",
         "9",
         "--rows",
@@ -45,8 +45,8 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     let csv = data.join("pairs.csv");
     assert_eq!(
         std::fs::read_to_string(&csv).unwrap().lines().count(),
-        1 + 8,
-        "2 patients x 4 views"
+        1 + 12,
+        "3 patients x 4 views"
     );
 
     let common = [
@@ -99,42 +99,148 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     let unet: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("unet.json")).unwrap()).unwrap();
     assert_eq!(manifest["training"]["steps"], unet["training"]["steps"]);
-    assert_eq!(manifest["training"]["pairs"], 6);
+    assert_eq!(manifest["training"]["pairs"], 9);
     assert_eq!(manifest["weights"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(manifest["metrics"]["validation"]["role"], "development");
     assert!(manifest["metrics"]["validation"]["psnr"]["mean"]
         .as_f64()
         .unwrap()
         .is_finite());
 
-    let report_dir = dir.path().join("report");
-    vcnode(&[
-        "eval",
+    // A second U-Net seed: the baselines' two manifests are one arm.
+    let out2 = dir.path().join("weights-seed5");
+    let mut args = vec![
+        "train",
         "--model",
-        s(&out.join("scpa-unet.json")),
-        "--baseline",
-        s(&out.join("unet.json")),
+        "unet",
         "--data",
         s(&csv),
         "--out",
-        s(&report_dir),
-        "--pictures",
-        "2",
-        "--device",
-        "cpu",
-        "--record",
-    ]);
+        s(&out2),
+        "--validation",
+        "0.25",
+        "--seed",
+        "5",
+    ];
+    args.extend(common);
+    vcnode(&args);
+    let unet2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out2.join("unet.json")).unwrap()).unwrap();
+    assert_eq!(unet2["training"]["patients"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        unet2["training"]["validation_patients"],
+        serde_json::json!(["PHANTOM-9-0002"]),
+        "the last quarter of the pairs: three of the third patient's views"
+    );
+
+    // The training data chose epochs and seeds: it cannot be called held-out.
+    let manifests = [
+        out.join("scpa-unet.json"),
+        out.join("unet.json"),
+        out2.join("unet.json"),
+    ];
+    let eval = |role: &str, report: &Path, record: bool| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            s(&manifests[0]),
+            "--baseline",
+            s(&manifests[1]),
+            "--baseline",
+            s(&manifests[2]),
+            "--data",
+            s(&csv),
+            "--role",
+            role,
+            "--out",
+            s(report),
+            "--pictures",
+            "2",
+            "--device",
+            "cpu",
+        ];
+        if record {
+            args.push("--record");
+        }
+        Command::new(env!("CARGO_BIN_EXE_vcnode"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let report_dir = dir.path().join("report");
+    let refused = eval("held-out", &report_dir, false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "held-out accepted on the training data"
+    );
+    assert!(
+        stderr.contains("is not held-out") && stderr.contains("--role development"),
+        "{stderr}"
+    );
+    assert!(!report_dir.join("REPORT.md").exists());
+    let done = eval("development", &report_dir, true);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+
     let csv_scores = std::fs::read_to_string(report_dir.join("scores.csv")).unwrap();
     assert_eq!(
         csv_scores.lines().count(),
-        1 + 3 * 8,
-        "8 cases x (model, baseline, copy-LE)"
+        1 + 4 * 12,
+        "12 cases x (model, 2 baseline seeds, copy-LE)"
     );
-    assert!(csv_scores.contains(",copy-LE,"));
+    assert!(csv_scores.starts_with(
+        "case,patient,model,seed,mse,psnr,ssim,roi_mse,roi_psnr,roi_ssim,nonlesion_mse,nonlesion_psnr,nonlesion_ssim\n"
+    ));
+    assert!(csv_scores.contains(",PHANTOM-9-0002,copy-LE,,"));
+    let evaluation: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(evaluation["role"], "development");
+    assert_eq!(evaluation["cases"], 12);
+    assert_eq!(evaluation["patients"], 3);
+    let arms = evaluation["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 3, "scpa-unet, unet x 2 seeds, copy-LE");
+    assert_eq!(arms[1]["label"], "unet ×2 seeds");
+    let seeds: Vec<_> = arms[1]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seed"].clone())
+        .collect();
+    assert_eq!(seeds, [serde_json::json!(0), serde_json::json!(5)]);
+    assert_eq!(arms[1]["seed_spread"]["psnr"]["n"], 2);
+    assert!(arms[1]["seed_spread"]["psnr"]["sd"].as_f64().unwrap() > 0.0);
+    assert_eq!(arms[0]["per_patient"]["mse"]["n"], 3);
+    let comparisons = evaluation["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 2 * 9, "2 baseline arms x 9 metrics");
+    // The tests run on the 3 patients, not the 12 images; Holm never lowers a p-value.
+    let whole_psnr_vs_copy = comparisons
+        .iter()
+        .find(|c| c["baseline"] == "copy-LE" && c["metric"] == "psnr")
+        .unwrap();
+    assert_eq!(whole_psnr_vs_copy["patients"], 3);
+    let (p, p_holm) = (
+        whole_psnr_vs_copy["p"].as_f64().unwrap(),
+        whole_psnr_vs_copy["p_holm"].as_f64().unwrap(),
+    );
+    assert!(p_holm >= p && p_holm <= 1.0, "{whole_psnr_vs_copy}");
+    assert!(comparisons.iter().all(|c| c["patients"].as_u64().unwrap() <= 3));
+
     let report = std::fs::read_to_string(report_dir.join("REPORT.md")).unwrap();
-    assert!(
-        report.contains("Paired tests") && report.contains("copy-LE"),
-        "{report}"
-    );
+    for needle in [
+        "**development**",
+        "12 images of 3 patients",
+        "### Whole breast, 3 patients",
+        "### Lesion ROIs",
+        "### Non-lesion enhancement ROIs",
+        "| model | MSE | PSNR (dB) | SSIM |",
+        "## Spread between training seeds",
+        "| unet ×2 seeds | 2 |",
+        "Paired tests across patients",
+        "Holm p",
+        "copy-LE",
+    ] {
+        assert!(report.contains(needle), "{needle}\n{report}");
+    }
     // The by-lesion table counts every lesion box of the ROI files, split by visibility on LE.
     let (mut visible, mut hidden) = (0, 0);
     for line in std::fs::read_to_string(&csv).unwrap().lines().skip(1) {
@@ -149,13 +255,19 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
         }
     }
     assert!(visible + hidden >= 8, "--lesions 2 placed {visible} + {hidden}");
-    let header = format!("| model | {visible} visible: ROI PSNR (dB) | ROI SSIM | {hidden} hidden:");
+    let header =
+        format!("| model | {visible} visible: ROI MSE | ROI PSNR (dB) | ROI SSIM | {hidden} hidden:");
     assert!(report.contains(&header), "{header}\n{report}");
     let png = std::fs::read(report_dir.join("pictures/case-001.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let recorded: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("scpa-unet.json")).unwrap()).unwrap();
-    assert_eq!(recorded["metrics"]["held_out"]["cases"], 8);
+    assert_eq!(recorded["metrics"]["development"]["cases"], 12);
+    assert_eq!(recorded["metrics"]["development"]["role"], "development");
+    assert!(recorded["metrics"]["held_out"].is_null());
+    let recorded2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out2.join("unet.json")).unwrap()).unwrap();
+    assert_eq!(recorded2["metrics"]["development"]["cases"], 12);
 
     // Weights that no longer match their manifest are refused with a clear message.
     std::fs::write(out.join("unet.safetensors"), b"not the weights").unwrap();
@@ -166,6 +278,8 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
             s(&out.join("unet.json")),
             "--data",
             s(&csv),
+            "--role",
+            "development",
             "--out",
             s(&report_dir),
             "--device",

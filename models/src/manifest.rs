@@ -57,6 +57,17 @@ pub struct WeightsRef {
 pub struct TrainingRecord {
     /// What data, e.g. "vcnode phantom seed 1, patients 0-59 (240 pairs)".
     pub data: String,
+    /// The data source as `vcnode train` was given it (absolute path), so that an evaluation on
+    /// the same source cannot call it held-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_path: Option<String>,
+    /// Patients whose pairs the weights trained on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patients: Vec<String>,
+    /// Patients of the validation pairs, which chose the epoch and the seed: development data,
+    /// never held-out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_patients: Vec<String>,
     pub pairs: usize,
     pub epochs: usize,
     pub steps: usize,
@@ -94,6 +105,32 @@ pub struct TrainingRecord {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+impl TrainingRecord {
+    /// Every patient these weights, and the weights they were fine-tuned from, trained on or were
+    /// chosen on.
+    pub fn development_patients(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .patients
+            .iter()
+            .chain(&self.validation_patients)
+            .map(String::as_str)
+            .collect();
+        if let Some(before) = self.fine_tuned_from.as_ref().and_then(|f| f.training.as_ref()) {
+            out.extend(before.development_patients());
+        }
+        out
+    }
+
+    /// Every data source these weights, and those they were fine-tuned from, were trained on.
+    pub fn development_paths(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.data_path.iter().map(String::as_str).collect();
+        if let Some(before) = self.fine_tuned_from.as_ref().and_then(|f| f.training.as_ref()) {
+            out.extend(before.development_paths());
+        }
+        out
+    }
 }
 
 /// The starting point of a fine-tuning run: which weights, and how they were trained.

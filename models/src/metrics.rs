@@ -1,7 +1,9 @@
 //! Image-similarity metrics for judging synthesized images against their references.
 //!
 //! The evaluation compares each generated image with the real one by MSE, PSNR and SSIM, once on the
-//! whole image and once on each region of interest (a rectangular crop around contrast uptake).
+//! whole image and once on each region of interest (a rectangle around contrast uptake). In a region,
+//! MSE and PSNR are those of its pixels and SSIM is the mean of the whole image's SSIM map over its
+//! pixels ([`SsimMap::mean_over`]), so small regions get a value too.
 //!
 //! Images are row-major `&[f32]` slices of `rows × cols` values. `data_range` is the span of the value
 //! scale (max − min), e.g. `1.0` for images normalised to `[0, 1]` or `4095.0` for 12-bit pixel values;
@@ -13,7 +15,8 @@
 //! 3.5σ), K1 = 0.01, K2 = 0.03, and the SSIM map averaged over the pixels at least 5 pixels from every
 //! border. scikit-image filters with `mode='reflect'` and then crops those border pixels away, so only
 //! windows that lie entirely inside the image ever reach the mean; this module filters those windows
-//! directly, separably, with no padding.
+//! with the same reflection ([`SsimMap`]), so the mean over the interior is scikit-image's mean SSIM and
+//! the map itself is scikit-image's `full=True` map.
 //!
 //! Inputs that cannot be scored (slices whose lengths disagree with each other or with `rows × cols`,
 //! empty images, a non-positive `data_range`, or an image smaller than the SSIM window) give `NaN` rather
@@ -118,41 +121,132 @@ pub fn psnr(a: &[f32], b: &[f32], data_range: f64) -> f64 {
 }
 
 /// Mean structural similarity of two `rows × cols` images, as scikit-image computes it (see the module
-/// documentation). Identical images score exactly 1.
+/// documentation): the mean of [`SsimMap`] over the pixels at least [`SSIM_WIN_SIZE`]` / 2` from every
+/// border. Identical images score exactly 1.
 ///
 /// `NaN` if the slices are not both `rows × cols` long, `data_range` is not positive and finite, or the
 /// image is smaller than [`SSIM_WIN_SIZE`] in either dimension.
 pub fn ssim(a: &[f32], b: &[f32], rows: usize, cols: usize, data_range: f64) -> f64 {
-    if !same_shape(a, b, rows, cols)
-        || rows < SSIM_WIN_SIZE
-        || cols < SSIM_WIN_SIZE
-        || !valid_range(data_range)
-    {
-        return f64::NAN;
-    }
-    let c1 = (SSIM_K1 * data_range).powi(2);
-    let c2 = (SSIM_K2 * data_range).powi(2);
-    let weights = gaussian_window();
-    let moments = LocalMoments::new(a, b, rows, cols, &weights);
+    SsimMap::new(a, b, rows, cols, data_range).map_or(f64::NAN, |m| m.mean())
+}
 
-    let out_cols = cols - 2 * SSIM_RADIUS;
-    let out_rows = rows - 2 * SSIM_RADIUS;
-    let mut local: [Vec<f64>; 5] = std::array::from_fn(|_| vec![0.0; out_cols]);
-    let mut sum = 0.0;
-    for i in 0..out_rows {
-        moments.vertical(i, &weights, &mut local);
-        let [mx, my, mxx, myy, mxy] = &local;
-        for j in 0..out_cols {
-            let (ux, uy) = (mx[j], my[j]);
-            let vx = mxx[j] - ux * ux;
-            let vy = myy[j] - uy * uy;
-            let vxy = mxy[j] - ux * uy;
-            let num = (2.0 * ux * uy + c1) * (2.0 * vxy + c2);
-            let den = (ux * ux + uy * uy + c1) * (vx + vy + c2);
-            sum += num / den;
+/// The local SSIM of every pixel of an image pair: scikit-image's
+/// `structural_similarity(..., full=True)[1]` with the window of the module documentation, the five
+/// local moments filtered with `mode='reflect'` (the edge pixel repeated, `d c b a | a b c d | d c b a`)
+/// so that the map covers the whole image.
+///
+/// Region scores average this map inside the region ([`SsimMap::mean_over`]) rather than computing SSIM
+/// on a crop: a crop smaller than the window has no SSIM at all, and a crop's border pixels would be
+/// judged on reflected copies of the crop instead of on their real neighbourhood.
+#[derive(Debug, Clone)]
+pub struct SsimMap {
+    rows: usize,
+    cols: usize,
+    values: Vec<f64>,
+}
+
+impl SsimMap {
+    /// The SSIM map of two `rows × cols` images; `None` when [`ssim`] would be `NaN`.
+    pub fn new(a: &[f32], b: &[f32], rows: usize, cols: usize, data_range: f64) -> Option<SsimMap> {
+        if !same_shape(a, b, rows, cols)
+            || rows < SSIM_WIN_SIZE
+            || cols < SSIM_WIN_SIZE
+            || !valid_range(data_range)
+        {
+            return None;
+        }
+        let c1 = (SSIM_K1 * data_range).powi(2);
+        let c2 = (SSIM_K2 * data_range).powi(2);
+        let w = gaussian_window();
+        let moments = |f: &dyn Fn(f64, f64) -> f64| {
+            let m: Vec<f64> = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| f(f64::from(x), f64::from(y)))
+                .collect();
+            filter_reflect(&m, rows, cols, &w)
+        };
+        let mx = moments(&|x, _| x);
+        let my = moments(&|_, y| y);
+        let mxx = moments(&|x, _| x * x);
+        let myy = moments(&|_, y| y * y);
+        let mxy = moments(&|x, y| x * y);
+        let values = (0..rows * cols)
+            .map(|i| {
+                let (ux, uy) = (mx[i], my[i]);
+                let vx = mxx[i] - ux * ux;
+                let vy = myy[i] - uy * uy;
+                let vxy = mxy[i] - ux * uy;
+                (2.0 * ux * uy + c1) * (2.0 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+            })
+            .collect();
+        Some(SsimMap { rows, cols, values })
+    }
+
+    /// The mean SSIM: the map's mean over the pixels whose window lies inside the image, as
+    /// scikit-image reports it.
+    pub fn mean(&self) -> f64 {
+        self.mean_over(Region {
+            row0: SSIM_RADIUS,
+            col0: SSIM_RADIUS,
+            row1: self.rows - SSIM_RADIUS,
+            col1: self.cols - SSIM_RADIUS,
+        })
+    }
+
+    /// The map's mean over the pixels of `region` (any non-empty size); `NaN` if the region is empty or
+    /// reaches outside the image.
+    pub fn mean_over(&self, region: Region) -> f64 {
+        if !region.fits(self.rows, self.cols) {
+            return f64::NAN;
+        }
+        let sum: f64 = (region.row0..region.row1)
+            .map(|r| {
+                self.values[r * self.cols + region.col0..r * self.cols + region.col1]
+                    .iter()
+                    .sum::<f64>()
+            })
+            .sum();
+        sum / (region.rows() * region.cols()) as f64
+    }
+}
+
+/// Separable filtering of a `rows × cols` image with the window `w`, reflecting at the borders as
+/// `scipy.ndimage` does with `mode='reflect'`. Callers guarantee both sides are at least the window's
+/// radius, so one reflection always suffices.
+fn filter_reflect(img: &[f64], rows: usize, cols: usize, w: &[f64; SSIM_WIN_SIZE]) -> Vec<f64> {
+    let reflect = |i: isize, n: usize| -> usize {
+        if i < 0 {
+            (-i - 1) as usize
+        } else if i as usize >= n {
+            2 * n - 1 - i as usize
+        } else {
+            i as usize
+        }
+    };
+    let r = SSIM_RADIUS as isize;
+    let mut across = vec![0.0; rows * cols];
+    for row in 0..rows {
+        let line = &img[row * cols..(row + 1) * cols];
+        for c in 0..cols {
+            across[row * cols + c] = w
+                .iter()
+                .enumerate()
+                .map(|(k, wk)| wk * line[reflect(c as isize + k as isize - r, cols)])
+                .sum();
         }
     }
-    sum / (out_rows * out_cols) as f64
+    let mut out = vec![0.0; rows * cols];
+    for row in 0..rows {
+        let dst = &mut out[row * cols..(row + 1) * cols];
+        for (k, wk) in w.iter().enumerate() {
+            let src_row = reflect(row as isize + k as isize - r, rows);
+            for (d, s) in dst.iter_mut().zip(&across[src_row * cols..(src_row + 1) * cols]) {
+                *d += wk * s;
+            }
+        }
+    }
+    out
 }
 
 /// Copies `r` out of a row-major image that is `cols` wide, row by row.
@@ -183,9 +277,11 @@ pub fn scores(a: &[f32], b: &[f32], rows: usize, cols: usize, data_range: f64) -
     }
 }
 
-/// MSE, PSNR and SSIM of the pair restricted to `region`: the scores of the two crops, so SSIM windows
-/// never reach outside the region. All `NaN` when the region does not fit the image; SSIM alone is `NaN`
-/// when the region is smaller than [`SSIM_WIN_SIZE`] in either dimension.
+/// MSE, PSNR and SSIM of the pair restricted to `region`: MSE and PSNR of the pixels inside it, SSIM
+/// the mean of the whole image's [`SsimMap`] inside it, so every window sees the region's real
+/// surroundings and a region of any size has an SSIM. All `NaN` when the region does not fit the image;
+/// SSIM alone is `NaN` when the image is smaller than [`SSIM_WIN_SIZE`]. To score many regions of one
+/// pair, build the map once and call [`roi_scores`].
 pub fn region_scores(
     a: &[f32],
     b: &[f32],
@@ -194,16 +290,29 @@ pub fn region_scores(
     region: Region,
     data_range: f64,
 ) -> ImageScores {
+    let map = SsimMap::new(a, b, rows, cols, data_range);
+    roi_scores(a, b, rows, cols, map.as_ref(), region, data_range)
+}
+
+/// [`region_scores`] with the pair's SSIM map already computed (`None` where the image has none).
+pub fn roi_scores(
+    a: &[f32],
+    b: &[f32],
+    rows: usize,
+    cols: usize,
+    map: Option<&SsimMap>,
+    region: Region,
+    data_range: f64,
+) -> ImageScores {
     if !same_shape(a, b, rows, cols) || !region.fits(rows, cols) {
         return ImageScores::UNSCORABLE;
     }
-    scores(
-        &crop(a, cols, region),
-        &crop(b, cols, region),
-        region.rows(),
-        region.cols(),
-        data_range,
-    )
+    let mse = mse(&crop(a, cols, region), &crop(b, cols, region));
+    ImageScores {
+        mse,
+        psnr: psnr_from_mse(mse, data_range),
+        ssim: map.map_or(f64::NAN, |m| m.mean_over(region)),
+    }
 }
 
 /// Whether both images hold exactly `rows × cols` values.
@@ -227,62 +336,6 @@ fn gaussian_window() -> [f64; SSIM_WIN_SIZE] {
     let total: f64 = w.iter().sum();
     w.iter_mut().for_each(|wk| *wk /= total);
     w
-}
-
-/// The five SSIM moment images (`x`, `y`, `x²`, `y²`, `x·y`) filtered along rows with the Gaussian window,
-/// keeping only the columns whose window fits inside the image: `rows × (cols − 2r)` each, row-major.
-struct LocalMoments {
-    cols: usize,
-    rows_filtered: [Vec<f64>; 5],
-}
-
-impl LocalMoments {
-    /// Filters the moment images of `a` and `b` along rows. Callers guarantee `cols >= SSIM_WIN_SIZE`.
-    fn new(a: &[f32], b: &[f32], rows: usize, cols: usize, w: &[f64; SSIM_WIN_SIZE]) -> Self {
-        let out_cols = cols - 2 * SSIM_RADIUS;
-        let mut rows_filtered: [Vec<f64>; 5] = Default::default();
-        rows_filtered
-            .iter_mut()
-            .for_each(|m| m.reserve_exact(rows * out_cols));
-        let mut line: [Vec<f64>; 5] = Default::default();
-        for (ra, rb) in a.chunks_exact(cols).zip(b.chunks_exact(cols)) {
-            for l in &mut line {
-                l.clear();
-            }
-            for (&x, &y) in ra.iter().zip(rb) {
-                let (x, y) = (f64::from(x), f64::from(y));
-                line[0].push(x);
-                line[1].push(y);
-                line[2].push(x * x);
-                line[3].push(y * y);
-                line[4].push(x * y);
-            }
-            for (src, dst) in line.iter().zip(&mut rows_filtered) {
-                dst.extend(
-                    src.windows(SSIM_WIN_SIZE)
-                        .map(|win| win.iter().zip(w).map(|(s, wk)| s * wk).sum::<f64>()),
-                );
-            }
-        }
-        Self {
-            cols: out_cols,
-            rows_filtered,
-        }
-    }
-
-    /// Filters along columns to get the local means of the five moments for output row `i` (the image
-    /// row `i + r`), writing them into `out`.
-    fn vertical(&self, i: usize, w: &[f64; SSIM_WIN_SIZE], out: &mut [Vec<f64>; 5]) {
-        for (src, dst) in self.rows_filtered.iter().zip(out.iter_mut()) {
-            dst.iter_mut().for_each(|d| *d = 0.0);
-            for (k, &wk) in w.iter().enumerate() {
-                let row = &src[(i + k) * self.cols..(i + k + 1) * self.cols];
-                for (d, &s) in dst.iter_mut().zip(row) {
-                    *d += wk * s;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -461,35 +514,73 @@ mod tests {
         check_against_skimage("12bit 11x11", pair_12bit(11, 11), 11, 11, 4095.0, want);
     }
 
+    // Masked SSIM references: the same scikit-image 0.26.0 call with `full=True`, then the mean of the
+    // map over a box (rows r0..r1, columns c0..c1, ends exclusive):
+    //
+    //   m, S = structural_similarity(a, b, data_range=R, gaussian_weights=True, sigma=1.5,
+    //                                use_sample_covariance=False, full=True)
+    //   S[r0:r1, c0:c1].mean()
+    //
+    // pair_12bit(48, 40), R = 4095:
+    //   (0, 3, 0, 4): 0.8327625795491618       (20, 26, 10, 16): 0.8667016066209042
+    //   (47, 48, 39, 40): 0.6977559047133063   (5, 30, 7, 33): 0.8463830084512393
+    //   (0, 48, 0, 40): 0.8456038690454849
+    // pair_8bit(64, 64, 1), R = 1:
+    //   (60, 64, 0, 64): 0.6274874029424273    (30, 34, 28, 36): 0.8692948849304707
+
+    fn region(row0: usize, row1: usize, col0: usize, col1: usize) -> Region {
+        Region {
+            row0,
+            col0,
+            row1,
+            col1,
+        }
+    }
+
     #[test]
-    fn region_scores_are_scores_of_the_crop() {
+    fn masked_ssim_matches_scikit_image() {
+        let (a, b) = pair_12bit(48, 40);
+        let map = SsimMap::new(&a, &b, 48, 40, 4095.0).expect("an SSIM map");
+        assert_close(map.mean(), 0.8443300184198217, 1e-6, "mean SSIM from the map");
+        for (r, want) in [
+            (region(0, 3, 0, 4), 0.8327625795491618),
+            (region(20, 26, 10, 16), 0.8667016066209042),
+            (region(47, 48, 39, 40), 0.6977559047133063),
+            (region(5, 30, 7, 33), 0.8463830084512393),
+            (region(0, 48, 0, 40), 0.8456038690454849),
+        ] {
+            assert_close(map.mean_over(r), want, 1e-6, &format!("12bit {r:?}"));
+        }
+        let (a, b) = pair_8bit(64, 64, 1);
+        let map = SsimMap::new(&a, &b, 64, 64, 1.0).expect("an SSIM map");
+        for (r, want) in [
+            (region(60, 64, 0, 64), 0.6274874029424273),
+            (region(30, 34, 28, 36), 0.8692948849304707),
+        ] {
+            assert_close(map.mean_over(r), want, 1e-6, &format!("8bit {r:?}"));
+        }
+    }
+
+    #[test]
+    fn region_scores_take_mse_from_the_box_and_ssim_from_the_whole_map() {
         let (rows, cols) = (48, 40);
         let (a, b) = pair_12bit(rows, cols);
-        let region = Region {
-            row0: 5,
-            col0: 7,
-            row1: 30,
-            col1: 33,
-        };
-        let ca = crop(&a, cols, region);
-        let cb = crop(&b, cols, region);
+        let box_ = region(5, 30, 7, 33);
+        let ca = crop(&a, cols, box_);
+        let cb = crop(&b, cols, box_);
         assert_eq!(ca.len(), 25 * 26);
         assert_eq!(ca[0], a[5 * cols + 7]);
         assert_eq!(ca[ca.len() - 1], a[29 * cols + 32]);
-        let want = scores(&ca, &cb, 25, 26, 4095.0);
-        assert_eq!(region_scores(&a, &b, rows, cols, region, 4095.0), want);
-        assert!(want.ssim.is_finite() && want.ssim < 1.0);
+        let got = region_scores(&a, &b, rows, cols, box_, 4095.0);
+        assert_eq!(got.mse, mse(&ca, &cb));
+        assert_eq!(got.psnr, psnr_from_mse(got.mse, 4095.0));
+        assert_close(got.ssim, 0.8463830084512393, 1e-6, "SSIM map over the box");
+        // Not the SSIM of the crop on its own, whose border windows see reflected copies of the crop.
+        assert!((got.ssim - ssim(&ca, &cb, 25, 26, 4095.0)).abs() > 1e-4);
 
-        let whole = Region {
-            row0: 0,
-            col0: 0,
-            row1: rows,
-            col1: cols,
-        };
-        assert_eq!(
-            region_scores(&a, &b, rows, cols, whole, 4095.0),
-            scores(&a, &b, rows, cols, 4095.0)
-        );
+        // A box smaller than the window still has an SSIM.
+        let small = region_scores(&a, &b, rows, cols, region(0, 3, 0, 4), 4095.0);
+        assert_close(small.ssim, 0.8327625795491618, 1e-6, "3x4 box");
     }
 
     #[test]
@@ -504,14 +595,10 @@ mod tests {
         assert!(crop(&a, 40, outside).is_empty());
         assert!(region_scores(&a, &b, 48, 40, outside, 4095.0).mse.is_nan());
 
-        let small = Region {
-            row0: 0,
-            col0: 0,
-            row1: 10,
-            col1: 20,
-        };
-        let s = region_scores(&a, &b, 48, 40, small, 4095.0);
-        assert!(s.mse.is_finite() && s.psnr.is_finite() && s.ssim.is_nan());
+        // No SSIM map for an image smaller than the window, so its regions have MSE and PSNR only.
+        let tiny = region_scores(&a[..100], &b[..100], 10, 10, region(0, 5, 0, 5), 4095.0);
+        assert!(tiny.mse.is_finite() && tiny.psnr.is_finite() && tiny.ssim.is_nan());
+        assert!(SsimMap::new(&a[..100], &b[..100], 10, 10, 4095.0).is_none());
 
         assert!(scores(&a, &b, 40, 40, 4095.0).ssim.is_nan());
         assert!(ssim(&a, &b, 48, 40, 0.0).is_nan());

@@ -339,6 +339,48 @@ pub fn compare_paired(a: &[f64], b: &[f64], alpha: f64) -> Option<PairedComparis
     })
 }
 
+/// Holm–Bonferroni adjusted p-values, in the order of `p`: with the m p-values sorted ascending,
+/// the k-th smallest (k from 1) becomes `max over j <= k of min(1, (m − j + 1)·p_(j))`. Rejecting
+/// where the adjusted value is below α controls the family-wise error rate at α across the m tests.
+/// As `statsmodels.stats.multitest.multipletests(p, method="holm")[1]`.
+///
+/// A `NaN` input gives `NaN` for itself and does not count in m.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p.len()).filter(|&i| !p[i].is_nan()).collect();
+    order.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
+    let m = order.len();
+    let mut adjusted = vec![f64::NAN; p.len()];
+    let mut running = 0.0_f64;
+    for (k, &i) in order.iter().enumerate() {
+        running = running.max(((m - k) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// The mean of `values` per group, groups in order of first appearance: e.g. per-image scores
+/// averaged per patient, since the views of one patient are not independent cases. Non-finite
+/// values are left out of their group's mean; a group with none has mean `NaN`.
+pub fn group_means<'a>(values: &[f64], groups: &[&'a str]) -> Vec<(&'a str, f64)> {
+    let mut out: Vec<(&'a str, f64, usize)> = Vec::new();
+    for (&v, &g) in values.iter().zip(groups) {
+        let at = match out.iter().position(|(name, ..)| *name == g) {
+            Some(at) => at,
+            None => {
+                out.push((g, 0.0, 0));
+                out.len() - 1
+            }
+        };
+        if v.is_finite() {
+            out[at].1 += v;
+            out[at].2 += 1;
+        }
+    }
+    out.into_iter()
+        .map(|(g, sum, n)| (g, if n == 0 { f64::NAN } else { sum / n as f64 }))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,5 +555,98 @@ mod tests {
         assert!(shapiro_wilk(&[3.0; 10]).is_none());
         assert!(shapiro_wilk(&[1.0, f64::INFINITY, 2.0]).is_none());
         assert!(shapiro_wilk(&vec![0.0; 5001]).is_none());
+    }
+
+    // Holm references: statsmodels 0.15.0 (SciPy 1.17.1, NumPy 2.4.6, Python 3.11):
+    //
+    //   from statsmodels.stats.multitest import multipletests
+    //   multipletests(P, method="holm")[1]
+    const HOLM_P: [f64; 6] = [0.01, 0.04, 0.03, 0.005, 0.2, 0.04];
+    const HOLM_WANT: [f64; 6] = [0.05, 0.12, 0.12, 0.03, 0.2, 0.12];
+    const HOLM_P2: [f64; 5] = [0.3, 0.02, 0.6, 0.25, 0.001];
+    const HOLM_ADJUSTED2: [f64; 5] = [0.75, 0.08, 0.75, 0.75, 0.005];
+
+    #[test]
+    fn holm_matches_statsmodels() {
+        for (got, want) in holm(&HOLM_P).iter().zip(HOLM_WANT) {
+            assert_close(*got, want, 1e-12, "holm");
+        }
+        for (got, want) in holm(&HOLM_P2).iter().zip(HOLM_ADJUSTED2) {
+            assert_close(*got, want, 1e-12, "holm, capped at 1");
+        }
+        let with_nan = holm(&[0.01, f64::NAN, 0.02]);
+        assert!(with_nan[1].is_nan());
+        assert_close(with_nan[0], 0.02, 1e-15, "m counts only the tests that ran");
+        assert_close(with_nan[2], 0.02, 1e-15, "monotone");
+        assert!(holm(&[]).is_empty());
+    }
+
+    // Per-patient paired tests: two models scored on 4 views of each of 8 patients; the views are
+    // averaged per patient before testing. SciPy 1.17.1, NumPy 2.4.6:
+    //
+    //   pa = np.array(VIEW_A).reshape(8, 4).mean(axis=1)   # the patients' views are consecutive
+    //   pb = np.array(VIEW_B).reshape(8, 4).mean(axis=1)
+    //   stats.ttest_rel(pa, pb); stats.wilcoxon(pa, pb)
+    //   stats.ttest_rel(VIEW_A, VIEW_B)                    # views as if independent
+    //
+    // The views were drawn as patient level + view noise, model A adding a per-patient effect:
+    //   rng = np.random.default_rng(17); patient = rng.normal(30, 2, 8); eff = rng.normal(0.3, 0.5, 8)
+    //   per patient i, 4 views: base = patient[i] + rng.normal(0, 1)
+    //                           B = round(base, 3); A = round(base + eff[i] + rng.normal(0, 0.1), 3)
+    const VIEW_A: [f64; 32] = [
+        33.737, 33.093, 33.594, 31.423, 31.273, 28.869, 28.568, 29.731, 29.854, 27.708, 27.723, 26.986,
+        28.391, 28.148, 28.722, 26.819, 25.96, 24.848, 24.621, 25.426, 32.217, 29.687, 31.763, 30.81, 29.214,
+        28.637, 28.162, 27.98, 27.295, 26.742, 27.411, 28.189,
+    ];
+    const VIEW_B: [f64; 32] = [
+        33.546, 32.893, 33.299, 31.295, 31.02, 28.392, 28.502, 29.401, 30.716, 28.529, 28.553, 27.78, 27.872,
+        27.369, 28.041, 26.151, 26.759, 25.447, 25.425, 26.12, 31.075, 28.469, 30.681, 29.55, 28.61, 28.122,
+        27.451, 27.262, 26.941, 26.518, 27.359, 28.19,
+    ];
+    const PATIENT_A: [f64; 8] = [
+        32.96175,
+        29.61025,
+        28.06775,
+        28.02,
+        25.21375,
+        31.11925,
+        28.498250000000002,
+        27.40925,
+    ];
+    /// (t, p) of `ttest_rel` on the patient means.
+    const PATIENT_T: (f64, f64) = (0.8096783847566542, 0.4447722686832609);
+    /// (statistic, p) of `wilcoxon` on the patient means (exact: n = 8, no ties).
+    const PATIENT_W: (f64, f64) = (13.0, 0.546875);
+    const VIEWS_T_P: f64 = 0.10201115491595798;
+    #[test]
+    fn per_patient_means_then_paired_tests_match_scipy() {
+        let patients: Vec<String> = (0..32).map(|i| format!("P{}", i / 4)).collect();
+        let groups: Vec<&str> = patients.iter().map(String::as_str).collect();
+        let a = group_means(&VIEW_A, &groups);
+        let b = group_means(&VIEW_B, &groups);
+        assert_eq!(a.len(), 8);
+        assert_eq!(a[3].0, "P3");
+        let (pa, pb): (Vec<f64>, Vec<f64>) = (
+            a.iter().map(|(_, v)| *v).collect(),
+            b.iter().map(|(_, v)| *v).collect(),
+        );
+        for (got, want) in pa.iter().zip(PATIENT_A) {
+            assert_close(*got, want, 1e-12, "patient mean");
+        }
+        check_t("per patient", &pa, &pb, PATIENT_T.0, PATIENT_T.1);
+        check_wilcoxon("per patient", &pa, &pb, PATIENT_W.0, PATIENT_W.1);
+        // Testing the 32 views as if independent gives another (smaller) p: the reason to aggregate.
+        let views = paired_t_test(&VIEW_A, &VIEW_B).unwrap();
+        assert_close(views.p, VIEWS_T_P, 1e-6, "views as independent cases");
+        assert!(views.p < PATIENT_T.1);
+    }
+
+    #[test]
+    fn group_means_skip_non_finite_values() {
+        let g = group_means(&[1.0, f64::NAN, 3.0, f64::NAN], &["x", "x", "y", "z"]);
+        assert_eq!(g[0], ("x", 1.0));
+        assert_eq!(g[1], ("y", 3.0));
+        assert_eq!(g[2].0, "z");
+        assert!(g[2].1.is_nan());
     }
 }

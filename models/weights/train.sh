@@ -62,7 +62,7 @@ fi
 [ -f "$work/heldout/pairs.csv" ] || "$bin" phantom --out "$work/heldout" --patients 12 --seed 2 --rows 1664 --columns 1280
 note="Trained by models/weights/train.sh on $device ($(nproc) cores): ${rows}x${cols} input, widths $channels, batch norm, $samples, $epochs epochs (weights of the epoch with the lowest validation L1), restarts: seeds 0-2 trained $probe epochs each, the one with the lowest validation L1 on enhancing pixels continued, L1 loss, Adam lr 2e-4 beta1 0.5."
 [ "$device" = cpu ] && note="$note A smaller CPU configuration: the paper trains whole 640x512 images, widths 32-256, 200 epochs on a GPU."
-label="vcnode phantom seed 1, 50 patients x 4 views at 1664x1280, 4 lesions per breast (last 10% held out for validation)"
+label="vcnode phantom seed 1, 50 patients x 4 views at 1664x1280, 4 lesions per breast (last 10% for validation, which chose epochs and seeds: development data)"
 # Stage 2 (crops only): FROZEN_EPOCHS more epochs from stage 1's kept weights, with the batch
 # norms frozen on whole-image statistics, half the crops centred on enhancement, and the
 # weights averaged over those epochs. PRETRAINED=DIR reuses stage-1 weights already in DIR.
@@ -85,8 +85,9 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
   done
 fi
 rm -rf "$out/checkpoints" "$out/report"
+# Seed 2 chose among the stage-2 variants: development data, never to be called held-out.
 "$bin" eval --model "$out/scpa-unet.json" --baseline "$out/unet.json" --data "$work/heldout/pairs.csv" \
-  --out "$out/report" --pictures 4 --device "$device" --record
+  --role development --out "$out/report" --pictures 4 --device "$device" --record
 mv "$out/report/REPORT.md" "$out/REPORT.md"
 sed -i 's|](pictures/|](report/pictures/|' "$out/REPORT.md"
 # Name the data by what it is, not by the temporary folder it was in.
@@ -102,10 +103,10 @@ for confirm in "3 12" "4 48"; do
   [ -f "$dir/pairs.csv" ] || "$bin" phantom --out "$dir" --patients "$2" --seed "$1" --rows 1664 --columns 1280
   rm -rf "$dir-report"
   "$bin" eval --model "$out/scpa-unet.json" --baseline "$out/unet.json" --data "$dir/pairs.csv" \
-    --out "$dir-report" --pictures 0 --device "$device"
+    --role held-out --out "$dir-report" --pictures 0 --device "$device"
   {
     printf '\n## Confirmation on held-out phantom seed %s (%s patients x 4 views)\n\n' "$1" "$2"
     printf 'Generated and scored after every choice was made on seed 2 above (train.sh compared its stage-2 variants there), so these numbers carry no selection.\n\n'
-    sed -n '/^| model | PSNR/,/^## Cases/p' "$dir-report/REPORT.md" | sed '/^## Cases/d; s/^## /### /'
+    sed -n '/^### Whole breast/,/^## Cases/p' "$dir-report/REPORT.md" | sed '/^## Cases/d; s/^## /### /'
   } >> "$out/REPORT.md"
 done

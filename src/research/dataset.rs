@@ -27,6 +27,10 @@ pub struct PairPaths {
     pub le: PathBuf,
     pub rc: PathBuf,
     pub rois: Option<RoiSource>,
+    /// Whose breast: the views of one patient are not independent cases, so the evaluation
+    /// averages them per patient. From the CSV's `patient` column, the LE file's Patient ID
+    /// (`<case>_LE.dcm` folders) or the CDD-CESM file name (`P12_L_DM_CC.jpg` → `P12`).
+    pub patient: Option<String>,
 }
 
 /// Where a pair's lesion ROIs come from.
@@ -46,6 +50,8 @@ pub struct PreparedPair {
     pub geometry: Geometry,
     /// [r0, r1, c0, c1] in the model input, and whether the lesion hides in dense tissue.
     pub rois: Vec<([usize; 4], bool)>,
+    /// See [`PairPaths::patient`].
+    pub patient: Option<String>,
 }
 
 /// The pairs of a CSV manifest or a folder.
@@ -77,6 +83,7 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<PairPaths>> {
         _ => bail!("{}: the header must name columns `le` and `rc`", path.display()),
     };
     let rois = col("rois");
+    let patient = col("patient");
     lines
         .enumerate()
         .map(|(i, line)| {
@@ -86,6 +93,10 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<PairPaths>> {
                 le: get(le).with_context(|| format!("{} line {}: no le path", path.display(), i + 2))?,
                 rc: get(rc).with_context(|| format!("{} line {}: no rc path", path.display(), i + 2))?,
                 rois: rois.and_then(get).map(RoiSource::File),
+                patient: patient
+                    .and_then(|c| f.get(c))
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.to_string()),
             })
         })
         .collect()
@@ -156,14 +167,34 @@ fn scan_folder(dir: &Path) -> anyhow::Result<Vec<PairPaths>> {
                     .find(|b| !b.is_empty())
                     .map(|b| RoiSource::Boxes(b.clone())),
             };
+            let patient = match name.strip_suffix("_LE.dcm") {
+                Some(_) => dicom_patient_id(le),
+                None => name.split('_').next().map(str::to_string),
+            };
             pairs.push(PairPaths {
                 le: le.clone(),
                 rc,
                 rois,
+                patient,
             });
         }
     }
     Ok(pairs)
+}
+
+/// The Patient ID of a DICOM file, read from its header only; `None` if unreadable or empty.
+fn dicom_patient_id(path: &Path) -> Option<String> {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .ok()?;
+    let id = obj
+        .element(dicom_dictionary_std::tags::PATIENT_ID)
+        .ok()?
+        .to_str()
+        .ok()?;
+    let id = id.trim_end_matches(['\0', ' ']).trim();
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 fn extension(path: &Path) -> Option<String> {
@@ -240,6 +271,7 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
         rc: to_model(&rc.windowed(), &geometry, spec),
         geometry,
         rois,
+        patient: pair.patient.clone(),
     })
 }
 
@@ -342,6 +374,13 @@ mod tests {
         }
         let rendered = discover(&root).unwrap();
         assert_eq!(rendered.len(), 4, "{rendered:?}");
+        // One phantom patient: its Patient ID from the DICOM headers, and CDD-CESM's from the names.
+        assert!(dicom
+            .iter()
+            .all(|p| p.patient.as_deref() == Some("PHANTOM-4-0000")));
+        let mut named: Vec<_> = rendered.iter().filter_map(|p| p.patient.clone()).collect();
+        named.sort();
+        assert_eq!(named, ["P0", "P1", "P2", "P3"]);
         let input = InputSpec {
             rows: 128,
             cols: 96,

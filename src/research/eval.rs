@@ -1,6 +1,16 @@
-//! `vcnode eval`: MSE, PSNR and SSIM of a model against the real RC — on the breast (the
-//! resized crop, not the padding) and on the lesion boxes — per image and summarized, compared
-//! with baselines by paired tests, with a report.
+//! `vcnode eval`: MSE, PSNR and SSIM of models against the real RC — on the breast (the resized
+//! crop, not the padding), on the lesion boxes and on non-lesion enhancement boxes — per image,
+//! averaged per patient, compared between arms by paired tests across patients with a Holm
+//! correction, with the spread between training seeds, and a report.
+//!
+//! An arm is one model configuration, possibly trained with several seeds: the `--model`
+//! manifests form the model's arm, the `--baseline` manifests are grouped into arms by model
+//! kind and generator configuration, and copying the LE image is always an arm of its own.
+//! The paired tests use, per patient, the mean over the patient's images of the mean over the
+//! arm's seeds (one number per patient and arm): seeds are replicates of one training
+//! procedure, not more cases, and the views of one patient are not independent. How much the
+//! seeds differ is reported beside the tests as the mean ± SD across seeds of each seed's mean
+//! over patients.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,19 +18,51 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use tch::{Kind, Tensor};
 use vcnode_models::manifest::Manifest;
-use vcnode_models::metrics::{crop, region_scores, ImageScores, Region};
+use vcnode_models::metrics::{crop, roi_scores, scores, ImageScores, Region, SsimMap, SSIM_WIN_SIZE};
 use vcnode_models::model::RcModel;
-use vcnode_models::stats::{compare_paired, summary, PairedComparison};
+use vcnode_models::stats::{compare_paired, group_means, holm, summary, PairedComparison, Summary};
 
-use super::dataset::{discover, prepare_all, PreparedPair};
+use super::dataset::{discover, prepare_all, PairPaths, PreparedPair};
 use super::report;
+
+/// What an evaluation set is to the models it scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Used for any choice (of epochs, seeds, variants, hyper-parameters) or for training:
+    /// its differences carry that selection.
+    Development,
+    /// Never used for any choice: its numbers carry no selection.
+    HeldOut,
+}
+
+impl Role {
+    /// The name in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Development => "development",
+            Role::HeldOut => "held-out",
+        }
+    }
+
+    /// The key under `metrics` in a manifest.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Development => "development",
+            Role::HeldOut => "held_out",
+        }
+    }
+}
 
 /// Scores of one case.
 #[derive(Debug, Clone)]
 pub struct CaseScores {
     pub name: String,
+    /// The patient the image belongs to (the image's own name when the data does not say).
+    pub patient: String,
     pub whole: ImageScores,
     pub lesions: Vec<LesionScores>,
+    /// Non-lesion enhancement boxes ([`enhancement_boxes`]).
+    pub enhancing: Vec<ImageScores>,
 }
 
 /// One lesion box of a case.
@@ -59,38 +101,161 @@ fn rise(img: &[f32], cols: usize, r: Region, within: Region) -> Option<f64> {
     (n_in > 0 && n_ring > 0).then(|| inside / n_in as f64 - (outer - inside) / n_ring as f64)
 }
 
-impl CaseScores {
-    /// The mean over the case's scorable lesion boxes; None without lesions.
-    pub fn roi(&self) -> Option<ImageScores> {
-        let mean = |f: fn(&ImageScores) -> f64| {
-            let v: Vec<f64> = self
-                .lesions
-                .iter()
-                .map(|l| f(&l.scores))
-                .filter(|x| x.is_finite())
-                .collect();
-            if v.is_empty() {
-                f64::NAN
-            } else {
-                v.iter().sum::<f64>() / v.len() as f64
+/// Most non-lesion enhancement boxes per image.
+pub const ENHANCEMENT_BOXES: usize = 3;
+/// How far above the breast's typical tile a tile's mean must be, in robust SDs of the tile
+/// means (1.4826 × their median absolute deviation), to count as enhancing.
+pub const ENHANCEMENT_SDS: f64 = 3.0;
+
+/// Non-lesion enhancement ROIs: where the real RC enhances outside the lesions (background
+/// parenchymal enhancement, vessels), as the paper scores beside the lesions. Chosen from the
+/// real RC alone, never from a prediction, so every model is scored on the same boxes:
+///
+/// 1. Tile the breast crop `content` from its top-left corner into squares of side
+///    max(11, ⌊min(rows, cols) / 16⌋) pixels (11 = the SSIM window); partial tiles at the edges
+///    are dropped.
+/// 2. Drop tiles that overlap a lesion box grown by one tile side on every side, so that no
+///    lesion or its halo counts.
+/// 3. The breast's typical level is the median of all tiles' mean RC, its spread 1.4826 × the
+///    median absolute deviation of those means. A tile enhances when its mean exceeds the median
+///    by more than [`ENHANCEMENT_SDS`] spreads (tiles outside the skin line, darker, never do).
+/// 4. Keep the [`ENHANCEMENT_BOXES`] enhancing tiles with the highest mean (ties: the tile
+///    nearer the top, then the left).
+pub fn enhancement_boxes(truth: &[f32], cols: usize, content: Region, lesions: &[Region]) -> Vec<Region> {
+    let side = (content.rows().min(content.cols()) / 16).max(SSIM_WIN_SIZE);
+    let mut tiles: Vec<(Region, f64)> = Vec::new();
+    let mut row0 = content.row0;
+    while row0 + side <= content.row1 {
+        let mut col0 = content.col0;
+        while col0 + side <= content.col1 {
+            let tile = Region {
+                row0,
+                col0,
+                row1: row0 + side,
+                col1: col0 + side,
+            };
+            let v = crop(truth, cols, tile);
+            if !v.is_empty() {
+                tiles.push((
+                    tile,
+                    v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64,
+                ));
             }
-        };
-        (!self.lesions.is_empty()).then(|| ImageScores {
-            mse: mean(|s| s.mse),
-            psnr: mean(|s| s.psnr),
-            ssim: mean(|s| s.ssim),
+            col0 += side;
+        }
+        row0 += side;
+    }
+    if tiles.len() < 2 {
+        return Vec::new();
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let level = median(tiles.iter().map(|t| t.1).collect());
+    let spread = 1.4826 * median(tiles.iter().map(|t| (t.1 - level).abs()).collect());
+    let near_lesion = |t: &Region| {
+        lesions.iter().any(|l| {
+            t.row0 < l.row1 + side
+                && l.row0 < t.row1 + side
+                && t.col0 < l.col1 + side
+                && l.col0 < t.col1 + side
         })
+    };
+    let mut enhancing: Vec<(Region, f64)> = tiles
+        .into_iter()
+        .filter(|(t, mean)| *mean > level + ENHANCEMENT_SDS * spread && !near_lesion(t))
+        .collect();
+    // Tiles were made top to bottom, left to right: a stable sort keeps that order among ties.
+    enhancing.sort_by(|a, b| b.1.total_cmp(&a.1));
+    enhancing
+        .into_iter()
+        .take(ENHANCEMENT_BOXES)
+        .map(|(t, _)| t)
+        .collect()
+}
+
+/// Mean of the finite values; `NaN` if there are none.
+fn finite_mean(values: impl IntoIterator<Item = f64>) -> f64 {
+    let (sum, n) = values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        sum / n as f64
     }
 }
 
-/// A model's scores over a data set.
+/// The mean scores of a set of boxes; `None` without boxes.
+fn mean_scores<'a>(boxes: impl Iterator<Item = &'a ImageScores> + Clone) -> Option<ImageScores> {
+    boxes.clone().next()?;
+    Some(ImageScores {
+        mse: finite_mean(boxes.clone().map(|s| s.mse)),
+        psnr: finite_mean(boxes.clone().map(|s| s.psnr)),
+        ssim: finite_mean(boxes.map(|s| s.ssim)),
+    })
+}
+
+impl CaseScores {
+    /// The mean over the case's lesion boxes; None without lesions.
+    pub fn roi(&self) -> Option<ImageScores> {
+        mean_scores(self.lesions.iter().map(|l| &l.scores))
+    }
+
+    /// The mean over the case's non-lesion enhancement boxes; None without any.
+    pub fn nonlesion(&self) -> Option<ImageScores> {
+        mean_scores(self.enhancing.iter())
+    }
+}
+
+/// One model's (one seed's) scores over a data set.
 pub struct Scored {
     pub label: String,
+    /// The training seed of the weights, if the manifest records it.
+    pub seed: Option<i64>,
     pub cases: Vec<CaseScores>,
 }
 
-/// The metrics the summaries and tests use, by name.
-pub const METRICS: [&str; 4] = ["psnr", "ssim", "roi_psnr", "roi_ssim"];
+/// The metrics the summaries and tests use, by name: whole breast, lesion ROIs (`roi_`) and
+/// non-lesion enhancement ROIs (`nonlesion_`), each MSE, PSNR and SSIM.
+pub const METRICS: [&str; 9] = [
+    "mse",
+    "psnr",
+    "ssim",
+    "roi_mse",
+    "roi_psnr",
+    "roi_ssim",
+    "nonlesion_mse",
+    "nonlesion_psnr",
+    "nonlesion_ssim",
+];
+
+/// Significance level of the Shapiro–Wilk choice between the t-test and Wilcoxon.
+pub const ALPHA: f64 = 0.05;
+
+fn metric_of(c: &CaseScores, metric: &str) -> f64 {
+    let pick = |s: Option<ImageScores>, what: &str| {
+        s.map_or(f64::NAN, |s| match what {
+            "mse" => s.mse,
+            "psnr" => s.psnr,
+            "ssim" => s.ssim,
+            _ => f64::NAN,
+        })
+    };
+    match metric.split_once('_') {
+        None => pick(Some(c.whole), metric),
+        Some(("roi", m)) => pick(c.roi(), m),
+        Some(("nonlesion", m)) => pick(c.nonlesion(), m),
+        _ => f64::NAN,
+    }
+}
 
 impl Scored {
     /// A per-lesion metric over the lesions that `keep` selects (e.g. those hidden on LE, or
@@ -116,36 +281,22 @@ impl Scored {
         (judged.iter().filter(|d| **d).count(), judged.len())
     }
 
+    /// A metric per case (see [`METRICS`]); `NaN` where the case has no such box.
     pub fn values(&self, metric: &str) -> Vec<f64> {
-        self.cases
-            .iter()
-            .map(|c| match metric {
-                "psnr" => c.whole.psnr,
-                "ssim" => c.whole.ssim,
-                "mse" => c.whole.mse,
-                "roi_psnr" => c.roi().map_or(f64::NAN, |r| r.psnr),
-                "roi_ssim" => c.roi().map_or(f64::NAN, |r| r.ssim),
-                "roi_mse" => c.roi().map_or(f64::NAN, |r| r.mse),
-                _ => f64::NAN,
-            })
-            .collect()
+        self.cases.iter().map(|c| metric_of(c, metric)).collect()
     }
 
     /// mean ± sd per metric, over the cases where the metric is defined.
     pub fn summary_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         m.insert("cases".into(), self.cases.len().into());
-        for metric in ["mse", "psnr", "ssim", "roi_mse", "roi_psnr", "roi_ssim"] {
+        for metric in METRICS {
             let v: Vec<f64> = self
                 .values(metric)
                 .into_iter()
                 .filter(|x| x.is_finite())
                 .collect();
-            let s = summary(&v);
-            m.insert(
-                metric.into(),
-                serde_json::json!({ "mean": s.mean, "sd": s.sd, "n": s.n }),
-            );
+            m.insert(metric.into(), summary_value(summary(&v)));
         }
         let (drawn, judged) = self.drawn();
         m.insert(
@@ -156,6 +307,83 @@ impl Scored {
     }
 }
 
+fn summary_value(s: Summary) -> serde_json::Value {
+    let num = |v: f64| {
+        if v.is_finite() {
+            v.into()
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    serde_json::json!({ "mean": num(s.mean), "sd": num(s.sd), "n": s.n })
+}
+
+/// One model configuration: its runs (one per training seed) on the same cases.
+pub struct Arm {
+    pub label: String,
+    pub runs: Vec<Scored>,
+}
+
+impl Arm {
+    /// A metric per case, averaged over the arm's seeds.
+    pub fn case_values(&self, metric: &str) -> Vec<f64> {
+        let per_run: Vec<Vec<f64>> = self.runs.iter().map(|r| r.values(metric)).collect();
+        (0..self.runs[0].cases.len())
+            .map(|i| finite_mean(per_run.iter().map(|v| v[i])))
+            .collect()
+    }
+
+    /// The patients in order of first appearance, with the metric averaged over their images
+    /// (and over the arm's seeds).
+    pub fn patient_values(&self, metric: &str) -> Vec<(String, f64)> {
+        patient_means(&self.runs[0].cases, &self.case_values(metric))
+    }
+
+    /// Each seed's mean over patients of the metric (per-patient means first): what the spread
+    /// between seeds is taken over.
+    pub fn seed_means(&self, metric: &str) -> Vec<f64> {
+        self.runs
+            .iter()
+            .map(|r| {
+                finite_mean(
+                    patient_means(&r.cases, &r.values(metric))
+                        .into_iter()
+                        .map(|(_, v)| v),
+                )
+            })
+            .collect()
+    }
+
+    /// The lesion boxes of all seeds.
+    pub fn lesion_values(
+        &self,
+        metric: fn(&ImageScores) -> f64,
+        keep: fn(&LesionScores) -> bool,
+    ) -> Vec<f64> {
+        self.runs
+            .iter()
+            .flat_map(|r| r.lesion_values(metric, keep))
+            .collect()
+    }
+
+    /// (drawn, judged) summed over the seeds.
+    pub fn drawn(&self) -> (usize, usize) {
+        self.runs
+            .iter()
+            .map(Scored::drawn)
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    }
+}
+
+/// Per-patient means of per-case `values` (patients in order of first appearance).
+pub fn patient_means(cases: &[CaseScores], values: &[f64]) -> Vec<(String, f64)> {
+    let groups: Vec<&str> = cases.iter().map(|c| c.patient.as_str()).collect();
+    group_means(values, &groups)
+        .into_iter()
+        .map(|(p, v)| (p.to_string(), v))
+        .collect()
+}
+
 fn tensor_vec(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).expect("a float tensor")
 }
@@ -164,7 +392,7 @@ fn tensor_vec(t: &Tensor) -> Vec<f32> {
 /// normalized LE to normalized RC; both are compared in [0, 1] (the windowed RC scale).
 pub fn score_pairs(pairs: &[PreparedPair], predict: impl Fn(&Tensor) -> Tensor) -> anyhow::Result<Scored> {
     let predictions = predict_all(pairs, predict);
-    Ok(score_predictions("", pairs, &predictions))
+    Ok(score_predictions("", None, pairs, &predictions))
 }
 
 pub fn predict_all(pairs: &[PreparedPair], mut predict: impl FnMut(&Tensor) -> Tensor) -> Vec<Tensor> {
@@ -179,13 +407,19 @@ pub fn predict_all(pairs: &[PreparedPair], mut predict: impl FnMut(&Tensor) -> T
     out
 }
 
-pub fn score_predictions(label: &str, pairs: &[PreparedPair], predictions: &[Tensor]) -> Scored {
+/// Scores one prediction per pair. Whole-image scores are those of the breast crop (padding
+/// excluded); every box's SSIM is the mean of that crop's SSIM map inside the box.
+pub fn score_predictions(
+    label: &str,
+    seed: Option<i64>,
+    pairs: &[PreparedPair],
+    predictions: &[Tensor],
+) -> Scored {
     let cases = pairs
         .iter()
         .zip(predictions)
         .map(|(pair, pred)| {
-            let size = pair.le.size();
-            let (rows, cols) = (size[2] as usize, size[3] as usize);
+            let cols = pair.le.size()[3] as usize;
             let truth = tensor_vec(&pair.rc);
             let pred = tensor_vec(pred);
             let content = Region {
@@ -194,17 +428,36 @@ pub fn score_predictions(label: &str, pairs: &[PreparedPair], predictions: &[Ten
                 row1: pair.geometry.content[0] as usize,
                 col1: pair.geometry.content[1] as usize,
             };
-            let whole = region_scores(&pred, &truth, rows, cols, content, 1.0);
-            let lesions = pair
+            let (crows, ccols) = (content.rows(), content.cols());
+            let (p, t) = (crop(&pred, cols, content), crop(&truth, cols, content));
+            let whole = scores(&p, &t, crows, ccols, 1.0);
+            let map = SsimMap::new(&p, &t, crows, ccols, 1.0);
+            // Boxes in content coordinates (the content starts at the origin), clipped to it.
+            let clip = |r: Region| Region {
+                row0: r.row0,
+                col0: r.col0,
+                row1: r.row1.min(crows),
+                col1: r.col1.min(ccols),
+            };
+            let box_scores = |r: Region| roi_scores(&p, &t, crows, ccols, map.as_ref(), clip(r), 1.0);
+            let lesion_regions: Vec<(Region, bool)> = pair
                 .rois
                 .iter()
                 .map(|&([row0, row1, col0, col1], hidden)| {
-                    let region = Region {
-                        row0,
-                        col0,
-                        row1,
-                        col1,
-                    };
+                    (
+                        Region {
+                            row0,
+                            col0,
+                            row1,
+                            col1,
+                        },
+                        hidden,
+                    )
+                })
+                .collect();
+            let lesions = lesion_regions
+                .iter()
+                .map(|&(region, hidden)| {
                     let drawn = match (
                         rise(&truth, cols, region, content),
                         rise(&pred, cols, region, content),
@@ -213,21 +466,29 @@ pub fn score_predictions(label: &str, pairs: &[PreparedPair], predictions: &[Ten
                         _ => None,
                     };
                     LesionScores {
-                        scores: region_scores(&pred, &truth, rows, cols, region, 1.0),
+                        scores: box_scores(region),
                         hidden,
                         drawn,
                     }
                 })
                 .collect();
+            let lesion_boxes: Vec<Region> = lesion_regions.iter().map(|(r, _)| *r).collect();
+            let enhancing = enhancement_boxes(&truth, cols, content, &lesion_boxes)
+                .into_iter()
+                .map(box_scores)
+                .collect();
             CaseScores {
                 name: pair.name.clone(),
+                patient: pair.patient.clone().unwrap_or_else(|| pair.name.clone()),
                 whole,
                 lesions,
+                enhancing,
             }
         })
         .collect();
     Scored {
         label: label.to_string(),
+        seed,
         cases,
     }
 }
@@ -235,16 +496,23 @@ pub fn score_predictions(label: &str, pairs: &[PreparedPair], predictions: &[Ten
 /// `vcnode eval` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
-    /// The model's manifest (.json).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Baseline manifests; "copy the LE image" is always included.
+    /// The model's manifest (.json); repeat it for the same configuration trained with other
+    /// seeds (one arm: the tests use the mean over seeds, the report the spread between them).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<PathBuf>,
+    /// Baseline manifests, repeatable; manifests of the same model kind and generator
+    /// configuration are seeds of one arm. "Copy the LE image" is always included.
     #[arg(long = "baseline")]
     pub baselines: Vec<PathBuf>,
-    /// pairs.csv (columns le,rc[,rois]), a folder of *_LE.dcm/*_RC.dcm pairs, or a CDD-CESM
-    /// folder (ROIs from its hand-drawn segmentation CSV).
+    /// pairs.csv (columns le,rc[,rois][,patient]), a folder of *_LE.dcm/*_RC.dcm pairs, or a
+    /// CDD-CESM folder (ROIs from its hand-drawn segmentation CSV).
     #[arg(long)]
     pub data: PathBuf,
+    /// What the data is to these models: `development` if it was used for any choice (or
+    /// training), `held-out` if never. Held-out is refused when a manifest records the data's
+    /// patients or path among its training or validation data, or as a development set.
+    #[arg(long, value_enum)]
+    pub role: Role,
     #[arg(long)]
     pub out: PathBuf,
     /// How many cases get a picture grid.
@@ -252,49 +520,184 @@ pub struct EvalArgs {
     pub pictures: usize,
     #[arg(long, default_value = "auto")]
     pub device: vcnode_models::DeviceRequest,
-    /// Write the held-out summary into the manifests.
+    /// Write the summary into the manifests, under `metrics.held_out` or
+    /// `metrics.development` by --role.
     #[arg(long)]
     pub record: bool,
 }
 
-/// One comparison row: model vs baseline on a metric.
+/// One comparison row: the model's arm vs another arm on a metric, across patients.
 pub struct Comparison {
     pub baseline: String,
     pub metric: &'static str,
+    /// Patients with the metric defined in both arms.
+    pub patients: usize,
     pub result: Option<PairedComparison>,
+    /// The test's p-value after Holm's correction across the metrics of this comparison (`NaN`
+    /// when the test could not run).
+    pub p_holm: f64,
+}
+
+/// Paired tests of `model` against `other` on every metric, across patients (per-patient means
+/// over images and seeds), Holm-corrected across the metrics.
+pub fn compare_arms(model: &Arm, other: &Arm) -> Vec<Comparison> {
+    let mut rows: Vec<Comparison> = METRICS
+        .iter()
+        .map(|&metric| {
+            let (a, b): (Vec<f64>, Vec<f64>) = model
+                .patient_values(metric)
+                .into_iter()
+                .zip(other.patient_values(metric))
+                .map(|((pa, x), (pb, y))| {
+                    // Both arms scored the same prepared pairs, in the same order.
+                    debug_assert_eq!(pa, pb);
+                    (x, y)
+                })
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .unzip();
+            Comparison {
+                baseline: other.label.clone(),
+                metric,
+                patients: a.len(),
+                result: compare_paired(&a, &b, ALPHA),
+                p_holm: f64::NAN,
+            }
+        })
+        .collect();
+    let p: Vec<f64> = rows
+        .iter()
+        .map(|c| c.result.map_or(f64::NAN, |r| r.test.p))
+        .collect();
+    for (row, adjusted) in rows.iter_mut().zip(holm(&p)) {
+        row.p_holm = adjusted;
+    }
+    rows
+}
+
+/// Why the data cannot be called held-out for this manifest: its patients or its path are among
+/// those the weights were trained or chosen on, or an earlier evaluation recorded it as
+/// development data. Empty if nothing says so.
+pub fn development_reasons(manifest: &Manifest, data_path: &str, patients: &[&str]) -> Vec<String> {
+    let id = manifest.model_id();
+    let mut reasons = Vec::new();
+    let overlap = |known: &[&str]| patients.iter().filter(|p| known.contains(p)).count();
+    if let Some(t) = &manifest.training {
+        if t.development_paths().contains(&data_path) {
+            reasons.push(format!("{id} was trained on this data source"));
+        }
+        let n = overlap(&t.development_patients());
+        if n > 0 {
+            reasons.push(format!(
+                "{n} of its patients trained or validated {id} (validation chose epochs and seeds)"
+            ));
+        }
+    }
+    let dev = &manifest.metrics[Role::Development.key()];
+    let recorded: Vec<&str> = dev["patients"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if dev["data"].as_str() == Some(data_path) || overlap(&recorded) > 0 {
+        reasons.push(format!("{id}'s manifest records this data as a development set"));
+    }
+    reasons
+}
+
+/// Groups manifests into arms: same model kind and generator configuration → one arm.
+fn group_arms(models: Vec<(PathBuf, RcModel)>) -> Vec<Vec<(PathBuf, RcModel)>> {
+    let mut arms: Vec<Vec<(PathBuf, RcModel)>> = Vec::new();
+    for m in models {
+        let same = |a: &Vec<(PathBuf, RcModel)>| {
+            a[0].1.manifest.model == m.1.manifest.model && a[0].1.manifest.generator == m.1.manifest.generator
+        };
+        match arms.iter_mut().find(|a| same(a)) {
+            Some(arm) => arm.push(m),
+            None => arms.push(vec![m]),
+        }
+    }
+    arms
+}
+
+fn arm_label(members: &[(PathBuf, RcModel)]) -> String {
+    match members {
+        [(_, only)] => only.manifest.model_id(),
+        many => format!("{} ×{} seeds", many[0].1.manifest.model.name(), many.len()),
+    }
+}
+
+fn load(path: &Path, device: tch::Device) -> anyhow::Result<(PathBuf, RcModel)> {
+    let model = RcModel::load(path, device).with_context(|| format!("loading {}", path.display()))?;
+    Ok((path.to_path_buf(), model))
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<PathBuf> {
     let device = vcnode_models::device::resolve(args.device, None)?;
-    let model =
-        RcModel::load(&args.model, device).with_context(|| format!("loading {}", args.model.display()))?;
-    let spec = model.manifest.input;
+    let models = args
+        .models
+        .iter()
+        .map(|p| load(p, device))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let baselines = args
         .baselines
         .iter()
-        .map(|p| RcModel::load(p, device).with_context(|| format!("loading {}", p.display())))
+        .map(|p| load(p, device))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    for b in &baselines {
-        if b.manifest.input != spec {
+    let spec = models[0].1.manifest.input;
+    let main_kind = (&models[0].1.manifest.model, &models[0].1.manifest.generator);
+    for (path, m) in &models {
+        if (&m.manifest.model, &m.manifest.generator) != main_kind {
             bail!(
-                "baseline {} has input {:?}, the model {:?}: they must match",
-                b.manifest.model_id(),
-                b.manifest.input,
-                spec
+                "--model {} is a different configuration from the first --model: several --model \
+                 manifests must be seeds of one configuration (compare others with --baseline)",
+                path.display()
             );
         }
     }
+    let mut seen = std::collections::HashSet::new();
+    for (path, m) in models.iter().chain(&baselines) {
+        if m.manifest.input != spec {
+            bail!(
+                "{} has input {:?}, the model {:?}: they must match",
+                path.display(),
+                m.manifest.input,
+                spec
+            );
+        }
+        if !seen.insert(m.manifest.weights.sha256.clone()) {
+            bail!("{} holds weights already given: each seed once", path.display());
+        }
+    }
+
     let pairs = discover(&args.data)?;
+    let data_path = super::train::absolute(&args.data);
+    let patient_ids = patients_of(&pairs);
+    if args.role == Role::HeldOut {
+        let ids: Vec<&str> = patient_ids.iter().map(String::as_str).collect();
+        let reasons: Vec<String> = models
+            .iter()
+            .chain(&baselines)
+            .flat_map(|(_, m)| development_reasons(&m.manifest, &data_path, &ids))
+            .collect();
+        if !reasons.is_empty() {
+            bail!(
+                "{} is not held-out: {}. Evaluate it with --role development",
+                args.data.display(),
+                reasons.join("; ")
+            );
+        }
+    }
     eprintln!(
-        "evaluating {} on {} pairs …",
-        model.manifest.model_id(),
-        pairs.len()
+        "evaluating {} on {} pairs ({}) …",
+        models[0].1.manifest.model_id(),
+        pairs.len(),
+        args.role.name()
     );
     let prepared = prepare_all(&pairs, &spec)?;
 
+    // The first seed of the model: its predictions and attention make the pictures.
     let mut attention = Vec::new();
-    let main_pred = predict_all(&prepared, |x: &Tensor| {
-        let (y, a) = model.synthesize_with_attention(x);
+    let first_pred = predict_all(&prepared, |x: &Tensor| {
+        let (y, a) = models[0].1.synthesize_with_attention(x);
         if let Some(a) = a {
             for i in 0..a.size()[0] {
                 attention.push(a.get(i));
@@ -302,76 +705,235 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<PathBuf> {
         }
         y
     });
-    let mut scored = vec![score_predictions(
-        &model.manifest.model_id(),
+    let seed_of = |m: &RcModel| m.manifest.training.as_ref().and_then(|t| t.seed);
+    let score_model = |m: &RcModel| {
+        let pred = predict_all(&prepared, |x: &Tensor| m.synthesize(x));
+        score_predictions(&m.manifest.model_id(), seed_of(m), &prepared, &pred)
+    };
+    let mut model_runs = vec![score_predictions(
+        &models[0].1.manifest.model_id(),
+        seed_of(&models[0].1),
         &prepared,
-        &main_pred,
+        &first_pred,
     )];
-    for b in &baselines {
-        let pred = predict_all(&prepared, |x: &Tensor| b.synthesize(x));
-        scored.push(score_predictions(&b.manifest.model_id(), &prepared, &pred));
+    model_runs.extend(models[1..].iter().map(|(_, m)| score_model(m)));
+    let mut arms = vec![Arm {
+        label: arm_label(&models),
+        runs: model_runs,
+    }];
+    let manifests: Vec<(PathBuf, Manifest)> = models
+        .iter()
+        .chain(&baselines)
+        .map(|(p, m)| (p.clone(), m.manifest.clone()))
+        .collect();
+    for members in group_arms(baselines) {
+        arms.push(Arm {
+            label: arm_label(&members),
+            runs: members.iter().map(|(_, m)| score_model(m)).collect(),
+        });
     }
     let le_copy: Vec<Tensor> = prepared.iter().map(|p| p.le.get(0)).collect();
-    scored.push(score_predictions("copy-LE", &prepared, &le_copy));
+    arms.push(Arm {
+        label: "copy-LE".into(),
+        runs: vec![score_predictions("copy-LE", None, &prepared, &le_copy)],
+    });
 
     std::fs::create_dir_all(&args.out)?;
-    write_csv(&args.out.join("scores.csv"), &scored)?;
-    let mut comparisons = Vec::new();
-    for other in &scored[1..] {
-        for metric in METRICS {
-            let (a, b): (Vec<f64>, Vec<f64>) = scored[0]
-                .values(metric)
-                .into_iter()
-                .zip(other.values(metric))
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .unzip();
-            comparisons.push(Comparison {
-                baseline: other.label.clone(),
-                metric,
-                result: compare_paired(&a, &b, 0.05),
-            });
-        }
-    }
-    let pictures = report::write_pictures(&args.out, &prepared, &main_pred, &attention, args.pictures)?;
-    let report_path = args.out.join("REPORT.md");
+    write_csv(&args.out.join("scores.csv"), &arms)?;
+    let comparisons: Vec<Comparison> = arms[1..]
+        .iter()
+        .flat_map(|other| compare_arms(&arms[0], other))
+        .collect();
+    let evaluation = Evaluation {
+        model: &models[0].1.manifest,
+        data: &args.data,
+        data_path: &data_path,
+        role: args.role,
+        patients_known: pairs.iter().all(|p| p.patient.is_some()),
+        arms: &arms,
+        comparisons: &comparisons,
+    };
     std::fs::write(
-        &report_path,
-        report::markdown(&model.manifest, &args.data, &scored, &comparisons, &pictures),
+        args.out.join("eval.json"),
+        serde_json::to_string_pretty(&evaluation.json())? + "\n",
     )?;
+    let pictures = report::write_pictures(&args.out, &prepared, &first_pred, &attention, args.pictures)?;
+    let report_path = args.out.join("REPORT.md");
+    std::fs::write(&report_path, report::markdown(&evaluation, &pictures))?;
 
     if args.record {
-        record(&args.model, &scored[0], &args.data)?;
-        for (path, s) in args.baselines.iter().zip(&scored[1..]) {
-            record(path, s, &args.data)?;
+        for (path, manifest) in &manifests {
+            let id = manifest.model_id();
+            if let Some(scored) = arms.iter().flat_map(|a| &a.runs).find(|r| r.label == id) {
+                record(path, scored, args.role, &data_path, &patient_ids)?;
+            }
         }
     }
     Ok(report_path)
 }
 
-fn record(manifest_path: &Path, scored: &Scored, data: &Path) -> anyhow::Result<()> {
+/// The distinct known patients of `pairs`, in order.
+fn patients_of(pairs: &[PairPaths]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in pairs.iter().filter_map(|p| p.patient.as_ref()) {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// Everything one evaluation found, for the report and `eval.json`.
+pub struct Evaluation<'a> {
+    pub model: &'a Manifest,
+    /// The data as given on the command line.
+    pub data: &'a Path,
+    pub data_path: &'a str,
+    pub role: Role,
+    /// Whether every pair named its patient (else an unnamed image counts as its own patient).
+    pub patients_known: bool,
+    /// The model's arm first, copy-LE last.
+    pub arms: &'a [Arm],
+    pub comparisons: &'a [Comparison],
+}
+
+impl Evaluation<'_> {
+    pub fn cases(&self) -> usize {
+        self.arms[0].runs[0].cases.len()
+    }
+
+    pub fn patients(&self) -> usize {
+        self.arms[0].patient_values("mse").len()
+    }
+
+    /// `eval.json`: role, data, per arm its runs (seeds), the per-patient summaries and the
+    /// spread between seeds of every metric, and the comparisons with raw and Holm p-values.
+    pub fn json(&self) -> serde_json::Value {
+        let num = |v: f64| {
+            if v.is_finite() {
+                v.into()
+            } else {
+                serde_json::Value::Null
+            }
+        };
+        let arms: Vec<serde_json::Value> = self
+            .arms
+            .iter()
+            .map(|arm| {
+                let mut per_patient = serde_json::Map::new();
+                let mut seeds = serde_json::Map::new();
+                for metric in METRICS {
+                    let v: Vec<f64> = arm
+                        .patient_values(metric)
+                        .into_iter()
+                        .map(|(_, v)| v)
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    per_patient.insert(metric.into(), summary_value(summary(&v)));
+                    let s: Vec<f64> = arm
+                        .seed_means(metric)
+                        .into_iter()
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    seeds.insert(metric.into(), summary_value(summary(&s)));
+                }
+                serde_json::json!({
+                    "label": arm.label,
+                    "runs": arm.runs.iter().map(|r| serde_json::json!({
+                        "model_id": r.label,
+                        "seed": r.seed,
+                        "summary": r.summary_json(),
+                    })).collect::<Vec<_>>(),
+                    "per_patient": per_patient,
+                    "seed_spread": seeds,
+                })
+            })
+            .collect();
+        let comparisons: Vec<serde_json::Value> = self
+            .comparisons
+            .iter()
+            .map(|c| {
+                let r = c.result.as_ref();
+                serde_json::json!({
+                    "model": self.arms[0].label,
+                    "baseline": c.baseline,
+                    "metric": c.metric,
+                    "patients": c.patients,
+                    "mean_difference": r.map_or(serde_json::Value::Null, |r| num(r.mean_difference)),
+                    "normality_p": r.and_then(|r| r.normality).map_or(serde_json::Value::Null, |n| num(n.p)),
+                    "test": r.map(|r| r.test.test),
+                    "statistic": r.map_or(serde_json::Value::Null, |r| num(r.test.statistic)),
+                    "p": r.map_or(serde_json::Value::Null, |r| num(r.test.p)),
+                    "p_holm": num(c.p_holm),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "model": self.model.model_id(),
+            "role": self.role.name(),
+            "data": self.data_path,
+            "cases": self.cases(),
+            "patients": self.patients(),
+            "patients_known": self.patients_known,
+            "metrics": METRICS,
+            "alpha": ALPHA,
+            "tests": "per patient (mean over the patient's images and the arm's seeds); Shapiro–Wilk \
+                      p >= alpha: paired t-test, else Wilcoxon signed-rank; Holm across the metrics \
+                      of each comparison",
+            "enhancement_boxes": { "per_image": ENHANCEMENT_BOXES, "sds": ENHANCEMENT_SDS },
+            "arms": arms,
+            "comparisons": comparisons,
+        })
+    }
+}
+
+fn record(
+    manifest_path: &Path,
+    scored: &Scored,
+    role: Role,
+    data_path: &str,
+    patients: &[String],
+) -> anyhow::Result<()> {
     let mut m = Manifest::load(manifest_path)?;
     let mut metrics = match m.metrics.take() {
         serde_json::Value::Object(o) => o,
         _ => serde_json::Map::new(),
     };
-    let mut held = scored.summary_json();
-    held["data"] = data.display().to_string().into();
-    metrics.insert("held_out".into(), held);
+    let mut entry = scored.summary_json();
+    entry["data"] = data_path.into();
+    entry["role"] = role.name().into();
+    entry["patients"] = patients.into();
+    metrics.insert(role.key().into(), entry);
     m.metrics = serde_json::Value::Object(metrics);
     m.save(manifest_path)?;
     Ok(())
 }
 
-fn write_csv(path: &Path, scored: &[Scored]) -> anyhow::Result<()> {
-    let mut s = String::from("case,model,mse,psnr,ssim,roi_mse,roi_psnr,roi_ssim\n");
-    for m in scored {
-        for c in &m.cases {
-            let r = c.roi().unwrap_or(ImageScores::UNSCORABLE);
-            let _ = writeln!(
-                s,
-                "{},{},{:.6e},{:.4},{:.5},{:.6e},{:.4},{:.5}",
-                c.name, m.label, c.whole.mse, c.whole.psnr, c.whole.ssim, r.mse, r.psnr, r.ssim
-            );
+fn write_csv(path: &Path, arms: &[Arm]) -> anyhow::Result<()> {
+    let mut s = format!("case,patient,model,seed,{}\n", METRICS.join(","));
+    for arm in arms {
+        for run in &arm.runs {
+            for c in &run.cases {
+                let _ = write!(
+                    s,
+                    "{},{},{},{}",
+                    c.name,
+                    c.patient,
+                    run.label,
+                    run.seed.map(|v| v.to_string()).unwrap_or_default()
+                );
+                for metric in METRICS {
+                    let v = metric_of(c, metric);
+                    let _ = if metric.ends_with("mse") {
+                        write!(s, ",{v:.6e}")
+                    } else if metric.ends_with("psnr") {
+                        write!(s, ",{v:.4}")
+                    } else {
+                        write!(s, ",{v:.5}")
+                    };
+                }
+                s.push('\n');
+            }
         }
     }
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
@@ -408,24 +970,236 @@ mod tests {
                 content: [64, 48],
             },
             rois: vec![([8, 22, 8, 22], false), ([40, 54, 24, 38], true)],
+            patient: Some("P1".into()),
         };
         let predictions = [
             image([0.3, 0.1]), // the first at 75% of its uptake, the second at 25%
             image([0.4, 0.4]),
         ];
-        let scored = score_predictions("m", std::slice::from_ref(&pair), &predictions[..1]);
+        let scored = score_predictions("m", None, std::slice::from_ref(&pair), &predictions[..1]);
         let drawn: Vec<_> = scored.lesions().map(|l| l.drawn).collect();
         assert_eq!(drawn, [Some(true), Some(false)]);
         assert_eq!(scored.drawn(), (1, 2));
-        let perfect = score_predictions("m", std::slice::from_ref(&pair), &predictions[1..]);
+        let perfect = score_predictions("m", None, std::slice::from_ref(&pair), &predictions[1..]);
         assert_eq!(perfect.drawn(), (2, 2));
         assert_eq!(
             perfect.lesion_values(|s| s.ssim, |l| l.drawn == Some(true)),
             [1.0, 1.0]
         );
         // Copying the LE shows no uptake at all.
-        let copy = score_predictions("copy", std::slice::from_ref(&pair), &[pair.le.get(0)]);
+        let copy = score_predictions("copy", None, std::slice::from_ref(&pair), &[pair.le.get(0)]);
         assert_eq!(copy.drawn(), (0, 2));
         assert_eq!(copy.summary_json()["lesions_drawn"]["drawn"], 0);
+    }
+
+    /// A `rows × cols` target: breast at 0.3 right of column 10 (0.05 outside), a lesion at
+    /// 0.9, a brighter spot beside it at 0.95, and a 33×33 patch of enhancement at 0.6.
+    fn target(rows: usize, cols: usize) -> Vec<f32> {
+        let mut t = vec![0.3_f32; rows * cols];
+        let mut fill = |r0: usize, r1: usize, c0: usize, c1: usize, v: f32| {
+            for r in r0..r1 {
+                t[r * cols + c0..r * cols + c1].fill(v);
+            }
+        };
+        fill(0, rows, 0, 10, 0.05);
+        fill(11, 22, 11, 22, 0.9);
+        fill(22, 33, 22, 33, 0.95);
+        fill(77, 110, 55, 88, 0.6);
+        t
+    }
+
+    fn region(row0: usize, row1: usize, col0: usize, col1: usize) -> Region {
+        Region {
+            row0,
+            col0,
+            row1,
+            col1,
+        }
+    }
+
+    #[test]
+    fn non_lesion_enhancement_boxes_follow_the_documented_rule() {
+        let (rows, cols) = (128, 96);
+        let truth = target(rows, cols);
+        let content = region(0, 120, 0, 96);
+        let lesion = region(11, 22, 11, 22);
+        // Tiles of 11 (96 / 16 < 11); the spot next to the lesion is brighter than the patch but
+        // within one tile of the lesion; the nine tiles inside the patch tie at 0.6 and the first
+        // three in reading order are kept.
+        let boxes = enhancement_boxes(&truth, cols, content, &[lesion]);
+        assert_eq!(
+            boxes,
+            [
+                region(77, 88, 55, 66),
+                region(77, 88, 66, 77),
+                region(77, 88, 77, 88)
+            ]
+        );
+        // Without the lesion box, its own tile and the spot beside it are the brightest.
+        let unguarded = enhancement_boxes(&truth, cols, content, &[]);
+        assert_eq!(unguarded[0], region(22, 33, 22, 33));
+        assert_eq!(unguarded[1], region(11, 22, 11, 22));
+        // A flat breast has nothing that enhances.
+        assert!(enhancement_boxes(&vec![0.3; rows * cols], cols, content, &[]).is_empty());
+    }
+
+    #[test]
+    fn cases_are_scored_on_enhancement_boxes_of_the_target_only() {
+        let (rows, cols) = (128usize, 96usize);
+        let truth = target(rows, cols);
+        let as_tensor = |v: &[f32]| Tensor::from_slice(v).view([1, 1, rows as i64, cols as i64]);
+        let pair = PreparedPair {
+            name: "case".into(),
+            le: as_tensor(&vec![0.3; rows * cols]),
+            rc: as_tensor(&truth),
+            geometry: Geometry {
+                src_rows: rows,
+                src_cols: cols,
+                flipped: false,
+                crop: [0, rows, 0, cols],
+                content: [120, 96],
+            },
+            rois: vec![([11, 22, 11, 22], false)],
+            patient: None,
+        };
+        let perfect = score_predictions("m", None, std::slice::from_ref(&pair), &[pair.rc.get(0)]);
+        let case = &perfect.cases[0];
+        assert_eq!(
+            case.patient, "case",
+            "an image without a patient is its own patient"
+        );
+        assert_eq!(case.enhancing.len(), 3);
+        assert_eq!(perfect.values("nonlesion_ssim"), [1.0]);
+        assert_eq!(perfect.values("nonlesion_mse"), [0.0]);
+        // A prediction that lights up elsewhere is still judged on the target's boxes.
+        let mut elsewhere = truth.clone();
+        for r in 77..110 {
+            elsewhere[r * cols + 55..r * cols + 88].fill(0.3);
+        }
+        for r in 40..60 {
+            elsewhere[r * cols + 40..r * cols + 60].fill(0.9);
+        }
+        let missed = score_predictions(
+            "m",
+            None,
+            std::slice::from_ref(&pair),
+            &[as_tensor(&elsewhere).get(0)],
+        );
+        assert_eq!(missed.cases[0].enhancing.len(), 3);
+        let mse = missed.values("nonlesion_mse")[0];
+        assert!(
+            (mse - 0.09).abs() < 1e-6,
+            "the patch's (0.6 - 0.3)² = 0.09, got {mse}"
+        );
+        assert!(missed.values("nonlesion_ssim")[0] < 0.9);
+        assert_eq!(missed.values("roi_mse"), [0.0], "the lesion itself is right");
+    }
+
+    /// Cases of `patients` × `views` with the given whole-image PSNR and SSIM.
+    fn scored(label: &str, seed: i64, views: usize, psnr: &[f64]) -> Scored {
+        let cases = psnr
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| CaseScores {
+                name: format!("view{}", i % views),
+                patient: format!("P{}", i / views),
+                whole: ImageScores {
+                    mse: 10f64.powf(-p / 10.0),
+                    psnr: p,
+                    ssim: 0.5 + p / 100.0,
+                },
+                lesions: Vec::new(),
+                enhancing: Vec::new(),
+            })
+            .collect();
+        Scored {
+            label: label.into(),
+            seed: Some(seed),
+            cases,
+        }
+    }
+
+    #[test]
+    fn arms_are_compared_on_patient_means_over_seeds_with_holm_across_metrics() {
+        // 6 patients x 2 views; the model's two seeds differ by a constant 0.2 dB.
+        let base: Vec<f64> = (0..12).map(|i| 30.0 + (i as f64 * 1.7) % 3.0).collect();
+        let shifted = |d: &[f64]| -> Vec<f64> { base.iter().zip(d).map(|(b, x)| b + x).collect() };
+        let effect = [0.5, 0.1, -0.2, 0.4, 0.3, 0.9, 0.0, 0.6, 0.2, 0.1, 0.7, 0.3];
+        let seed_a = shifted(&effect);
+        let seed_b: Vec<f64> = seed_a.iter().map(|v| v + 0.2).collect();
+        let model = Arm {
+            label: "model".into(),
+            runs: vec![scored("a", 1, 2, &seed_a), scored("b", 2, 2, &seed_b)],
+        };
+        let baseline = Arm {
+            label: "base".into(),
+            runs: vec![scored("u", 1, 2, &base)],
+        };
+        let patients = model.patient_values("psnr");
+        assert_eq!(patients.len(), 6);
+        // Patient 0: views 0 and 1, averaged over the two seeds.
+        let want = (seed_a[0] + seed_a[1] + seed_b[0] + seed_b[1]) / 4.0;
+        assert!((patients[0].1 - want).abs() < 1e-12);
+        let spread = summary(&model.seed_means("psnr"));
+        assert_eq!(spread.n, 2);
+        assert!((spread.sd - 0.2 / 2f64.sqrt()).abs() < 1e-9, "{spread:?}");
+
+        let rows = compare_arms(&model, &baseline);
+        assert_eq!(rows.len(), METRICS.len());
+        let psnr = rows.iter().find(|r| r.metric == "psnr").unwrap();
+        assert_eq!(psnr.patients, 6);
+        let (a, b): (Vec<f64>, Vec<f64>) = (
+            patients.iter().map(|p| p.1).collect(),
+            baseline.patient_values("psnr").iter().map(|p| p.1).collect(),
+        );
+        let direct = compare_paired(&a, &b, ALPHA).unwrap();
+        assert_eq!(psnr.result.unwrap().test.p, direct.test.p);
+        // No boxes: the ROI rows cannot be tested and do not count in Holm's m (3 tests ran).
+        let ran: Vec<&Comparison> = rows.iter().filter(|r| r.result.is_some()).collect();
+        assert_eq!(ran.len(), 3);
+        let raw: Vec<f64> = ran.iter().map(|r| r.result.unwrap().test.p).collect();
+        for (r, want) in ran.iter().zip(holm(&raw)) {
+            assert_eq!(r.p_holm, want);
+            assert!(r.p_holm >= r.result.unwrap().test.p);
+        }
+        assert!(rows
+            .iter()
+            .filter(|r| r.result.is_none())
+            .all(|r| r.p_holm.is_nan()));
+    }
+
+    #[test]
+    fn data_a_manifest_trained_validated_or_developed_on_is_not_held_out() {
+        let mut m = Manifest::load(Path::new("models/weights/unet.json")).unwrap();
+        let fresh = ["PHANTOM-7-0000", "PHANTOM-7-0001"];
+        assert!(development_reasons(&m, "/data/seed7/pairs.csv", &fresh).is_empty());
+
+        let t = m.training.as_mut().unwrap();
+        t.data_path = Some("/data/seed1/pairs.csv".into());
+        t.patients = vec!["PHANTOM-1-0000".into()];
+        t.validation_patients = vec!["PHANTOM-1-0049".into()];
+        let reasons = development_reasons(&m, "/data/seed1/pairs.csv", &["PHANTOM-1-0049"]);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("trained on this data source"));
+        assert!(reasons[1].contains("1 of its patients"));
+        // The same patients written elsewhere (another size, another folder) are still seen.
+        assert_eq!(
+            development_reasons(&m, "/elsewhere.csv", &["PHANTOM-1-0000"]).len(),
+            1
+        );
+
+        // An evaluation recorded as development marks that set for good.
+        m.metrics["development"] = serde_json::json!({
+            "data": "/data/seed2/pairs.csv",
+            "patients": ["PHANTOM-2-0000", "PHANTOM-2-0001"],
+        });
+        let by_path = development_reasons(&m, "/data/seed2/pairs.csv", &[]);
+        assert_eq!(by_path.len(), 1);
+        assert!(by_path[0].contains("records this data as a development set"));
+        assert_eq!(
+            development_reasons(&m, "/copy/pairs.csv", &["PHANTOM-2-0001"]).len(),
+            1
+        );
+        assert!(development_reasons(&m, "/data/seed7/pairs.csv", &fresh).is_empty());
     }
 }

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tch::{Kind, Tensor};
-use vcnode_models::manifest::Manifest;
 use vcnode_models::stats::summary;
 
 use super::dataset::PreparedPair;
-use super::eval::{Comparison, Scored, DRAWN_SHARE, METRICS};
+use super::eval::{Evaluation, Role, ALPHA, DRAWN_SHARE, ENHANCEMENT_BOXES, ENHANCEMENT_SDS, METRICS};
 
 /// Writes an 8-bit grayscale PNG.
 pub fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8]) -> anyhow::Result<()> {
@@ -77,80 +76,165 @@ pub fn write_pictures(
     Ok(written)
 }
 
-fn fmt_stat(values: &[f64]) -> String {
+/// mean ± SD of the finite values, MSE in scientific notation; "–" if there are none.
+fn fmt_stat(values: &[f64], metric: &str) -> String {
     let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     let s = summary(&v);
-    if s.n == 0 {
-        "–".into()
-    } else {
-        format!("{:.3} ± {:.3}", s.mean, s.sd)
+    match s.n {
+        0 => "–".into(),
+        1 if metric.ends_with("mse") => format!("{:.3e}", s.mean),
+        1 => format!("{:.3}", s.mean),
+        _ if metric.ends_with("mse") => format!("{:.3e} ± {:.2e}", s.mean, s.sd),
+        _ => format!("{:.3} ± {:.3}", s.mean, s.sd),
     }
 }
 
-pub fn markdown(
-    model: &Manifest,
-    data: &Path,
-    scored: &[Scored],
-    comparisons: &[Comparison],
-    pictures: &[(String, PathBuf)],
-) -> String {
+/// The metrics of one kind of region, with their column names.
+const REGIONS: [(&str, &str, [&str; 3]); 3] = [
+    ("Whole breast", "", ["mse", "psnr", "ssim"]),
+    (
+        "Lesion ROIs",
+        "mean over the lesion boxes of each image",
+        ["roi_mse", "roi_psnr", "roi_ssim"],
+    ),
+    (
+        "Non-lesion enhancement ROIs",
+        "mean over each image's non-lesion enhancement boxes",
+        ["nonlesion_mse", "nonlesion_psnr", "nonlesion_ssim"],
+    ),
+];
+
+pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
+    let model = e.model;
+    let arms = e.arms;
     let mut s = String::new();
-    let _ = writeln!(s, "# Evaluation of {}\n", model.model_id());
+    let _ = writeln!(s, "# Evaluation of {}\n", arms[0].label);
+    let role = match e.role {
+        Role::HeldOut => "**held-out**: never used for any choice (the manifests record neither its \
+                         patients nor its path among their training, validation or development data)"
+            .to_string(),
+        Role::Development => "**development**: used for choices or training, so differences on it carry \
+                              that selection and are no evidence on their own"
+            .to_string(),
+    };
+    let _ = writeln!(s, "Data: `{}`, {role}.\n", e.data.display());
     let _ = writeln!(
         s,
-        "Data: `{}`, {} cases. Metrics at the model input ({}×{}), on [0, 1] windowed values:",
-        data.display(),
-        scored[0].cases.len(),
+        "{} images of {} patients{}. Metrics at the model input ({}×{}), on [0, 1] windowed values. \
+         Tables give mean ± SD across patients of each patient's mean over their images (and over the \
+         arm's seeds).\n",
+        e.cases(),
+        e.patients(),
+        if e.patients_known {
+            ""
+        } else {
+            " (the data does not name every image's patient: such an image counts as its own patient)"
+        },
         model.input.rows,
         model.input.cols
     );
-    let _ = writeln!(s, "whole = the resized breast crop (padding excluded); ROI = mean over the lesion boxes of each case.\n");
-    if let Some(t) = &model.training {
-        let _ = writeln!(s, "{}\n", training_line(t));
+    let _ = writeln!(
+        s,
+        "Regions: whole = the resized breast crop (padding excluded). ROI MSE and PSNR are those of the box's \
+         pixels; ROI SSIM is the mean of the breast's SSIM map (11×11 Gaussian window, σ 1.5, as \
+         scikit-image) inside the box. Non-lesion enhancement ROIs are up to {ENHANCEMENT_BOXES} boxes per \
+         image where the real RC enhances away from the lesions (background parenchymal enhancement, \
+         vessels), chosen from the real RC alone: the breast crop tiled in squares of max(11, min side / 16) \
+         pixels, tiles within one tile of a lesion box dropped, a tile enhancing when its mean exceeds the \
+         median tile by more than {ENHANCEMENT_SDS} robust SDs (1.4826 × MAD), the brightest kept.\n"
+    );
+    let _ = writeln!(s, "Arms (weights, training seed):\n");
+    for arm in &arms[..arms.len() - 1] {
+        let runs: Vec<String> = arm
+            .runs
+            .iter()
+            .map(|r| match r.seed {
+                Some(seed) => format!("{} (seed {seed})", r.label),
+                None => r.label.clone(),
+            })
+            .collect();
+        let _ = writeln!(s, "- {}: {}", arm.label, runs.join(", "));
     }
     let _ = writeln!(
         s,
-        "| model | PSNR (dB) | SSIM | ROI PSNR (dB) | ROI SSIM |\n|---|---|---|---|---|"
+        "- copy-LE: the LE input itself, the floor any model must clear"
     );
-    for m in scored {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} |",
-            m.label,
-            fmt_stat(&m.values("psnr")),
-            fmt_stat(&m.values("ssim")),
-            fmt_stat(&m.values("roi_psnr")),
-            fmt_stat(&m.values("roi_ssim"))
-        );
+    s.push('\n');
+    if let Some(t) = &model.training {
+        let _ = writeln!(s, "{}\n", training_line(t));
     }
-    if scored
-        .iter()
-        .any(|m| m.cases.iter().any(|c| !c.lesions.is_empty()))
-    {
+    for (title, note, metrics) in REGIONS {
+        let note = if note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({note})")
+        };
+        let patients = |m: &str| {
+            arms[0]
+                .patient_values(m)
+                .iter()
+                .filter(|(_, v)| v.is_finite())
+                .count()
+        };
         let _ = writeln!(
             s,
-            "\nBy lesion, split by what LE shows (hidden = in dense tissue, hard to see on LE):\n"
+            "### {title}{note}, {} patients\n\n| model | MSE | PSNR (dB) | SSIM |\n|---|---|---|---|",
+            patients(metrics[1])
         );
-        let count = |hidden: bool| scored[0].lesions().filter(|l| l.hidden == hidden).count();
+        for arm in arms {
+            let cell = |m: &str| {
+                let v: Vec<f64> = arm.patient_values(m).into_iter().map(|(_, v)| v).collect();
+                fmt_stat(&v, m)
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                arm.label,
+                cell(metrics[0]),
+                cell(metrics[1]),
+                cell(metrics[2])
+            );
+        }
+        s.push('\n');
+    }
+    if arms.iter().any(|a| {
+        a.runs
+            .iter()
+            .any(|r| r.cases.iter().any(|c| !c.lesions.is_empty()))
+    }) {
+        let pooled = if arms.iter().any(|a| a.runs.len() > 1) {
+            " Lesions of all seeds pooled."
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
-            "| model | {} visible: ROI PSNR (dB) | ROI SSIM | {} hidden: ROI PSNR (dB) | ROI SSIM |\n|---|---|---|---|---|",
+            "By lesion, split by what LE shows (hidden = in dense tissue, hard to see on LE), mean ± SD over \
+             lesions.{pooled}\n"
+        );
+        let count = |hidden: bool| arms[0].runs[0].lesions().filter(|l| l.hidden == hidden).count();
+        let _ = writeln!(
+            s,
+            "| model | {} visible: ROI MSE | ROI PSNR (dB) | ROI SSIM | {} hidden: ROI MSE | ROI PSNR (dB) | ROI SSIM |\n\
+             |---|---|---|---|---|---|---|",
             count(false),
             count(true)
         );
-        for m in scored {
+        for arm in arms {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
-                m.label,
-                fmt_stat(&m.lesion_values(|s| s.psnr, |l| !l.hidden)),
-                fmt_stat(&m.lesion_values(|s| s.ssim, |l| !l.hidden)),
-                fmt_stat(&m.lesion_values(|s| s.psnr, |l| l.hidden)),
-                fmt_stat(&m.lesion_values(|s| s.ssim, |l| l.hidden))
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                arm.label,
+                fmt_stat(&arm.lesion_values(|s| s.mse, |l| !l.hidden), "mse"),
+                fmt_stat(&arm.lesion_values(|s| s.psnr, |l| !l.hidden), "psnr"),
+                fmt_stat(&arm.lesion_values(|s| s.ssim, |l| !l.hidden), "ssim"),
+                fmt_stat(&arm.lesion_values(|s| s.mse, |l| l.hidden), "mse"),
+                fmt_stat(&arm.lesion_values(|s| s.psnr, |l| l.hidden), "psnr"),
+                fmt_stat(&arm.lesion_values(|s| s.ssim, |l| l.hidden), "ssim"),
             );
         }
     }
-    let (_, judged) = scored[0].drawn();
+    let (_, judged) = arms[0].drawn();
     if judged > 0 {
         let _ = writeln!(
             s,
@@ -162,54 +246,90 @@ pub fn markdown(
             s,
             "| model | lesions drawn | ROI SSIM, drawn | ROI SSIM, missed |\n|---|---|---|---|"
         );
-        for m in scored {
-            let (drawn, judged) = m.drawn();
+        for arm in arms {
+            let (drawn, judged) = arm.drawn();
             let _ = writeln!(
                 s,
                 "| {} | {drawn} of {judged} | {} | {} |",
-                m.label,
-                fmt_stat(&m.lesion_values(|s| s.ssim, |l| l.drawn == Some(true))),
-                fmt_stat(&m.lesion_values(|s| s.ssim, |l| l.drawn == Some(false)))
+                arm.label,
+                fmt_stat(&arm.lesion_values(|s| s.ssim, |l| l.drawn == Some(true)), "ssim"),
+                fmt_stat(&arm.lesion_values(|s| s.ssim, |l| l.drawn == Some(false)), "ssim")
             );
         }
     }
-    let _ = writeln!(s, "\n## Paired tests ({} vs each baseline)\n", scored[0].label);
+    let _ = writeln!(s, "\n## Spread between training seeds\n");
     let _ = writeln!(
         s,
-        "Shapiro–Wilk on the paired differences; p ≥ 0.05 → paired t-test, else Wilcoxon signed-rank.\n"
+        "Each seed's mean over patients; mean ± SD across the seeds of an arm (n = seeds; one seed has no \
+         spread).\n"
     );
     let _ = writeln!(
         s,
-        "| baseline | metric | mean difference | Shapiro–Wilk p | test | p |\n|---|---|---|---|---|---|"
+        "| model | seeds | {} |\n|---|---|{}",
+        METRICS.join(" | "),
+        "---|".repeat(METRICS.len())
     );
-    for c in comparisons {
+    for arm in arms {
+        let cells: Vec<String> = METRICS.iter().map(|m| fmt_stat(&arm.seed_means(m), m)).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            arm.label,
+            arm.runs.len(),
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n## Paired tests across patients ({} vs each other arm)\n",
+        arms[0].label
+    );
+    let _ = writeln!(
+        s,
+        "One value per patient and arm: the mean over the patient's images and over the arm's seeds. \
+         Shapiro–Wilk on the paired differences; p ≥ {ALPHA} → paired t-test, else Wilcoxon signed-rank. \
+         Holm p: Holm–Bonferroni across the metrics of one comparison (the rows of one baseline that could \
+         be tested).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| baseline | metric | patients | mean difference | Shapiro–Wilk p | test | p | Holm p |\n\
+         |---|---|---|---|---|---|---|---|"
+    );
+    for c in e.comparisons {
         match &c.result {
             Some(r) => {
+                let diff = if c.metric.ends_with("mse") {
+                    format!("{:+.3e}", r.mean_difference)
+                } else {
+                    format!("{:+.4}", r.mean_difference)
+                };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {:+.4} | {} | {} | {:.3e} |",
+                    "| {} | {} | {} | {diff} | {} | {} | {:.3e} | {:.3e} |",
                     c.baseline,
                     c.metric,
-                    r.mean_difference,
+                    c.patients,
                     r.normality
                         .map(|n| format!("{:.3}", n.p))
                         .unwrap_or_else(|| "–".into()),
                     r.test.test,
-                    r.test.p
+                    r.test.p,
+                    c.p_holm
                 );
             }
             None => {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | – | – | not computable | – |",
-                    c.baseline, c.metric
+                    "| {} | {} | {} | – | – | not computable | – | – |",
+                    c.baseline, c.metric, c.patients
                 );
             }
         }
     }
-    debug_assert!(METRICS.len() * (scored.len() - 1) == comparisons.len());
+    debug_assert!(METRICS.len() * (arms.len() - 1) == e.comparisons.len());
     if !pictures.is_empty() {
-        let _ = writeln!(s, "\n## Cases\n\nLeft to right: LE input, real RC, generated RC, |error| (×4), attention of the last SCPA layer.\n");
+        let _ = writeln!(s, "\n## Cases\n\nLeft to right: LE input, real RC, generated RC (first seed), |error| (×4), attention of the last SCPA layer.\n");
         for (name, path) in pictures {
             let _ = writeln!(s, "{name}\n\n![{name}]({})\n", path.display());
         }

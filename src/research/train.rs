@@ -313,7 +313,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             let scored = score_pairs(val_pairs, |x| {
                 tch::no_grad(|| trained.generator.run(&x.to_device(device), false).image)
             })?;
-            serde_json::json!({ "validation": scored.summary_json() })
+            // Validation chose the epoch (and the seed): development data, labelled so.
+            let mut validation = scored.summary_json();
+            validation["role"] = super::eval::Role::Development.name().into();
+            validation["patients"] = patients_of(&pairs[n_train..]).into();
+            serde_json::json!({ "validation": validation })
         }
         None => serde_json::Value::Null,
     };
@@ -334,6 +338,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
                 .data_label
                 .clone()
                 .unwrap_or_else(|| args.data.display().to_string()),
+            data_path: Some(absolute(&args.data)),
+            patients: patients_of(&pairs[..n_train]),
+            validation_patients: patients_of(&pairs[n_train..]),
             pairs: n_train,
             epochs: config.epochs,
             steps: trained.steps,
@@ -363,6 +370,27 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
     let path = manifest_path(&args.out, args.model);
     manifest.save(&path)?;
     Ok(path)
+}
+
+/// The distinct patients of `pairs`, in order (those without a known patient left out).
+fn patients_of(pairs: &[super::dataset::PairPaths]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in pairs.iter().filter_map(|p| p.patient.as_ref()) {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// `path` made absolute (and canonical where it exists), as a string: how manifests and
+/// evaluations name a data source so that they can be compared.
+pub fn absolute(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 pub fn manifest_path(dir: &Path, model: ModelKind) -> PathBuf {

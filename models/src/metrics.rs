@@ -49,6 +49,16 @@ pub struct Region {
 }
 
 impl Region {
+    /// Rows `row0..row1`, columns `col0..col1`.
+    pub const fn new(row0: usize, row1: usize, col0: usize, col1: usize) -> Region {
+        Region {
+            row0,
+            col0,
+            row1,
+            col1,
+        }
+    }
+
     /// Number of rows the region spans (0 if it is empty or inverted).
     pub fn rows(&self) -> usize {
         self.row1.saturating_sub(self.row0)
@@ -528,34 +538,25 @@ mod tests {
     // pair_8bit(64, 64, 1), R = 1:
     //   (60, 64, 0, 64): 0.6274874029424273    (30, 34, 28, 36): 0.8692948849304707
 
-    fn region(row0: usize, row1: usize, col0: usize, col1: usize) -> Region {
-        Region {
-            row0,
-            col0,
-            row1,
-            col1,
-        }
-    }
-
     #[test]
     fn masked_ssim_matches_scikit_image() {
         let (a, b) = pair_12bit(48, 40);
         let map = SsimMap::new(&a, &b, 48, 40, 4095.0).expect("an SSIM map");
         assert_close(map.mean(), 0.8443300184198217, 1e-6, "mean SSIM from the map");
         for (r, want) in [
-            (region(0, 3, 0, 4), 0.8327625795491618),
-            (region(20, 26, 10, 16), 0.8667016066209042),
-            (region(47, 48, 39, 40), 0.6977559047133063),
-            (region(5, 30, 7, 33), 0.8463830084512393),
-            (region(0, 48, 0, 40), 0.8456038690454849),
+            (Region::new(0, 3, 0, 4), 0.8327625795491618),
+            (Region::new(20, 26, 10, 16), 0.8667016066209042),
+            (Region::new(47, 48, 39, 40), 0.6977559047133063),
+            (Region::new(5, 30, 7, 33), 0.8463830084512393),
+            (Region::new(0, 48, 0, 40), 0.8456038690454849),
         ] {
             assert_close(map.mean_over(r), want, 1e-6, &format!("12bit {r:?}"));
         }
         let (a, b) = pair_8bit(64, 64, 1);
         let map = SsimMap::new(&a, &b, 64, 64, 1.0).expect("an SSIM map");
         for (r, want) in [
-            (region(60, 64, 0, 64), 0.6274874029424273),
-            (region(30, 34, 28, 36), 0.8692948849304707),
+            (Region::new(60, 64, 0, 64), 0.6274874029424273),
+            (Region::new(30, 34, 28, 36), 0.8692948849304707),
         ] {
             assert_close(map.mean_over(r), want, 1e-6, &format!("8bit {r:?}"));
         }
@@ -565,7 +566,7 @@ mod tests {
     fn region_scores_take_mse_from_the_box_and_ssim_from_the_whole_map() {
         let (rows, cols) = (48, 40);
         let (a, b) = pair_12bit(rows, cols);
-        let box_ = region(5, 30, 7, 33);
+        let box_ = Region::new(5, 30, 7, 33);
         let ca = crop(&a, cols, box_);
         let cb = crop(&b, cols, box_);
         assert_eq!(ca.len(), 25 * 26);
@@ -579,7 +580,7 @@ mod tests {
         assert!((got.ssim - ssim(&ca, &cb, 25, 26, 4095.0)).abs() > 1e-4);
 
         // A box smaller than the window still has an SSIM.
-        let small = region_scores(&a, &b, rows, cols, region(0, 3, 0, 4), 4095.0);
+        let small = region_scores(&a, &b, rows, cols, Region::new(0, 3, 0, 4), 4095.0);
         assert_close(small.ssim, 0.8327625795491618, 1e-6, "3x4 box");
     }
 
@@ -596,7 +597,7 @@ mod tests {
         assert!(region_scores(&a, &b, 48, 40, outside, 4095.0).mse.is_nan());
 
         // No SSIM map for an image smaller than the window, so its regions have MSE and PSNR only.
-        let tiny = region_scores(&a[..100], &b[..100], 10, 10, region(0, 5, 0, 5), 4095.0);
+        let tiny = region_scores(&a[..100], &b[..100], 10, 10, Region::new(0, 5, 0, 5), 4095.0);
         assert!(tiny.mse.is_finite() && tiny.psnr.is_finite() && tiny.ssim.is_nan());
         assert!(SsimMap::new(&a[..100], &b[..100], 10, 10, 4095.0).is_none());
 

@@ -1008,21 +1008,12 @@ mod tests {
         t
     }
 
-    fn region(row0: usize, row1: usize, col0: usize, col1: usize) -> Region {
-        Region {
-            row0,
-            col0,
-            row1,
-            col1,
-        }
-    }
-
     #[test]
     fn non_lesion_enhancement_boxes_follow_the_documented_rule() {
         let (rows, cols) = (128, 96);
         let truth = target(rows, cols);
-        let content = region(0, 120, 0, 96);
-        let lesion = region(11, 22, 11, 22);
+        let content = Region::new(0, 120, 0, 96);
+        let lesion = Region::new(11, 22, 11, 22);
         // Tiles of 11 (96 / 16 < 11); the spot next to the lesion is brighter than the patch but
         // within one tile of the lesion; the nine tiles inside the patch tie at 0.6 and the first
         // three in reading order are kept.
@@ -1030,15 +1021,15 @@ mod tests {
         assert_eq!(
             boxes,
             [
-                region(77, 88, 55, 66),
-                region(77, 88, 66, 77),
-                region(77, 88, 77, 88)
+                Region::new(77, 88, 55, 66),
+                Region::new(77, 88, 66, 77),
+                Region::new(77, 88, 77, 88)
             ]
         );
         // Without the lesion box, its own tile and the spot beside it are the brightest.
         let unguarded = enhancement_boxes(&truth, cols, content, &[]);
-        assert_eq!(unguarded[0], region(22, 33, 22, 33));
-        assert_eq!(unguarded[1], region(11, 22, 11, 22));
+        assert_eq!(unguarded[0], Region::new(22, 33, 22, 33));
+        assert_eq!(unguarded[1], Region::new(11, 22, 11, 22));
         // A flat breast has nothing that enhances.
         assert!(enhancement_boxes(&vec![0.3; rows * cols], cols, content, &[]).is_empty());
     }

@@ -84,14 +84,14 @@ pub struct TrainingRecord {
     pub selected_epoch: Option<usize>,
     /// Crops instead of whole images, and how they were placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patches: Option<crate::train::PatchSampling>,
+    pub patches: Option<PatchSampling>,
     /// The seed of the run these weights come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     /// With several seeds: each one's short probe; the lowest validation enhancement L1 was
     /// trained on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub seed_probes: Vec<crate::train::SeedProbe>,
+    pub seed_probes: Vec<SeedProbe>,
     /// Anything a reader must know, e.g. that a smaller CPU configuration was trained.
     pub note: String,
     /// The last epochs trained with the batch norms frozen on whole-image statistics
@@ -101,6 +101,29 @@ pub struct TrainingRecord {
     /// The weights this run started from, when it fine-tuned rather than started afresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fine_tuned_from: Option<FineTunedFrom>,
+}
+
+/// Patch training: each step draws `batch` square crops instead of whole images. Enhancing
+/// tissue covers about 1% of a breast, so whole images spend nearly all of each step on the flat
+/// background; crops centred on what the target RC enhances spend more of it on uptake. The
+/// centres come from the RC itself, so no lesion annotations are needed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PatchSampling {
+    /// Side of the square crop, in model-input pixels (a multiple of the generator's
+    /// `size_multiple`).
+    pub size: i64,
+    /// Share of the crops centred on a pixel drawn in proportion to how far the RC rises above
+    /// the breast's median; the others are placed uniformly.
+    pub enhancement_share: f64,
+}
+
+/// One restart of a multi-seed run (`vcnode train --seeds`): a seed trained for a few epochs,
+/// and how close it then came on the validation pixels that enhance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SeedProbe {
+    pub seed: i64,
+    pub epochs: usize,
+    pub val_enhancement_l1: f64,
 }
 
 fn is_zero(n: &usize) -> bool {

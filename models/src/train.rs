@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
+// What a training run records of itself lives with the manifest, which serving reads: serving
+// must not depend on training.
+pub use crate::manifest::{PatchSampling, SeedProbe};
 use crate::model::{load_safetensors, save_safetensors, ModelError, GENERATOR_PREFIX};
 use crate::nets::{Generator, GeneratorConfig, ModelKind, PatchGan, StageNorm};
 use crate::preprocess::InputSpec;
@@ -69,29 +72,6 @@ pub struct TrainConfig {
     /// initialization: fine-tuning.
     #[serde(default)]
     pub init: Option<PathBuf>,
-}
-
-/// Patch training: each step draws `batch` square crops instead of whole images. Enhancing
-/// tissue covers about 1% of a breast, so whole images spend nearly all of each step on the flat
-/// background; crops centred on what the target RC enhances spend more of it on uptake. The
-/// centres come from the RC itself, so no lesion annotations are needed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct PatchSampling {
-    /// Side of the square crop, in model-input pixels (a multiple of the generator's
-    /// `size_multiple`).
-    pub size: i64,
-    /// Share of the crops centred on a pixel drawn in proportion to how far the RC rises above
-    /// the breast's median; the others are placed uniformly.
-    pub enhancement_share: f64,
-}
-
-/// One restart of a multi-seed run (`vcnode train --seeds`): a seed trained for a few epochs,
-/// and how close it then came on the validation pixels that enhance.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SeedProbe {
-    pub seed: i64,
-    pub epochs: usize,
-    pub val_enhancement_l1: f64,
 }
 
 /// An RC pixel counts as enhancing this far (normalized units) above the breast's median: above

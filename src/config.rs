@@ -250,12 +250,6 @@ impl Config {
             "http"
         }
     }
-
-    /// The destinations the file's routes give results of images sent by `calling_ae`, in
-    /// configuration order (the running node asks its directory, [`crate::directory::Live`]).
-    pub fn destinations_for(&self, calling_ae: Option<&str>) -> Vec<String> {
-        crate::directory::destinations_for(&self.routes, calling_ae)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -841,9 +835,15 @@ mod tests {
                      [[destinations]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"http://127.0.0.1:8042/dicom-web\"\n";
         std::fs::write(&path, format!("{dests}[[routes]]\nfrom_ae = \"MODALITY\"\nto = [\"pacs\", \"web\"]\n[[routes]]\nfrom_ae = \"*\"\nto = [\"web\"]\n")).unwrap();
         let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
-        assert_eq!(c.destinations_for(Some("MODALITY")), ["pacs", "web"]);
-        assert_eq!(c.destinations_for(Some("OTHER")), ["web"]);
-        assert_eq!(c.destinations_for(None), ["web"]);
+        assert_eq!(
+            crate::directory::destinations_for(&c.routes, Some("MODALITY")),
+            ["pacs", "web"]
+        );
+        assert_eq!(
+            crate::directory::destinations_for(&c.routes, Some("OTHER")),
+            ["web"]
+        );
+        assert_eq!(crate::directory::destinations_for(&c.routes, None), ["web"]);
 
         std::fs::write(
             &path,

@@ -106,13 +106,7 @@ fn metrics_count_what_was_sent_and_readiness_passes() {
     let (status, ready) = readyz(&node);
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["ready"], true);
-    let checks: Vec<&str> = ready["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["check"].as_str().unwrap())
-        .collect();
-    assert_eq!(checks, ["database", "disk", "model", "scp"]);
+    assert_eq!(check_names(&ready), ["database", "disk", "model", "scp"]);
 
     // N images in one association, then one association from a title the node does not know.
     let n = 3;
@@ -288,10 +282,7 @@ fn readiness_fails_naming_the_database_while_another_writer_holds_it() {
 fn latencies_and_exports_are_measured_and_stow_rs_is_its_own_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let results = Storescp::start(&dir.path().join("results"), "RESULTS");
-    let routing = format!(
-        "{}[[routes]]\nfrom_ae = \"*\"\nto = [\"results\"]\n",
-        dimse_destination("results", "RESULTS", results.port)
-    );
+    let routing = dimse_destination("results", "RESULTS", results.port) + &route_all_to(&["results"]);
     let node = Node::start_processing(dir.path(), &routing, "");
     let (status, ready) = readyz(&node);
     assert_eq!(status, 200, "the generator is loaded: {ready}");

@@ -166,10 +166,7 @@ fn get_after(node: &Node, method: &str, path: &str) -> Value {
 async fn a_processed_job_and_its_export_show_their_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let results = Storescp::start(&dir.path().join("results"), "RESULTS");
-    let routing = format!(
-        "{}[[routes]]\nfrom_ae = \"*\"\nto = [\"results\"]\n",
-        dimse_destination("results", "RESULTS", results.port)
-    );
+    let routing = dimse_destination("results", "RESULTS", results.port) + &route_all_to(&["results"]);
     let node = Node::start_processing(dir.path(), &routing, "");
     let le = phantom_pairs(dir.path(), 78, 416, 320).remove(0).0;
     assert_eq!(successes(&storescu(&node, "MODALITY", &[], &[le])), 1);

@@ -27,19 +27,6 @@ fn get(node: &Node, path: &str) -> (u16, String) {
     (status.parse().unwrap_or(0), body)
 }
 
-/// GET with an API token (a node with `[auth] required`).
-fn get_with(node: &Node, path: &str, token: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "60", "-w", "\n%{http_code}", "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg(format!("http://{}{path}", node.http))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (status.parse().unwrap_or(0), body.to_string())
-}
-
 fn status_json(node: &Node) -> Value {
     let (status, body) = get(node, "/api/status");
     assert_eq!(status, 200, "{body}");
@@ -51,8 +38,9 @@ fn start_node(dir: &Path) -> Node {
     Node::start(
         dir,
         &format!(
-            "\n{}\n[[routes]]\nfrom_ae = \"*\"\nto = [\"PACS\"]\n",
-            dimse_destination("PACS", "PACS", free_port())
+            "\n{}\n{}",
+            dimse_destination("PACS", "PACS", free_port()),
+            route_all_to(&["PACS"])
         ),
     )
 }
@@ -129,13 +117,7 @@ async fn api_status_counts_what_the_test_sent() {
     assert_eq!(n["model"], Value::Null);
     assert_eq!(n["device"], "cpu");
     assert_eq!(n["ready"], true, "{n:#}");
-    let checks: Vec<&str> = n["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["check"].as_str().unwrap())
-        .collect();
-    assert_eq!(checks, ["database", "disk", "model", "scp"]);
+    assert_eq!(check_names(n), ["database", "disk", "model", "scp"]);
     assert!(n["disk"]["free_bytes"].as_u64().unwrap() > 0);
     assert_eq!(n["disk"]["below_watermark"], false);
     let peers: Vec<&str> = s["peers"]
@@ -257,9 +239,10 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
     let node = Node::start_processing(
         dir.path(),
         &format!(
-            "\n{}{}\n[[routes]]\nfrom_ae = \"*\"\nto = [\"PACS\", \"DOWN\"]\n{AUTH_REQUIRED}",
+            "\n{}{}\n{}{AUTH_REQUIRED}",
             dimse_destination("PACS", "PACS", pacs.port),
-            dimse_destination("DOWN", "DOWN", free_port())
+            dimse_destination("DOWN", "DOWN", free_port()),
+            route_all_to(&["PACS", "DOWN"])
         ),
         "",
     );
@@ -402,7 +385,9 @@ async fn the_status_page_shows_the_counts_change_and_changes_peers_destinations_
     assert_eq!(report["problems_after_removal"], "", "{shown}");
     let token = node.create_token("checks", "admin");
     let listed = |path: &str, list: &str, key: &str| -> Vec<String> {
-        let (status, body) = get_with(&node, path, &token);
+        let url = format!("http://{}{path}", node.http);
+        let (status, body) = http_call("GET", &url, &[format!("Authorization: Bearer {token}")], "");
+        let status: u16 = status.parse().unwrap_or(0);
         assert_eq!(status, 200, "{path}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         v[list]

@@ -1031,19 +1031,21 @@ pub fn http_post(url: &str, content_type: &str, body: &[u8]) -> (String, String)
 
 /// `method url` with curl (at most 60 s), no body; (HTTP status, body).
 pub fn http_request(method: &str, url: &str) -> (String, String) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "60",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            method,
-            url,
-        ])
-        .output()
-        .expect("curl");
+    http_call(method, url, &[], "")
+}
+
+/// `method url` by curl (at most 60 s) with extra `headers` ("Name: value") and a JSON `body`
+/// ("" for none); (HTTP status, body).
+pub fn http_call(method: &str, url: &str, headers: &[String], body: &str) -> (String, String) {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--max-time", "60", "-w", "\n%{http_code}", "-X", method]);
+    for h in headers {
+        curl.args(["-H", h]);
+    }
+    if !body.is_empty() {
+        curl.args(["-H", "Content-Type: application/json", "--data-binary", body]);
+    }
+    let out = curl.arg(url).output().expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
     (status.to_string(), body.to_string())
@@ -1071,6 +1073,21 @@ pub fn dimse_destination(name: &str, ae_title: &str, port: u16) -> String {
     format!(
         "[[destinations]]\nname = \"{name}\"\nkind = \"dimse\"\nae_title = \"{ae_title}\"\nhost = \"127.0.0.1\"\nport = {port}\n"
     )
+}
+
+/// A `[[routes]]` table sending the results of every sender to `destinations`.
+pub fn route_all_to(destinations: &[&str]) -> String {
+    format!("[[routes]]\nfrom_ae = \"*\"\nto = {destinations:?}\n")
+}
+
+/// The names of the checks in a `/readyz` (or `/api/status` node) answer, in order.
+pub fn check_names(answer: &serde_json::Value) -> Vec<&str> {
+    answer["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect()
 }
 
 /// Every transfer syntax test images are sent in: (converter, its args, storescu option,
@@ -1247,17 +1264,9 @@ impl Orthanc {
 // Admin API (tests/admin_api.rs).
 // ---------------------------------------------------------------------------------------------
 
-/// `method url` with a JSON `body` ("" for none) by curl (at most 60 s); (HTTP status, body).
+/// `method url` with a JSON `body` ("" for none); (HTTP status, body).
 pub fn http_json(method: &str, url: &str, body: &str) -> (String, String) {
-    let mut curl = Command::new("curl");
-    curl.args(["-s", "--max-time", "60", "-w", "\n%{http_code}", "-X", method]);
-    if !body.is_empty() {
-        curl.args(["-H", "Content-Type: application/json", "--data-binary", body]);
-    }
-    let out = curl.arg(url).output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (status.to_string(), body.to_string())
+    http_call(method, url, &[], body)
 }
 
 /// Polls `check` every 100 ms until it holds or `limit` passes; whether it held.

@@ -15,7 +15,7 @@ build: libtorch
 	$(CARGO) build --workspace
 
 release: libtorch
-	$(CARGO) build --release --bin vcnode
+	$(CARGO) build --release -p vcnode -p vcnode-lab --bins
 
 ## Start the node on the embedded defaults (SQLite under var/, CPU or GPU as configured).
 run: release

@@ -7,7 +7,7 @@
 #                              to check this script on a machine without a GPU)
 #
 #   doctor.txt      what vcnode finds: driver, GPU, CUDA runtime, the device and precision used
-#   tests.txt       the CUDA tests: bf16 against f32 (models/tests/networks.rs) and the derived
+#   tests.txt       the CUDA tests: bf16 against f32 (models/lab/tests/precision.rs) and the derived
 #                   image made on CUDA against the CPU one (tests/cuda.rs)
 #   inference.txt   the paper's SCPA-UNet at 640x512, batch 1 and 8, f32 and bf16: tch against
 #                   PyTorch eager and torch.compile, same card, same run
@@ -36,6 +36,7 @@ if [ "$(pwd -P)" != "$BUILT_AT" ] && [ ! -e "$BUILT_AT" ]; then
 fi
 mkdir -p target/release
 cp "$CARRY/vcnode" target/release/vcnode
+cp "$CARRY/vcnode-lab" target/release/vcnode-lab
 VCNODE=$(pwd)/target/release/vcnode
 
 cfg="$OUT/doctor.toml"
@@ -44,7 +45,7 @@ printf '[inference]\ndevice = "%s"\n' "$DEVICE" > "$cfg"
 
 if [ "$DEVICE" = cuda ]; then
   {
-    VCNODE_TEST_DEVICE=cuda "$CARRY/networks-test" bf16 --nocapture --test-threads 1 2>&1
+    VCNODE_TEST_DEVICE=cuda "$CARRY/precision-test" bf16 --nocapture --test-threads 1 2>&1
     "$CARRY/cuda-test" --nocapture --test-threads 1 2>&1
   } | tee "$OUT/tests.txt"
   # The PyTorch peer needs safetensors and numpy beside torch.

@@ -11,13 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${BENCH_N:-8}
 bin=./target/release/vcnode
+lab=./target/release/vcnode-lab
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/vcnode-bench-pipeline.XXXXXX")
 node_pid=
 cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 port=$(scripts/free-port)
 patients=$(( (N + 4) / 4 ))
-"$bin" phantom --out "$tmp/ph" --patients "$patients" --seed 424242 --rows 3328 --columns 2560 >/dev/null
+"$lab" phantom --out "$tmp/ph" --patients "$patients" --seed 424242 --rows 3328 --columns 2560 >/dev/null
 mapfile -t les < <(tail -n +2 "$tmp/ph/pairs.csv" | cut -d, -f1 | sed "s|^|$tmp/ph/|")
 first=${les[0]}
 batch=("${les[@]:1:$N}")

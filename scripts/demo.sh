@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=./target/release/vcnode
+lab=./target/release/vcnode-lab
 demo=${DEMO_DIR:-var/demo}
 rm -rf "$demo" && mkdir -p "$demo/previews"
 http=$(scripts/free-port); dicom=$(scripts/free-port); node=$(scripts/free-port)
@@ -40,7 +41,7 @@ for _ in $(seq 1 200); do
 done
 echo "Orthanc: http://127.0.0.1:$http/app/explorer.html   vcnode: VCNODE@127.0.0.1:$node"
 
-"$bin" phantom --out "$demo/phantom" --patients "${DEMO_PATIENTS:-2}" --seed 7 >/dev/null
+"$lab" phantom --out "$demo/phantom" --patients "${DEMO_PATIENTS:-2}" --seed 7 >/dev/null
 mapfile -t les < <(tail -n +2 "$demo/phantom/pairs.csv" | cut -d, -f1 | sed "s|^|$demo/phantom/|")
 echo "sending ${#les[@]} low-energy images with storescu …"
 /usr/bin/storescu -aet MODALITY -aec VCNODE 127.0.0.1 "$node" "${les[@]}"

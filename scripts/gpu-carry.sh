@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds, on a machine with Rust, what bench/gpu.sh runs on a GPU machine without Rust, stripped
-# so that it travels (about 40 MB): the release node, the inference bench, the CUDA tests (built
+# so that it travels (about 40 MB): the release node and lab, the inference bench, the CUDA tests (built
 # in release mode, so that they call target/release/vcnode), and the Python wheels the bench
 # installs there offline (pynetdicom, pydicom, safetensors, numpy).
 #
@@ -11,7 +11,7 @@ DIR=${1:-target/gpu-carry}
 : "${LIBTORCH:=$HOME/.cache/vcnode/libtorch-2.11.0}"
 export LIBTORCH
 rm -rf "$DIR" && mkdir -p "$DIR/wheels"
-cargo build --release --bin vcnode
+cargo build --release -p vcnode -p vcnode-lab --bins
 # The last line of --message-format=json-render-diagnostics that names an executable, per target.
 exe() {
   cargo "$@" --release --no-run --message-format=json 2>/dev/null |
@@ -20,8 +20,9 @@ paths = [m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") 
 print(paths[-1])'
 }
 strip -o "$DIR/vcnode" target/release/vcnode
+strip -o "$DIR/vcnode-lab" target/release/vcnode-lab
 strip -o "$DIR/inference-bench" "$(exe bench -p vcnode-models --bench inference)"
-strip -o "$DIR/networks-test" "$(exe test -p vcnode-models --test networks)"
+strip -o "$DIR/precision-test" "$(exe test -p vcnode-lab --test precision)"
 strip -o "$DIR/cuda-test" "$(exe test --test cuda)"
 pwd -P > "$DIR/built-at"
 python3 -m pip download --quiet --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \

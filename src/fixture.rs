@@ -1,6 +1,6 @@
 //! Synthetic DICOM mammograms for tests and benchmarks: a breast-shaped, noisy 12-bit image
 //! with the attributes a modality sends. Deterministic for a seed. Not a physics phantom: the
-//! paired LE/RC phantom for training and evaluation lives in the models crate.
+//! paired LE/RC phantom for training and evaluation lives in the research lab (`vcnode-lab`).
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;

@@ -15,9 +15,10 @@
 //! - [`export`]: delivery to destinations over DIMSE and STOW-RS, with retries.
 //! - [`pull`]: on-demand processing of a study pulled from a DICOMweb PACS (`[[sources]]`);
 //!   [`dicomweb_client`]: the HTTP clients of DICOMweb destinations and sources.
-//! - [`research`]: training, evaluation and the report; [`phantom`]: the phantom's DICOM files.
 //!
-//! DIMSE networking is in the `vcnode-scp` crate, the generators in `vcnode-models`.
+//! DIMSE networking is in the `vcnode-scp` crate, the generators in `vcnode-models`; the
+//! research lab (phantom, training, evaluation) is the `vcnode-lab` crate and binary in
+//! `models/lab/`, apart from everything a node runs.
 
 pub mod config;
 pub mod derive;
@@ -28,12 +29,10 @@ pub mod fixture;
 pub mod ingest;
 pub mod metrics;
 pub mod node;
-pub mod phantom;
 pub mod pipeline;
 pub mod pixels;
 pub mod pull;
 pub mod queue;
-pub mod research;
 pub mod store;
 pub mod supervisor;
 pub mod uid;

@@ -44,27 +44,6 @@ enum Command {
         #[command(subcommand)]
         action: ExportsAction,
     },
-    /// Write a CESM phantom data set: paired LE and RC DICOM files, lesion boxes, pairs.csv.
-    Phantom {
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 4)]
-        patients: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value_t = 3328)]
-        rows: usize,
-        #[arg(long, default_value_t = 2560)]
-        columns: usize,
-        /// Lesions per breast instead of the usual 0 to 3, e.g. for a lesion-enriched training
-        /// set (fewer are placed where a breast has no room).
-        #[arg(long)]
-        lesions: Option<usize>,
-    },
-    /// Train a generator on paired LE/RC data; writes weights and their manifest.
-    Train(vcnode::research::train::TrainArgs),
-    /// Evaluate a model (and baselines) on paired data: metrics, paired tests, report.
-    Eval(vcnode::research::eval::EvalArgs),
     /// Peers (AE titles allowed to send) in the node's directory: list, add, remove. A running
     /// node applies the change within a second.
     Peers {
@@ -295,40 +274,6 @@ fn main() -> anyhow::Result<()> {
         } => {
             let config = load(cli.config.as_deref())?;
             runtime()?.block_on(retry(&config, Kind::Export, &args))
-        }
-        Command::Phantom {
-            out,
-            patients,
-            seed,
-            rows,
-            columns,
-            lesions,
-        } => {
-            let n = vcnode::phantom::write_dataset(
-                &out,
-                &vcnode::phantom::PhantomDatasetSpec {
-                    patients,
-                    seed,
-                    rows,
-                    cols: columns,
-                    lesions,
-                },
-            )?;
-            println!(
-                "{n} LE/RC pairs written; list: {}",
-                out.join("pairs.csv").display()
-            );
-            Ok(())
-        }
-        Command::Train(args) => {
-            let manifest = vcnode::research::train::run(&args)?;
-            println!("weights and manifest: {}", manifest.display());
-            Ok(())
-        }
-        Command::Eval(args) => {
-            let report = vcnode::research::eval::run(&args)?;
-            println!("report: {}", report.display());
-            Ok(())
         }
         Command::Peers { action } => {
             let config = load(cli.config.as_deref())?;

@@ -57,7 +57,7 @@ pub struct WeightsRef {
 pub struct TrainingRecord {
     /// What data, e.g. "vcnode phantom seed 1, patients 0-59 (240 pairs)".
     pub data: String,
-    /// The data source as `vcnode train` was given it (absolute path), so that an evaluation on
+    /// The data source as `vcnode-lab train` was given it (absolute path), so that an evaluation on
     /// the same source cannot call it held-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_path: Option<String>,
@@ -117,7 +117,7 @@ pub struct PatchSampling {
     pub enhancement_share: f64,
 }
 
-/// One restart of a multi-seed run (`vcnode train --seeds`): a seed trained for a few epochs,
+/// One restart of a multi-seed run (`vcnode-lab train --seeds`): a seed trained for a few epochs,
 /// and how close it then came on the validation pixels that enhance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SeedProbe {

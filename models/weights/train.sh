@@ -41,7 +41,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${1:-$(mktemp -d)}
-bin=./target/release/vcnode
+bin=./target/release/vcnode-lab
 # A GPU machine may have no Rust: there, carry a binary built here and put the machine's
 # torch/lib on LD_LIBRARY_PATH (see DESIGN.md).
 if command -v cargo >/dev/null; then make --no-print-directory release >&2; fi

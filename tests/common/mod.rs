@@ -483,14 +483,14 @@ fn http_get(port: u16, path: &str) -> Option<Vec<u8>> {
 /// One phantom patient (4 views) written under `dir`: (LE file, true RC file) per view.
 pub fn phantom_pairs(dir: &Path, seed: u64, rows: usize, cols: usize) -> Vec<(PathBuf, PathBuf)> {
     let out = dir.join(format!("phantom-{seed}"));
-    let spec = vcnode::phantom::PhantomDatasetSpec {
+    let spec = vcnode_lab::phantom::PhantomDatasetSpec {
         patients: 1,
         seed,
         rows,
         cols,
         lesions: None,
     };
-    vcnode::phantom::write_dataset(&out, &spec).unwrap();
+    vcnode_lab::phantom::write_dataset(&out, &spec).unwrap();
     std::fs::read_to_string(out.join("pairs.csv"))
         .unwrap()
         .lines()

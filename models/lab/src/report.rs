@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::stats::summary;
 use anyhow::Context;
 use tch::{Kind, Tensor};
-use vcnode_models::stats::summary;
 
 use super::dataset::PreparedPair;
 use super::eval::{Evaluation, Role, ALPHA, DRAWN_SHARE, ENHANCEMENT_BOXES, ENHANCEMENT_SDS, METRICS};

@@ -1,11 +1,11 @@
-//! The researcher's path end to end on a small phantom: `vcnode phantom` → `vcnode train` →
-//! `vcnode eval`, as a user runs it.
+//! The researcher's path end to end on a small phantom: `vcnode-lab phantom` → `vcnode-lab train` →
+//! `vcnode-lab eval`, as a user runs it.
 
 use std::path::Path;
 use std::process::Command;
 
 fn vcnode(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_vcnode"))
+    let out = Command::new(env!("CARGO_BIN_EXE_vcnode-lab"))
         .args(args)
         .output()
         .unwrap();
@@ -14,7 +14,7 @@ fn vcnode(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "vcnode {args:?} failed:\n{text}");
+    assert!(out.status.success(), "vcnode-lab {args:?} failed:\n{text}");
     text
 }
 
@@ -162,7 +162,7 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
         if record {
             args.push("--record");
         }
-        Command::new(env!("CARGO_BIN_EXE_vcnode"))
+        Command::new(env!("CARGO_BIN_EXE_vcnode-lab"))
             .args(args)
             .output()
             .unwrap()
@@ -271,7 +271,7 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
 
     // Weights that no longer match their manifest are refused with a clear message.
     std::fs::write(out.join("unet.safetensors"), b"not the weights").unwrap();
-    let bad = Command::new(env!("CARGO_BIN_EXE_vcnode"))
+    let bad = Command::new(env!("CARGO_BIN_EXE_vcnode-lab"))
         .args([
             "eval",
             "--model",

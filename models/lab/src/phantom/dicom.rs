@@ -1,4 +1,4 @@
-//! The CESM phantom of `vcnode_models::phantom` written out as a DICOM dataset: per patient the
+//! The CESM phantom of [`super::physics`] written out as a DICOM dataset: per patient the
 //! four screening views as low-energy (LE) and recombined (RC) Digital Mammography For
 //! Presentation images, a JSON file of lesion boxes per view, and a `pairs.csv` index.
 //! Everything, UIDs included, is a function of the spec, so writing twice gives the same files.
@@ -6,14 +6,14 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::phantom::{self, PhantomCase, RoiBox};
 use anyhow::Context;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileDicomObject, InMemDicomObject};
-use vcnode_models::phantom::{self, PhantomCase, RoiBox};
 
-use crate::uid::uid_from_name;
+use vcnode::uid::uid_from_name;
 
 /// What to write: `patients` patients of `seed`, images of `rows` × `cols`.
 pub struct PhantomDatasetSpec {
@@ -265,9 +265,9 @@ impl Study {
             put_sequence(&mut obj, tags::SOURCE_IMAGE_SEQUENCE, vec![source]);
         }
 
-        crate::pixels::put_monochrome12(&mut obj, case.rows, case.cols, pixels.to_vec());
+        vcnode::pixels::put_monochrome12(&mut obj, case.rows, case.cols, pixels.to_vec());
 
-        let meta = crate::store::explicit_le_meta(sop_class, &sop).expect("complete file meta");
+        let meta = vcnode::store::explicit_le_meta(sop_class, &sop).expect("complete file meta");
         obj.with_exact_meta(meta)
     }
 }

@@ -1,8 +1,11 @@
-//! `vcnode train`: preprocess the pairs, train, write weights and their manifest.
+//! `vcnode-lab train`: preprocess the pairs, train, write weights and their manifest. The training loop itself is [`fit`].
+
+pub mod fit;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use fit::{train, Event, PatchSampling, SeedProbe, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::Kind;
 use vcnode_models::manifest::{
@@ -11,13 +14,12 @@ use vcnode_models::manifest::{
 use vcnode_models::model::save_safetensors;
 use vcnode_models::nets::{GeneratorConfig, ModelKind};
 use vcnode_models::preprocess::{InputSpec, Normalization};
-use vcnode_models::train::{train, Event, PatchSampling, SeedProbe, TrainConfig};
 use vcnode_models::DeviceRequest;
 
 use super::dataset::{discover, prepare_all, stack};
 use super::eval::score_pairs;
 
-/// `vcnode train` arguments.
+/// `vcnode-lab train` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     /// scpa-unet, scpa-cgan, unet or pix2pix.

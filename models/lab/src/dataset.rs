@@ -2,7 +2,7 @@
 //! the shared preprocessing.
 //!
 //! A data source is either a CSV file with columns `le,rc[,rois]` (paths relative to the CSV;
-//! `vcnode phantom` writes one as `pairs.csv`), or a folder searched recursively for pairs
+//! `vcnode-lab phantom` writes one as `pairs.csv`), or a folder searched recursively for pairs
 //! named `<case>_LE.dcm` / `<case>_RC.dcm`, or named like CDD-CESM (`P1_L_DM_MLO.jpg` low
 //! energy / `P1_L_CM_MLO.jpg` recombined, in the same folder or, as CDD-CESM ships them, in
 //! sibling folders). Images are DICOM, or rendered JPEG/PNG ([`pixels::read_rendered`]).
@@ -14,13 +14,13 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::phantom::RoiBox;
 use anyhow::{bail, Context};
 use tch::Tensor;
-use vcnode_models::phantom::RoiBox;
 use vcnode_models::preprocess::{plan, to_model, Geometry, InputSpec};
 
-use crate::pixels;
-use crate::research::annotations::{self, PixelBox};
+use crate::annotations::{self, PixelBox};
+use vcnode::pixels;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairPaths {
@@ -36,7 +36,7 @@ pub struct PairPaths {
 /// Where a pair's lesion ROIs come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoiSource {
-    /// A `{"lesions": [RoiBox…]}` file, as `vcnode phantom` writes.
+    /// A `{"lesions": [RoiBox…]}` file, as `vcnode-lab phantom` writes.
     File(PathBuf),
     /// Boxes in the source image's pixels, from a hand-drawn annotation CSV.
     Boxes(Vec<PixelBox>),
@@ -302,10 +302,10 @@ pub fn prepare_all(pairs: &[PairPaths], spec: &InputSpec) -> anyhow::Result<Vec<
 }
 
 /// Stacks prepared pairs into training tensors.
-pub fn stack(pairs: &[PreparedPair]) -> vcnode_models::train::PairTensors {
+pub fn stack(pairs: &[PreparedPair]) -> crate::train::fit::PairTensors {
     let le: Vec<&Tensor> = pairs.iter().map(|p| &p.le).collect();
     let rc: Vec<&Tensor> = pairs.iter().map(|p| &p.rc).collect();
-    vcnode_models::train::PairTensors {
+    crate::train::fit::PairTensors {
         le: Tensor::cat(&le, 0),
         rc: Tensor::cat(&rc, 0),
     }

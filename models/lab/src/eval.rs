@@ -1,4 +1,4 @@
-//! `vcnode eval`: MSE, PSNR and SSIM of models against the real RC — on the breast (the resized
+//! `vcnode-lab eval`: MSE, PSNR and SSIM of models against the real RC — on the breast (the resized
 //! crop, not the padding), on the lesion boxes and on non-lesion enhancement boxes — per image,
 //! averaged per patient, compared between arms by paired tests across patients with a Holm
 //! correction, with the spread between training seeds, and a report.
@@ -15,12 +15,12 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::metrics::{crop, roi_scores, scores, ImageScores, Region, SsimMap, SSIM_WIN_SIZE};
+use crate::stats::{compare_paired, group_means, holm, summary, PairedComparison, Summary};
 use anyhow::{bail, Context};
 use tch::{Kind, Tensor};
 use vcnode_models::manifest::Manifest;
-use vcnode_models::metrics::{crop, roi_scores, scores, ImageScores, Region, SsimMap, SSIM_WIN_SIZE};
 use vcnode_models::model::RcModel;
-use vcnode_models::stats::{compare_paired, group_means, holm, summary, PairedComparison, Summary};
 
 use super::dataset::{discover, prepare_all, PairPaths, PreparedPair};
 use super::report;
@@ -493,7 +493,7 @@ pub fn score_predictions(
     }
 }
 
-/// `vcnode eval` arguments.
+/// `vcnode-lab eval` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// The model's manifest (.json); repeat it for the same configuration trained with other

@@ -17,10 +17,10 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 // What a training run records of itself lives with the manifest, which serving reads: serving
 // must not depend on training.
-pub use crate::manifest::{PatchSampling, SeedProbe};
-use crate::model::{load_safetensors, save_safetensors, ModelError, GENERATOR_PREFIX};
-use crate::nets::{Generator, GeneratorConfig, ModelKind, PatchGan, StageNorm};
-use crate::preprocess::InputSpec;
+pub use vcnode_models::manifest::{PatchSampling, SeedProbe};
+use vcnode_models::model::{load_safetensors, save_safetensors, ModelError, GENERATOR_PREFIX};
+use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind, PatchGan, StageNorm};
+use vcnode_models::preprocess::InputSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

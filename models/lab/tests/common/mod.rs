@@ -1,8 +1,8 @@
 //! Toy data shared by the training tests.
 
 use tch::{Device, Kind, Tensor};
+use vcnode_lab::train::fit::PairTensors;
 use vcnode_models::preprocess::{InputSpec, Normalization};
-use vcnode_models::train::PairTensors;
 
 /// The 32×32 model input of [`toy_pairs`].
 pub fn toy_input() -> InputSpec {

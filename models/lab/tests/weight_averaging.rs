@@ -4,9 +4,9 @@
 
 use tch::nn;
 use tch::Device;
+use vcnode_lab::train::fit::{train, PatchSampling, TrainConfig};
 use vcnode_models::model::{load_safetensors, GENERATOR_PREFIX};
 use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind};
-use vcnode_models::train::{train, PatchSampling, TrainConfig};
 
 mod common;
 use common::{toy_input, toy_pairs};

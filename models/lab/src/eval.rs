@@ -1161,7 +1161,8 @@ mod tests {
 
     #[test]
     fn data_a_manifest_trained_validated_or_developed_on_is_not_held_out() {
-        let mut m = Manifest::load(Path::new("models/weights/unet.json")).unwrap();
+        let mut m =
+            Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../weights/unet.json")).unwrap();
         let fresh = ["PHANTOM-7-0000", "PHANTOM-7-0001"];
         assert!(development_reasons(&m, "/data/seed7/pairs.csv", &fresh).is_empty());
 

@@ -45,7 +45,7 @@ printf '[inference]\ndevice = "%s"\n' "$DEVICE" > "$cfg"
 
 if [ "$DEVICE" = cuda ]; then
   {
-    VCNODE_TEST_DEVICE=cuda "$CARRY/precision-test" bf16 --nocapture --test-threads 1 2>&1
+    VCNODE_TEST_DEVICE=cuda "$CARRY/precision-test" bf16 --include-ignored --nocapture --test-threads 1 2>&1
     "$CARRY/cuda-test" --nocapture --test-threads 1 2>&1
   } | tee "$OUT/tests.txt"
   # The PyTorch peer needs safetensors and numpy beside torch.

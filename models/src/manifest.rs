@@ -76,6 +76,9 @@ pub struct TrainingRecord {
     pub beta1: f64,
     pub lambda_l1: Option<f64>,
     pub device: String,
+    /// The arithmetic of the forward passes: "f32", or "bf16 autocast" (CUDA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     pub seconds: f64,
     pub final_l1: f64,
     /// The epoch (counted from 1) whose weights these are, when they were chosen by the lowest

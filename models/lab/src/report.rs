@@ -343,8 +343,13 @@ fn training_line(t: &vcnode_models::manifest::TrainingRecord) -> String {
         0 => String::new(),
         k => format!(", the last {k} with batch norms frozen on whole-image statistics"),
     };
+    let precision = t
+        .precision
+        .as_deref()
+        .map(|p| format!(" in {p}"))
+        .unwrap_or_default();
     let mut line = format!(
-        "Trained on {} ({} pairs, {} epochs{frozen}, {} steps, {:.0} s on {}). {}",
+        "Trained on {} ({} pairs, {} epochs{frozen}, {} steps, {:.0} s on {}{precision}). {}",
         t.data, t.pairs, t.epochs, t.steps, t.seconds, t.device, t.note
     );
     if let Some(from) = &t.fine_tuned_from {

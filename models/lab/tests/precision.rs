@@ -44,3 +44,75 @@ fn bf16_inference_stays_within_the_stated_tolerance_of_f32() {
     // And bf16 is not a no-op that would pass any tolerance.
     assert!(rms > 0.0);
 }
+
+/// bf16 autocast training on CUDA learns like f32: the paper's recipe on toy pairs, the loss
+/// falls by the same measure in both. Needs a GPU: `bench/gpu.sh` runs it with
+/// `--include-ignored` and VCNODE_TEST_DEVICE=cuda.
+#[test]
+#[ignore = "needs CUDA (bench/gpu.sh)"]
+fn bf16_autocast_training_on_cuda_learns_like_f32() {
+    use vcnode_lab::train::autocast::{cuda_autocast_enabled, Bf16Autocast};
+    use vcnode_lab::train::fit::{train, Event, PairTensors, TrainConfig};
+    use vcnode_models::nets::{GeneratorConfig, ModelKind};
+    use vcnode_models::preprocess::{InputSpec, Normalization};
+    let device = vcnode_models::device::resolve(vcnode_models::device::DeviceRequest::Cuda(0), None)
+        .expect("this test needs a usable GPU");
+    // Under the scope a convolution runs in bf16; outside it in f32.
+    let x = Tensor::rand([1, 1, 32, 32], (Kind::Float, device));
+    let w = Tensor::rand([4, 1, 3, 3], (Kind::Float, device));
+    {
+        let _bf16 = Bf16Autocast::enter();
+        assert!(cuda_autocast_enabled());
+        assert_eq!(x.conv2d(&w, None::<Tensor>, 1, 1, 1, 1).kind(), Kind::BFloat16);
+    }
+    assert_eq!(x.conv2d(&w, None::<Tensor>, 1, 1, 1, 1).kind(), Kind::Float);
+
+    let input = InputSpec {
+        rows: 32,
+        cols: 32,
+        normalization: Normalization::ZeroOne,
+    };
+    tch::manual_seed(7);
+    let le = Tensor::rand([16, 1, 32, 32], (Kind::Float, Device::Cpu)) * 0.2 + 0.4;
+    let data = PairTensors {
+        rc: (&le - 0.4) * 2.0 + 0.1,
+        le,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut falls = Vec::new();
+    for mixed_precision in [false, true] {
+        let config = TrainConfig {
+            generator: GeneratorConfig {
+                channels: vec![8, 16, 16],
+                ..GeneratorConfig::paper(true)
+            },
+            epochs: 8,
+            batch: 4,
+            learning_rate: 2e-3,
+            mixed_precision,
+            ..TrainConfig::paper(ModelKind::ScpaUnet, input)
+        };
+        let mut l1 = Vec::new();
+        train(
+            &config,
+            &data,
+            None,
+            device,
+            &dir.path().join(format!("{mixed_precision}")),
+            false,
+            &mut |e| {
+                if let Event::Epoch(s) = e {
+                    l1.push(s.l1)
+                }
+            },
+        )
+        .unwrap();
+        eprintln!("mixed precision {mixed_precision}: L1 by epoch {l1:?}");
+        falls.push(l1[7] / l1[0]);
+    }
+    assert!(falls[1] < 0.7, "bf16 autocast did not learn: {falls:?}");
+    assert!(
+        (falls[1] - falls[0]).abs() < 0.2,
+        "bf16 and f32 learn differently: {falls:?}"
+    );
+}

@@ -18,6 +18,8 @@ use tch::{Device, Kind, Reduction, Tensor};
 // What a training run records of itself lives with the manifest, which serving reads: serving
 // must not depend on training.
 pub use vcnode_models::manifest::{PatchSampling, SeedProbe};
+
+use super::autocast::Bf16Autocast;
 use vcnode_models::model::{load_safetensors, save_safetensors, ModelError, GENERATOR_PREFIX};
 use vcnode_models::nets::{Generator, GeneratorConfig, ModelKind, PatchGan, StageNorm};
 use vcnode_models::preprocess::InputSpec;
@@ -41,6 +43,8 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    #[error("bf16 autocast trains on CUDA only, not on {0:?}: use f32 there")]
+    MixedPrecision(Device),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +76,11 @@ pub struct TrainConfig {
     /// initialization: fine-tuning.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// Forward passes and losses under bf16 autocast (CUDA only; weights, optimizer and the
+    /// precision-sensitive operations stay f32): the paper's configuration at about twice the
+    /// speed of f32 on tensor-core GPUs.
+    #[serde(default)]
+    pub mixed_precision: bool,
 }
 
 /// An RC pixel counts as enhancing this far (normalized units) above the breast's median: above
@@ -196,6 +205,7 @@ impl TrainConfig {
             patches: None,
             frozen_norm_epochs: 0,
             init: None,
+            mixed_precision: false,
         }
     }
 }
@@ -386,6 +396,11 @@ pub fn train(
             });
         }
     }
+    if config.mixed_precision && !device.is_cuda() {
+        return Err(TrainError::MixedPrecision(device));
+    }
+    // A scope of bf16 autocast around each forward pass, when asked for.
+    let autocast = || config.mixed_precision.then(Bf16Autocast::enter);
     tch::manual_seed(config.seed);
     let sampler = config.patches.map(|p| PatchSampler::new(p, data));
     std::fs::create_dir_all(checkpoint_dir).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
@@ -488,20 +503,29 @@ pub fn train(
                 (None, None) => unreachable!("whole-image epochs always have an order"),
             };
             let (x, y) = (x.to_device(device), y.to_device(device));
-            let fake = generator.run_t(&x, !frozen, false).image;
-            let l1 = fake.l1_loss(&y, Reduction::Mean);
+            let (fake, l1) = {
+                let _bf16 = autocast();
+                let fake = generator.run_t(&x, !frozen, false).image;
+                let l1 = fake.l1_loss(&y, Reduction::Mean);
+                (fake, l1)
+            };
             let l1_value = f64::try_from(&l1)?;
             match (&discriminator, &mut d_opt) {
                 (Some(d), Some(d_opt)) => {
                     // Discriminator: real pairs → 1, generated pairs → 0.
-                    let real = d.forward_t(&Tensor::cat(&[&x, &y], 1), true);
-                    let fake_logits = d.forward_t(&Tensor::cat(&[&x, &fake.detach()], 1), true);
-                    let d_loss = (bce(&real, true) + bce(&fake_logits, false)) * 0.5;
+                    let d_loss = {
+                        let _bf16 = autocast();
+                        let real = d.forward_t(&Tensor::cat(&[&x, &y], 1), true);
+                        let fake_logits = d.forward_t(&Tensor::cat(&[&x, &fake.detach()], 1), true);
+                        (bce(&real, true) + bce(&fake_logits, false)) * 0.5
+                    };
                     d_opt.backward_step(&d_loss);
                     d_sum += f64::try_from(&d_loss)?;
                     // Generator: fool the discriminator and stay close to the target.
-                    let judged = d.forward_t(&Tensor::cat(&[&x, &fake], 1), true);
-                    let gan = bce(&judged, true);
+                    let gan = {
+                        let _bf16 = autocast();
+                        bce(&d.forward_t(&Tensor::cat(&[&x, &fake], 1), true), true)
+                    };
                     g_sum += f64::try_from(&gan)?;
                     g_opt.backward_step(&(gan + &l1 * config.lambda_l1));
                 }
@@ -579,6 +603,28 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_autocast_is_refused_on_the_cpu_with_a_clear_error() {
+        let data = PairTensors {
+            le: Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu)),
+            rc: Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu)),
+        };
+        let input = InputSpec {
+            rows: 32,
+            cols: 32,
+            normalization: vcnode_models::preprocess::Normalization::ZeroOne,
+        };
+        let config = TrainConfig {
+            mixed_precision: true,
+            ..TrainConfig::paper(ModelKind::Unet, input)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = train(&config, &data, None, Device::Cpu, dir.path(), false, &mut |_| {})
+            .err()
+            .expect("bf16 autocast on the CPU must not train silently in f32");
+        assert!(err.to_string().contains("CUDA only"), "{err}");
+    }
 
     /// Flat images (LE 0.5, RC 0.4) where image `spot` has one enhancing square in its RC.
     fn one_spot(n: i64, spot: i64) -> PairTensors {

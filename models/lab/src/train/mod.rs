@@ -1,5 +1,6 @@
 //! `vcnode-lab train`: preprocess the pairs, train, write weights and their manifest. The training loop itself is [`fit`].
 
+pub mod autocast;
 pub mod fit;
 
 use std::path::{Path, PathBuf};
@@ -30,21 +31,29 @@ pub struct TrainArgs {
     pub data: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 200)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
+    /// The configuration the other flags start from; each flag given overrides its value.
+    #[arg(long, value_enum, default_value_t = Preset::Paper)]
+    pub preset: Preset,
+    /// Epochs (paper: 200).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images (or crops) per step (paper: 8).
+    #[arg(long)]
+    pub batch: Option<usize>,
     #[arg(long = "lr", default_value_t = 2e-4)]
     pub learning_rate: f64,
-    /// Generator widths per U-Net level, e.g. 16,32,64,128 (default: the paper's 32,64,128,256,256).
+    /// Generator widths per U-Net level, e.g. 16,32,64,128 (paper: 32,64,128,256,256).
     #[arg(long, value_delimiter = ',')]
     pub channels: Option<Vec<i64>>,
-    /// Model input rows.
-    #[arg(long, default_value_t = 640)]
-    pub rows: i64,
-    /// Model input columns.
-    #[arg(long, default_value_t = 512)]
-    pub cols: i64,
+    /// Model input rows (paper: 640).
+    #[arg(long)]
+    pub rows: Option<i64>,
+    /// Model input columns (paper: 512).
+    #[arg(long)]
+    pub cols: Option<i64>,
+    /// auto: bf16 autocast on CUDA, f32 on CPU; bf16 needs CUDA.
+    #[arg(long, value_enum, default_value_t = TrainPrecision::Auto)]
+    pub precision: TrainPrecision,
     /// Share of the pairs held out for validation (the last ones, so patients do not mix
     /// when the source lists them patient by patient).
     #[arg(long, default_value_t = 0.1)]
@@ -63,12 +72,13 @@ pub struct TrainArgs {
     /// With --seeds: epochs each seed trains before the choice.
     #[arg(long, default_value_t = 5, requires = "seeds")]
     pub probe_epochs: usize,
-    /// Train on SIZE×SIZE crops instead of whole images (validation stays on whole images).
+    /// Train on SIZE×SIZE crops instead of whole images (validation stays on whole images);
+    /// 0: whole images.
     #[arg(long, value_name = "SIZE")]
     pub patch: Option<i64>,
-    /// With --patch: share of the crops centred on what the target RC enhances (no lesion
+    /// With crops: share of the crops centred on what the target RC enhances (no lesion
     /// annotations needed); the others are placed uniformly.
-    #[arg(long, default_value_t = 0.8, requires = "patch")]
+    #[arg(long, default_value_t = 0.8)]
     pub enhancement_share: f64,
     /// Start from the weights of this manifest (same architecture) instead of a random
     /// initialization: fine-tuning, e.g. the shipped model on a site's own pairs.
@@ -89,13 +99,94 @@ pub struct TrainArgs {
     pub note: Option<String>,
 }
 
+/// A named training configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// The paper's: whole 640×512 images, widths 32-64-128-256-256, batch 8, 200 epochs (Adam
+    /// lr 2e-4 β1 0.5; L1 for the U-Nets, cGAN + 100·L1 for the GANs). Sized for a GPU.
+    Paper,
+    /// What two CPU cores train in one to two hours per model (models/weights/train.sh):
+    /// 512×384 input, widths 8-16-32-64-64, 96×96 crops, batch 16, 32 epochs.
+    Cpu,
+}
+
+/// The values a [`Preset`] gives the flags left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresetValues {
+    pub rows: i64,
+    pub cols: i64,
+    pub channels: Vec<i64>,
+    pub batch: usize,
+    pub epochs: usize,
+    /// Crop side; `None`: whole images.
+    pub patch: Option<i64>,
+}
+
+impl Preset {
+    pub fn values(self, scpa: bool) -> PresetValues {
+        match self {
+            Preset::Paper => PresetValues {
+                rows: 640,
+                cols: 512,
+                channels: GeneratorConfig::paper(scpa).channels,
+                batch: 8,
+                epochs: 200,
+                patch: None,
+            },
+            Preset::Cpu => PresetValues {
+                rows: 512,
+                cols: 384,
+                channels: vec![8, 16, 32, 64, 64],
+                batch: 16,
+                epochs: 32,
+                patch: Some(96),
+            },
+        }
+    }
+}
+
+/// The arithmetic of training's forward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainPrecision {
+    /// bf16 autocast on CUDA, f32 elsewhere.
+    Auto,
+    F32,
+    /// bf16 autocast (CUDA only).
+    Bf16,
+}
+
+impl TrainArgs {
+    /// The preset's values with the flags given on top.
+    pub fn resolved(&self) -> PresetValues {
+        let p = self.preset.values(self.model.uses_scpa());
+        PresetValues {
+            rows: self.rows.unwrap_or(p.rows),
+            cols: self.cols.unwrap_or(p.cols),
+            channels: self.channels.clone().unwrap_or(p.channels),
+            batch: self.batch.unwrap_or(p.batch),
+            epochs: self.epochs.unwrap_or(p.epochs),
+            patch: match self.patch {
+                Some(0) => None,
+                Some(size) => Some(size),
+                None => p.patch,
+            },
+        }
+    }
+}
+
 /// Trains and writes `<out>/<model>.safetensors` and `<out>/<model>.json`; returns the
 /// manifest's path.
 pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
     let device = vcnode_models::device::resolve(args.device, None)?;
+    let values = args.resolved();
+    let mixed_precision = match args.precision {
+        TrainPrecision::Auto => device.is_cuda(),
+        TrainPrecision::F32 => false,
+        TrainPrecision::Bf16 => true,
+    };
     let input = InputSpec {
-        rows: args.rows,
-        cols: args.cols,
+        rows: values.rows,
+        cols: values.cols,
         normalization: Normalization::ZeroOne,
     };
     let init = match &args.init {
@@ -115,7 +206,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
         Some((m, _)) => m.generator.clone(),
         None => GeneratorConfig::paper(args.model.uses_scpa()),
     };
-    if let Some(ch) = &args.channels {
+    // The preset's widths apply to a fresh generator; --init keeps its own unless told.
+    if let Some(ch) = args
+        .channels
+        .as_ref()
+        .or(init.is_none().then_some(&values.channels))
+    {
         anyhow::ensure!(
             init.is_none() || *ch == generator.channels,
             "--channels {ch:?} differ from the --init weights' {:?}",
@@ -133,24 +229,25 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
     }
     let m = generator.size_multiple();
     anyhow::ensure!(
-        args.rows % m == 0 && args.cols % m == 0,
+        values.rows % m == 0 && values.cols % m == 0,
         "input {}x{} must be a multiple of {m} for {} levels",
-        args.rows,
-        args.cols,
+        values.rows,
+        values.cols,
         generator.channels.len()
     );
     let config = TrainConfig {
         generator,
-        epochs: args.epochs,
-        batch: args.batch,
+        epochs: values.epochs,
+        batch: values.batch,
         learning_rate: args.learning_rate,
         seed: args.seed,
-        patches: args.patch.map(|size| PatchSampling {
+        patches: values.patch.map(|size| PatchSampling {
             size,
             enhancement_share: args.enhancement_share,
         }),
         frozen_norm_epochs: args.frozen_norm_epochs,
         init: init.as_ref().map(|(_, weights)| weights.clone()),
+        mixed_precision,
         ..TrainConfig::paper(args.model, input)
     };
 
@@ -351,6 +448,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             beta1: config.beta1,
             lambda_l1: args.model.adversarial().then_some(config.lambda_l1),
             device: format!("{:?}", device),
+            precision: Some(if mixed_precision { "bf16 autocast" } else { "f32" }.into()),
             // All training this run took, the probes of other seeds included.
             seconds: probe_seconds + trained.seconds,
             final_l1: trained.history.last().map(|s| s.l1).unwrap_or(f64::NAN),
@@ -397,4 +495,46 @@ pub fn absolute(path: &Path) -> String {
 
 pub fn manifest_path(dir: &Path, model: ModelKind) -> PathBuf {
     dir.join(format!("{}.json", model.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    fn parse(extra: &[&str]) -> TrainArgs {
+        let mut argv = vec!["train", "--model", "scpa-unet", "--data", "d.csv", "--out", "w"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().train
+    }
+
+    #[test]
+    fn the_paper_preset_is_the_papers_configuration_and_flags_override_a_preset() {
+        let paper = parse(&[]).resolved();
+        assert_eq!(
+            paper,
+            PresetValues {
+                rows: 640,
+                cols: 512,
+                channels: vec![32, 64, 128, 256, 256],
+                batch: 8,
+                epochs: 200,
+                patch: None,
+            }
+        );
+        assert_eq!(parse(&["--preset", "paper"]).resolved(), paper);
+        let args = parse(&["--preset", "cpu", "--epochs", "3", "--patch", "0"]);
+        let cpu = args.resolved();
+        assert_eq!((cpu.rows, cpu.cols, cpu.batch, cpu.epochs), (512, 384, 16, 3));
+        assert_eq!(cpu.channels, vec![8, 16, 32, 64, 64]);
+        assert_eq!(cpu.patch, None, "--patch 0 asks for whole images");
+        assert_eq!(parse(&["--preset", "cpu"]).resolved().patch, Some(96));
+        assert_eq!(args.precision, TrainPrecision::Auto);
+    }
 }

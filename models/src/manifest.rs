@@ -75,6 +75,9 @@ pub struct TrainingRecord {
     pub learning_rate: f64,
     pub beta1: f64,
     pub lambda_l1: Option<f64>,
+    /// PatchGAN width of a cGAN's discriminator (the paper's 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discriminator_base: Option<i64>,
     pub device: String,
     /// The arithmetic of the forward passes: "f32", or "bf16 autocast" (CUDA).
     #[serde(default, skip_serializing_if = "Option::is_none")]

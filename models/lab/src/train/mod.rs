@@ -106,7 +106,8 @@ pub enum Preset {
     /// lr 2e-4 β1 0.5; L1 for the U-Nets, cGAN + 100·L1 for the GANs). Sized for a GPU.
     Paper,
     /// What two CPU cores train in one to two hours per model (models/weights/train.sh):
-    /// 512×384 input, widths 8-16-32-64-64, 96×96 crops, batch 16, 32 epochs.
+    /// 512×384 input, widths 8-16-32-64-64, 96×96 crops, batch 16, 32 epochs, PatchGAN
+    /// width 16.
     Cpu,
 }
 
@@ -120,6 +121,9 @@ pub struct PresetValues {
     pub epochs: usize,
     /// Crop side; `None`: whole images.
     pub patch: Option<i64>,
+    /// PatchGAN width of the cGANs (the paper's 64; on a CPU it would cost several times the
+    /// generator's step).
+    pub discriminator_base: i64,
 }
 
 impl Preset {
@@ -132,6 +136,7 @@ impl Preset {
                 batch: 8,
                 epochs: 200,
                 patch: None,
+                discriminator_base: 64,
             },
             Preset::Cpu => PresetValues {
                 rows: 512,
@@ -140,6 +145,7 @@ impl Preset {
                 batch: 16,
                 epochs: 32,
                 patch: Some(96),
+                discriminator_base: 16,
             },
         }
     }
@@ -170,6 +176,7 @@ impl TrainArgs {
                 Some(size) => Some(size),
                 None => p.patch,
             },
+            discriminator_base: p.discriminator_base,
         }
     }
 }
@@ -248,6 +255,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
         frozen_norm_epochs: args.frozen_norm_epochs,
         init: init.as_ref().map(|(_, weights)| weights.clone()),
         mixed_precision,
+        discriminator_base: values.discriminator_base,
         ..TrainConfig::paper(args.model, input)
     };
 
@@ -447,6 +455,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
             learning_rate: config.learning_rate,
             beta1: config.beta1,
             lambda_l1: args.model.adversarial().then_some(config.lambda_l1),
+            discriminator_base: args.model.adversarial().then_some(config.discriminator_base),
             device: format!("{:?}", device),
             precision: Some(if mixed_precision { "bf16 autocast" } else { "f32" }.into()),
             // All training this run took, the probes of other seeds included.
@@ -526,6 +535,7 @@ mod tests {
                 batch: 8,
                 epochs: 200,
                 patch: None,
+                discriminator_base: 64,
             }
         );
         assert_eq!(parse(&["--preset", "paper"]).resolved(), paper);

@@ -538,6 +538,52 @@ pub struct Comparison {
     pub p_holm: f64,
 }
 
+/// What the paired tests say of the model against one baseline: the metrics on which it is
+/// significantly better or worse (Holm-corrected p below [`ALPHA`]; lower is better for MSE,
+/// higher for PSNR and SSIM), and those without a significant difference or a test.
+#[derive(Debug, PartialEq)]
+pub struct Verdict {
+    pub baseline: String,
+    pub better: Vec<&'static str>,
+    pub worse: Vec<&'static str>,
+    pub undecided: Vec<&'static str>,
+}
+
+impl Verdict {
+    /// Beats the baseline: significantly better on at least one metric and worse on none.
+    pub fn beats(&self) -> bool {
+        !self.better.is_empty() && self.worse.is_empty()
+    }
+}
+
+/// One [`Verdict`] per baseline, in the order of `comparisons`.
+pub fn verdicts(comparisons: &[Comparison]) -> Vec<Verdict> {
+    let mut out: Vec<Verdict> = Vec::new();
+    for c in comparisons {
+        if out.last().is_none_or(|v| v.baseline != c.baseline) {
+            out.push(Verdict {
+                baseline: c.baseline.clone(),
+                better: Vec::new(),
+                worse: Vec::new(),
+                undecided: Vec::new(),
+            });
+        }
+        let v = out.last_mut().expect("just pushed");
+        let lower_is_better = c.metric.ends_with("mse");
+        match &c.result {
+            Some(r) if c.p_holm < ALPHA && r.mean_difference != 0.0 => {
+                if (r.mean_difference < 0.0) == lower_is_better {
+                    v.better.push(c.metric)
+                } else {
+                    v.worse.push(c.metric)
+                }
+            }
+            _ => v.undecided.push(c.metric),
+        }
+    }
+    out
+}
+
 /// Paired tests of `model` against `other` on every metric, across patients (per-patient means
 /// over images and seeds), Holm-corrected across the metrics.
 pub fn compare_arms(model: &Arm, other: &Arm) -> Vec<Comparison> {
@@ -1157,6 +1203,47 @@ mod tests {
             .iter()
             .filter(|r| r.result.is_none())
             .all(|r| r.p_holm.is_nan()));
+    }
+
+    #[test]
+    fn a_verdict_counts_only_holm_significant_differences_in_each_metrics_better_direction() {
+        let row = |baseline: &str, metric: &'static str, diff: f64, p_holm: f64| Comparison {
+            baseline: baseline.into(),
+            metric,
+            patients: 12,
+            result: Some(PairedComparison {
+                normality: None,
+                test: crate::stats::TestResult {
+                    test: "paired t-test",
+                    statistic: 0.0,
+                    p: p_holm / 2.0,
+                },
+                mean_difference: diff,
+            }),
+            p_holm,
+        };
+        let untested = Comparison {
+            baseline: "unet".into(),
+            metric: "roi_ssim",
+            patients: 0,
+            result: None,
+            p_holm: f64::NAN,
+        };
+        let rows = vec![
+            row("unet", "mse", -1e-4, 0.01),    // lower MSE: better
+            row("unet", "psnr", 0.3, 0.2),      // not significant
+            row("unet", "roi_psnr", 1.1, 0.04), // better
+            untested,
+            row("copy-LE", "mse", 2e-3, 0.001), // higher MSE: worse
+            row("copy-LE", "ssim", 0.2, 0.001), // better
+        ];
+        let v = verdicts(&rows);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].better, vec!["mse", "roi_psnr"]);
+        assert_eq!(v[0].undecided, vec!["psnr", "roi_ssim"]);
+        assert!(v[0].beats());
+        assert_eq!(v[1].worse, vec!["mse"]);
+        assert!(!v[1].beats(), "worse on one metric is not beating it");
     }
 
     #[test]

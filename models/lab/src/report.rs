@@ -9,7 +9,9 @@ use anyhow::Context;
 use tch::{Kind, Tensor};
 
 use super::dataset::PreparedPair;
-use super::eval::{Evaluation, Role, ALPHA, DRAWN_SHARE, ENHANCEMENT_BOXES, ENHANCEMENT_SDS, METRICS};
+use super::eval::{
+    verdicts, Evaluation, Role, ALPHA, DRAWN_SHARE, ENHANCEMENT_BOXES, ENHANCEMENT_SDS, METRICS,
+};
 
 /// Writes an 8-bit grayscale PNG.
 pub fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8]) -> anyhow::Result<()> {
@@ -328,6 +330,30 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
         }
     }
     debug_assert!(METRICS.len() * (arms.len() - 1) == e.comparisons.len());
+    let _ = writeln!(
+        s,
+        "\n## Verdict\n\nA model beats a baseline when it is significantly better (Holm p < {ALPHA}) on at \
+         least one metric and significantly worse on none.\n"
+    );
+    for v in verdicts(e.comparisons) {
+        let list = |m: &[&str]| {
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.join(", ")
+            }
+        };
+        let _ = writeln!(
+            s,
+            "- **{} {} {}.** Better on: {}. Worse on: {}. No significant difference (or no test) on: {}.",
+            arms[0].label,
+            if v.beats() { "beats" } else { "does not beat" },
+            v.baseline,
+            list(&v.better),
+            list(&v.worse),
+            list(&v.undecided)
+        );
+    }
     if !pictures.is_empty() {
         let _ = writeln!(s, "\n## Cases\n\nLeft to right: LE input, real RC, generated RC (first seed), |error| (×4), attention of the last SCPA layer.\n");
         for (name, path) in pictures {

@@ -238,9 +238,16 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
         "Paired tests across patients",
         "Holm p",
         "copy-LE",
+        "## Verdict",
     ] {
         assert!(report.contains(needle), "{needle}\n{report}");
     }
+    // One verdict line per baseline, whichever way it goes.
+    let verdict_lines = report
+        .lines()
+        .filter(|l| l.starts_with("- **") && l.contains(" beat"))
+        .count();
+    assert_eq!(verdict_lines, 2, "unet and copy-LE\n{report}");
     // The by-lesion table counts every lesion box of the ROI files, split by visibility on LE.
     let (mut visible, mut hidden) = (0, 0);
     for line in std::fs::read_to_string(&csv).unwrap().lines().skip(1) {

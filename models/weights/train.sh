@@ -1,112 +1,137 @@
 #!/usr/bin/env bash
-# Reproduces the shipped weights: phantom data → SCPA-UNet and plain U-Net trained the same
-# way → evaluation on held-out phantom patients (another seed) → REPORT.md.
-# The training set is lesion-enriched (4 lesions per breast, where there is room), because
-# enhancing lesions cover about 1% of a breast; the held-out set keeps the phantom's own 0 to 3.
-# CPU configuration (no GPU was available), in two stages:
-# 1. 512×384 input, widths 8,16,32,64,64, 96×96 crops (80% centred on what the target RC
-#    enhances), batch 16, 32 epochs of crops (an epoch holds as many crop pixels as the training
-#    images: 240 steps at this size, 7680 in all), the paper's L1 loss and Adam (lr 2e-4, β1
-#    0.5), weights of the epoch with the lowest validation L1 (75 minutes for the SCPA-UNet, 43
-#    for the U-Net on 2 cores).
-# 2. 4 more epochs from those weights with the batch norms frozen on statistics of whole
-#    training images, half the crops centred on enhancement, keeping the average of the
-#    epochs' weights (9 and 5 minutes). Crops train on crop statistics while inference runs
-#    whole images: in stage 1 the validation L1 swung between 0.008 and 0.107 from epoch to
-#    epoch on the running statistics alone, and recomputing them from whole images without
-#    retraining cost the SCPA-UNet 17 dB of whole-image PSNR. Variants tried on the stage-1
-#    weights (4 epochs each; their held-out scores are in the commit message that brought this
-#    stage, so these held-out numbers are no longer untouched by choices): lr 2e-4 without
-#    averaging (the background level swung between epochs), lr 5e-5 (no ROI gain), 80% centred
-#    crops (both models drew more lesions and more false ones: whole-image PSNR fell by 2 dB);
-#    50% also gave the lowest validation L1 for both models.
-# The paper trains whole 640×512 images, widths 32…256, 200 epochs on a GPU.
-# 3600 steps at 256×192 input drew 13 of the 56 held-out lesions, 3600 at 512×384 drew 20 and
-# 6000 drew 23 (SCPA-UNet; REPORT.md has this run's numbers), so steps and input size both
-# count: lesions of 11 to 25 pixels are hard to tell from glandular texture.
-# Whole-image training at the CPU budget (80 epochs, 1840 steps) learned the background but
-# never drew a lesion; crops spend the steps where the uptake is. Whether a run ever starts on
-# the lesions can depend on the initialization alone (at 256×192 seed 0's SCPA-UNet never did,
-# seeds 1 and 2 did within 300 steps, in the same code on the same crops), so stage 1 trains
-# seeds 0, 1 and 2 for 2 epochs (480 steps) and continues the one with the lowest validation L1
-# on the enhancing pixels. (lr 1e-3 was tried first: the output collapsed to a constant within
-# two epochs.)
-#   models/weights/train.sh [WORK_DIR]
-# Environment: DEVICE (cpu, cuda), ROWS, COLS, CHANNELS, EPOCHS, PROBE_EPOCHS, PATCH (empty:
-# whole images, and no stage 2), FROZEN_EPOCHS (0: no stage 2), PRETRAINED (a folder whose
-# stage-1 weights stage 2 starts from instead of training them);
-# on a GPU the paper's configuration is
-#   ROWS=640 COLS=512 CHANNELS=32,64,128,256,256 EPOCHS=200 PROBE_EPOCHS=5 PATCH= DEVICE=cuda.
-# SKIP_TRAIN=1 only re-evaluates the weights already in models/weights.
+# Reproduces the shipped weights and REPORT.md: phantom data → the four generators of the paper
+# (SCPA-UNet, U-Net, SCPA-cGAN, Pix2Pix), each trained with several seeds → the default model
+# chosen on a development set → every model scored on a pooled held-out set that no choice saw.
+#
+#   models/weights/train.sh WORK_DIR
+#
+# WORK_DIR keeps the data, every run's checkpoints and the evaluations: run the script again
+# with the same folder and it goes on where it stopped (finished runs are kept, a run cut off
+# resumes from its last epoch), so a CPU budget can be spread over several sittings.
+#
+# Data (vcnode-lab phantom, 1664×1280; each seed is a different set of patients):
+#   seed 1, 50 patients, 4 lesions per breast: training (a lesion-enriched set, since enhancing
+#           lesions cover about 1% of a breast); its last 10% validate (choose epochs)
+#   seed 2, 12 patients: development; chooses the default model and the seed shipped per arm
+#   seeds 3, 4, 5, 20 patients each: the pooled held-out set; used only for the final report
+#
+# Environment:
+#   DEVICE   cpu | cuda (default: cuda when vcnode-lab finds one, else cpu)
+#   PRESET   paper | cpu (default: paper on cuda, cpu on cpu); see `vcnode-lab train --help`
+#   ARMS     default "scpa-unet unet scpa-cgan pix2pix"
+#   SEEDS    training seeds per arm, default "0 1"
+#   EPOCHS, FROZEN_EPOCHS   override the preset's epochs; the last FROZEN_EPOCHS (crops only,
+#            default 4) train with batch norms frozen on whole-image statistics, keeping the
+#            average of those epochs' weights: crops train on crop statistics while inference
+#            runs whole images (see the lab's train/fit.rs)
+#   SHIP=0   evaluate only, leave models/weights as they are
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-work=${1:-$(mktemp -d)}
-bin=./target/release/vcnode-lab
-# A GPU machine may have no Rust: there, carry a binary built here and put the machine's
-# torch/lib on LD_LIBRARY_PATH (see DESIGN.md).
+work=${1:?usage: models/weights/train.sh WORK_DIR}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+lab=./target/release/vcnode-lab
+# A GPU machine may have no Rust: there, carry binaries built here (scripts/gpu-carry.sh) and
+# put the machine's torch/lib on LD_LIBRARY_PATH.
 if command -v cargo >/dev/null; then make --no-print-directory release >&2; fi
 out=models/weights
-rows=${ROWS:-512} cols=${COLS:-384} channels=${CHANNELS:-8,16,32,64,64} epochs=${EPOCHS:-32}
-probe=${PROBE_EPOCHS:-2}
-device=${DEVICE:-cpu} patch=${PATCH-96}
-common=(--rows "$rows" --cols "$cols" --channels "$channels" --epochs "$epochs" --lr 2e-4
-        --validation 0.1 --device "$device" --seeds 0,1,2 --probe-epochs "$probe")
-if [ -n "$patch" ]; then
-  common+=(--patch "$patch" --enhancement-share 0.8 --batch 16)
-  samples="${patch}x${patch} crops (80% centred on RC enhancement), batch 16"
-else
-  common+=(--batch 8)
-  samples="whole images, batch 8"
+if [ -z "${DEVICE:-}" ]; then
+  if ./target/release/vcnode doctor 2>/dev/null | grep -q "inference device: Cuda"; then DEVICE=cuda; else DEVICE=cpu; fi
 fi
-[ -f "$work/train/pairs.csv" ] || "$bin" phantom --out "$work/train" --patients 50 --seed 1 --rows 1664 --columns 1280 --lesions 4
-[ -f "$work/heldout/pairs.csv" ] || "$bin" phantom --out "$work/heldout" --patients 12 --seed 2 --rows 1664 --columns 1280
-note="Trained by models/weights/train.sh on $device ($(nproc) cores): ${rows}x${cols} input, widths $channels, batch norm, $samples, $epochs epochs (weights of the epoch with the lowest validation L1), restarts: seeds 0-2 trained $probe epochs each, the one with the lowest validation L1 on enhancing pixels continued, L1 loss, Adam lr 2e-4 beta1 0.5."
-[ "$device" = cpu ] && note="$note A smaller CPU configuration: the paper trains whole 640x512 images, widths 32-256, 200 epochs on a GPU."
-label="vcnode phantom seed 1, 50 patients x 4 views at 1664x1280, 4 lesions per breast (last 10% for validation, which chose epochs and seeds: development data)"
-# Stage 2 (crops only): FROZEN_EPOCHS more epochs from stage 1's kept weights, with the batch
-# norms frozen on whole-image statistics, half the crops centred on enhancement, and the
-# weights averaged over those epochs. PRETRAINED=DIR reuses stage-1 weights already in DIR.
-frozen=${FROZEN_EPOCHS:-4}
-[ -n "$patch" ] || frozen=0
-if [ "$frozen" -gt 0 ]; then pre=${PRETRAINED:-$work/pretrained}; else pre=$out; fi
-fine=(--rows "$rows" --cols "$cols" --epochs "$frozen" --frozen-norm-epochs "$frozen" --lr 2e-4
-      --validation 0.1 --device "$device" --seed 0 --patch "$patch" --enhancement-share 0.5 --batch 16)
-fine_note="Fine-tuned from the stage-1 weights below for $frozen epochs of ${patch}x${patch} crops (50% centred on RC enhancement), batch 16, with the batch norms frozen on statistics of whole training images (what inference uses), keeping the average of those epochs' weights (the average after the epoch with the lowest validation L1), L1 loss, Adam lr 2e-4 beta1 0.5."
-if [ -z "${SKIP_TRAIN:-}" ]; then
-  for model in scpa-unet unet; do
-    if [ "$frozen" -eq 0 ] || [ ! -f "$pre/$model.json" ]; then
-      "$bin" train --model "$model" --data "$work/train/pairs.csv" --out "$pre" "${common[@]}" \
-        --data-label "$label" --note "$note"
-    fi
-    if [ "$frozen" -gt 0 ]; then
-      "$bin" train --model "$model" --init "$pre/$model.json" --data "$work/train/pairs.csv" --out "$out" \
-        "${fine[@]}" --data-label "$label" --note "$fine_note"
-    fi
+device=$DEVICE
+if [ "$device" = cpu ]; then preset=${PRESET:-cpu}; else preset=${PRESET:-paper}; fi
+arms=${ARMS:-scpa-unet unet scpa-cgan pix2pix}
+seeds=${SEEDS:-0 1}
+rows=1664 cols=1280
+
+phantom() { # DIR SEED PATIENTS [LESIONS]
+  [ -f "$1/pairs.csv" ] || "$lab" phantom --out "$1" --seed "$2" --patients "$3" \
+    --rows $rows --columns $cols ${4:+--lesions "$4"} >&2
+}
+phantom "$work/data/train" 1 50 4
+phantom "$work/data/development" 2 12
+pooled=$work/data/held-out/pairs.csv
+if [ ! -f "$pooled" ]; then
+  for s in 3 4 5; do phantom "$work/data/held-out/seed$s" $s 20; done
+  # One CSV over the three seeds, paths relative to it (le, rc, rois are the first columns).
+  { head -1 "$work/data/held-out/seed3/pairs.csv"
+    for s in 3 4 5; do
+      awk -F, -v OFS=, -v p="seed$s/" 'NR > 1 { $1 = p $1; $2 = p $2; if ($3 != "") $3 = p $3; print }' \
+        "$work/data/held-out/seed$s/pairs.csv"
+    done
+  } > "$pooled.tmp" && mv "$pooled.tmp" "$pooled"
+fi
+
+# Training: every arm with every seed, same data and preset.
+extra=()
+[ -n "${EPOCHS:-}" ] && extra+=(--epochs "$EPOCHS")
+if [ "$preset" = cpu ]; then extra+=(--frozen-norm-epochs "${FROZEN_EPOCHS:-4}"); fi
+label="vcnode-lab phantom seed 1, 50 patients x 4 views at ${rows}x${cols}, 4 lesions per breast (the last 10% validate: development data)"
+note="Trained by models/weights/train.sh, preset $preset, on $device ($(nproc) cores)."
+[ "$device" = cpu ] && note="$note No GPU was available: the CPU preset is a smaller configuration than the paper's (whole 640x512 images, widths 32-256, 200 epochs)."
+runs=$work/runs
+for arm in $arms; do
+  for seed in $seeds; do
+    dir=$runs/$arm-seed$seed
+    [ -f "$dir/$arm.json" ] && continue
+    "$lab" train --model "$arm" --data "$work/data/train/pairs.csv" --out "$dir" --preset "$preset" \
+      --device "$device" --seed "$seed" --validation 0.1 --half --resume "${extra[@]}" \
+      --data-label "$label" --note "$note"
   done
-fi
-rm -rf "$out/checkpoints" "$out/report"
-# Seed 2 chose among the stage-2 variants: development data, never to be called held-out.
-"$bin" eval --model "$out/scpa-unet.json" --baseline "$out/unet.json" --data "$work/heldout/pairs.csv" \
-  --role development --out "$out/report" --pictures 4 --device "$device" --record
-mv "$out/report/REPORT.md" "$out/REPORT.md"
-sed -i 's|](pictures/|](report/pictures/|' "$out/REPORT.md"
-# Name the data by what it is, not by the temporary folder it was in.
-sed -i "s|$work/heldout/pairs.csv|phantom seed 2, 12 patients x 4 views at 1664x1280|" \
-  "$out/REPORT.md" "$out/scpa-unet.json" "$out/unet.json"
-# Two more held-out sets, generated and scored only after every choice above: the stage-2
-# variants were compared on seed 2, so seed 2's differences carry that choice. Seed 3 is as
-# small as seed 2 (48 images); seed 4 has four times the patients, for tests with the power to
-# tell differences of a few tenths of a dB from the noise of one small set.
-for confirm in "3 12" "4 48"; do
-  set -- $confirm
-  dir="$work/confirm-seed$1"
-  [ -f "$dir/pairs.csv" ] || "$bin" phantom --out "$dir" --patients "$2" --seed "$1" --rows 1664 --columns 1280
-  rm -rf "$dir-report"
-  "$bin" eval --model "$out/scpa-unet.json" --baseline "$out/unet.json" --data "$dir/pairs.csv" \
-    --role held-out --out "$dir-report" --pictures 0 --device "$device"
-  {
-    printf '\n## Confirmation on held-out phantom seed %s (%s patients x 4 views)\n\n' "$1" "$2"
-    printf 'Generated and scored after every choice was made on seed 2 above (train.sh compared its stage-2 variants there), so these numbers carry no selection.\n\n'
-    sed -n '/^### Whole breast/,/^## Cases/p' "$dir-report/REPORT.md" | sed '/^## Cases/d; s/^## /### /'
-  } >> "$out/REPORT.md"
 done
+manifests() { for seed in $seeds; do echo "--$1"; echo "$runs/$2-seed$seed/$2.json"; done; }
+
+# Development: every run on seed 2; the default model and each arm's shipped seed are chosen
+# here, on the mean of the ROI PSNR and ROI SSIM ranks.
+dev=$work/eval/development
+first=${arms%% *}
+rest=()
+for arm in $arms; do [ "$arm" = "$first" ] || mapfile -t -O "${#rest[@]}" rest < <(manifests baseline "$arm"); done
+mapfile -t model_args < <(manifests model "$first")
+rm -rf "$dev"
+"$lab" eval "${model_args[@]}" "${rest[@]}" --data "$work/data/development/pairs.csv" \
+  --role development --out "$dev" --pictures 0 --device "$device" --record
+choice=$(python3 models/weights/choose.py "$dev/eval.json")
+default=$(echo "$choice" | head -1)
+echo "development set chose: default $default; shipped seeds: $(echo "$choice" | tail -n +2 | tr '\n' ' ')" >&2
+
+# Held-out: the pooled seeds 3-5, scored once. SCPA-UNet against the other arms, then
+# SCPA-cGAN against Pix2Pix, every seed of every arm.
+held=$work/eval/held-out
+rm -rf "$held-unet" "$held-gan"
+mapfile -t su < <(manifests model scpa-unet)
+mapfile -t others < <(for a in unet scpa-cgan pix2pix; do case " $arms " in *" $a "*) manifests baseline "$a";; esac; done)
+"$lab" eval "${su[@]}" "${others[@]}" --data "$pooled" --role held-out --out "$held-unet" --pictures 4 --device "$device"
+case " $arms " in *" scpa-cgan "*) if [[ " $arms " == *" pix2pix "* ]]; then
+  mapfile -t sg < <(manifests model scpa-cgan)
+  mapfile -t pp < <(manifests baseline pix2pix)
+  "$lab" eval "${sg[@]}" "${pp[@]}" --data "$pooled" --role held-out --out "$held-gan" --pictures 0 --device "$device"
+fi;; esac
+
+[ "${SHIP:-1}" = 0 ] && exit 0
+# Ship each arm's chosen seed (f16 safetensors) and say why the default is the default.
+rm -rf "$out/report" && mkdir -p "$out/report"
+echo "$choice" | tail -n +2 | while read -r arm seed; do
+  cp "$runs/$arm-seed$seed/$arm.safetensors" "$runs/$arm-seed$seed/$arm.json" "$out/"
+done
+python3 - "$out" "$default" "$dev/eval.json" <<'EOF'
+import json, sys, pathlib
+out, default, dev = pathlib.Path(sys.argv[1]), sys.argv[2], json.load(open(sys.argv[3]))
+for f in out.glob("*.json"):
+    m = json.loads(f.read_text())
+    m["metrics"]["selection"] = (
+        f"The node's default model: on the development set (phantom seed 2) it had the best mean rank on ROI PSNR and ROI SSIM among the arms trained."
+        if m["model"] == default else
+        f"Not the default: {default} ranked better on ROI PSNR and ROI SSIM on the development set (phantom seed 2).")
+    f.write_text(json.dumps(m, indent=2) + "\n")
+EOF
+sed -i "s|^model = \"models/weights/.*\.json\"|model = \"models/weights/$default.json\"|" conf/vcnode.toml
+cp -r "$held-unet/pictures" "$out/report/" 2>/dev/null || true
+{
+  echo "# The shipped generators on held-out phantom data"
+  echo
+  echo "Preset \`$preset\` on $device. Training data, development set and held-out set: see models/weights/train.sh. The held-out set (phantom seeds 3, 4 and 5, 60 patients, 240 images) was generated for this report and used for no choice; the development set (seed 2) chose the default model (\`$default\`) and the seed shipped per arm."
+  echo
+  sed 's|](pictures/|](report/pictures/|' "$held-unet/REPORT.md"
+  [ -f "$held-gan/REPORT.md" ] && { echo; sed 's/^# /## /' "$held-gan/REPORT.md" | sed '/^## Cases/,$d'; }
+} > "$out/REPORT.md"

@@ -241,12 +241,16 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     ] {
         assert!(report.contains(needle), "{needle}\n{report}");
     }
-    // The by-lesion table counts every lesion box of the ROI files, split by visibility on LE.
+    // The by-lesion table counts every enhancing lesion box of the ROI files (a non-enhancing
+    // mass is no lesion ROI), split by visibility on LE.
     let (mut visible, mut hidden) = (0, 0);
     for line in std::fs::read_to_string(&csv).unwrap().lines().skip(1) {
         let rois = std::fs::read(data.join(line.split(',').nth(2).unwrap())).unwrap();
         let rois: serde_json::Value = serde_json::from_slice(&rois).unwrap();
         for lesion in rois["lesions"].as_array().unwrap() {
+            if lesion["kind"] == "non-enhancing" {
+                continue;
+            }
             *(if lesion["hidden"] == true {
                 &mut hidden
             } else {

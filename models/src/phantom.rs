@@ -1584,8 +1584,19 @@ fn render(cfg: &PhantomConfig, maps: Option<&mut Maps>) -> PhantomCase {
             grid[(i0 + 1) * grid_cols + j0 + 1],
         );
         let bl = |f: fn(&Fields) -> f32| lerp(lerp(f(&nw), f(&ne), tx), lerp(f(&sw), f(&se), tx), ty);
+        // Air, about half of the image, needs nothing else.
+        let radius = bl(|f| f.radius);
+        if radius >= 1.0 {
+            return (
+                Fields {
+                    radius,
+                    ..Fields::default()
+                },
+                0.0,
+            );
+        }
         let fields = Fields {
-            radius: bl(|f| f.radius),
+            radius,
             gland: bl(|f| f.gland),
             muscle: bl(|f| f.muscle),
             bpe: bl(|f| f.bpe),
@@ -1773,10 +1784,13 @@ impl Percentiles {
     }
 }
 
-/// (center, width) spanning the 0.5th to 99.5th percentile of the breast.
+/// (center, width) from below the breast's 0.5th percentile to its 99.5th: fat shows dark grey
+/// against a black background, as on a mammography display (the lower end lies 30 % of the
+/// breast's range below its 0.5th percentile, never below the air level).
 fn le_window(le: &[u16], mask: &[bool]) -> (f32, f32) {
     let p = Percentiles::new(le, mask);
     let (lo, hi) = (p.at(0.005), p.at(0.995));
+    let lo = (lo - 0.3 * (hi - lo)).max(LE_OFFSET);
     ((lo + hi) / 2.0, (hi - lo).max(1.0))
 }
 

@@ -232,6 +232,10 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
         "### Whole breast, 3 patients",
         "### Lesion ROIs",
         "### Non-lesion enhancement ROIs",
+        // The phantom placed cysts or fibroadenomas (seed 9): the report shows whether the
+        // models draw uptake in them.
+        "### Non-enhancing masses",
+        "| model | rise (model) | rise (real RC) |",
         "| model | MSE | PSNR (dB) | SSIM |",
         "## Spread between training seeds",
         "| unet ×2 seeds | 2 |",

@@ -2307,43 +2307,6 @@ mod tests {
         );
     }
 
-    /// Writes PGM pictures of a few cases to $PHANTOM_DUMP (a look for a person, not a check).
-    #[test]
-    #[ignore]
-    fn dump() {
-        let dir = std::env::var("PHANTOM_DUMP").unwrap();
-        for (i, cfg) in [
-            config(108, Density::A, 3, 'R', "CC"),
-            case_config(1, 0, 0, 832, 640),
-            case_config(1, 0, 2, 832, 640),
-            case_config(1, 1, 1, 832, 640),
-            case_config(1, 2, 3, 832, 640),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let cfg = if i == 0 {
-                cfg.clone()
-            } else {
-                PhantomConfig {
-                    lesions: 3,
-                    non_enhancing: 1,
-                    ..cfg.clone()
-                }
-            };
-            let case = simulate(&cfg);
-            for (name, img, (c, w)) in [("le", &case.le, case.le_window), ("rc", &case.rc, case.rc_window)] {
-                let mut out = format!("P5 {} {} 255\n", case.cols, case.rows).into_bytes();
-                out.extend(
-                    img.iter()
-                        .map(|&v| ((v as f32 - c + w / 2.0) / w * 255.0).clamp(0.0, 255.0) as u8),
-                );
-                std::fs::write(format!("{dir}/{i}_{name}.pgm"), out).unwrap();
-            }
-            eprintln!("{i}: {:?} {:?} {:?}", cfg.density, cfg.bpe, case.lesions);
-        }
-    }
-
     #[test]
     fn roi_json_without_a_kind_reads_as_a_mass() {
         let old = r#"{"row0":1,"col0":2,"row1":3,"col1":4,"hidden":false,"iodine_mg_cm2":1.5}"#;

@@ -51,6 +51,9 @@ pub struct PreparedPair {
     pub geometry: Geometry,
     /// [r0, r1, c0, c1] in the model input, and whether the lesion hides in dense tissue.
     pub rois: Vec<([usize; 4], bool)>,
+    /// Boxes of non-enhancing masses (cysts, fibroadenomas) in the model input: not lesion
+    /// ROIs, but where a model that paints masses as uptake shows it.
+    pub non_enhancing: Vec<[usize; 4]>,
     /// See [`PairPaths::patient`].
     pub patient: Option<String>,
 }
@@ -239,6 +242,7 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
     }
     let le_w = le.windowed();
     let geometry = plan(&le_w, le.rows, le.cols, spec);
+    let mut non_enhancing: Vec<PixelBox> = Vec::new();
     let boxes: Vec<(PixelBox, bool)> = match &pair.rois {
         None => Vec::new(),
         Some(RoiSource::File(path)) => {
@@ -246,9 +250,11 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
                 std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let file: RoiFile =
                 serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-            file.lesions
+            let (enhancing, other): (Vec<RoiBox>, Vec<RoiBox>) =
+                file.lesions.into_iter().partition(|b| b.kind.enhances());
+            non_enhancing = other.iter().map(|b| [b.row0, b.row1, b.col0, b.col1]).collect();
+            enhancing
                 .into_iter()
-                .filter(|b| b.kind.enhances())
                 .map(|b| ([b.row0, b.row1, b.col0, b.col1], b.hidden))
                 .collect()
         }
@@ -256,13 +262,14 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
         Some(RoiSource::Boxes(boxes)) => boxes.iter().map(|b| (*b, false)).collect(),
     };
     // Hand-drawn shapes may reach past the image; the crop mapping expects boxes inside it.
+    let map = |[r0, r1, c0, c1]: PixelBox| {
+        geometry.map_box([r0.min(le.rows), r1.min(le.rows), c0.min(le.cols), c1.min(le.cols)])
+    };
     let rois = boxes
         .into_iter()
-        .filter_map(|([r0, r1, c0, c1], hidden)| {
-            let inside = [r0.min(le.rows), r1.min(le.rows), c0.min(le.cols), c1.min(le.cols)];
-            geometry.map_box(inside).map(|m| (m, hidden))
-        })
+        .filter_map(|(b, hidden)| map(b).map(|m| (m, hidden)))
         .collect();
+    let non_enhancing = non_enhancing.into_iter().filter_map(map).collect();
     Ok(PreparedPair {
         name: pair
             .le
@@ -273,6 +280,7 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
         rc: to_model(&rc.windowed(), &geometry, spec),
         geometry,
         rois,
+        non_enhancing,
         patient: pair.patient.clone(),
     })
 }

@@ -42,7 +42,7 @@
 //! the R and L images of one seed are exact mirror images.
 //!
 //! Deterministic: the same [`PhantomConfig`] gives bit-identical output (a small splitmix64
-//! generator, no global state). A 3328×2560 case takes about a second on one core: the smooth
+//! generator, no global state). A 3328×2560 case takes under a second on one core: the smooth
 //! fields live on a coarse grid that is upsampled bilinearly, thin structures (ducts, vessels,
 //! spicules, non-mass foci) are drawn once into full-resolution buffers, and per pixel there is
 //! one exponential and one random draw per energy.

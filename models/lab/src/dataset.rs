@@ -7,7 +7,8 @@
 //! energy / `P1_L_CM_MLO.jpg` recombined, in the same folder or, as CDD-CESM ships them, in
 //! sibling folders). Images are DICOM, or rendered JPEG/PNG ([`pixels::read_rendered`]).
 //!
-//! Lesion ROIs come from `<case>_rois.json` beside a `<case>_LE.dcm` (the phantom's layout) or,
+//! Lesion ROIs come from `<case>_rois.json` beside a `<case>_LE.dcm` (the phantom's layout; only
+//! its enhancing lesions: a non-enhancing mass has nothing for an RC to show) or,
 //! for a CDD-CESM folder, from the hand-drawn segmentation CSV anywhere in it
 //! ([`annotations::read_via_csv`]): the regions drawn on the recombined image, else those drawn
 //! on the low-energy image.
@@ -50,6 +51,9 @@ pub struct PreparedPair {
     pub geometry: Geometry,
     /// [r0, r1, c0, c1] in the model input, and whether the lesion hides in dense tissue.
     pub rois: Vec<([usize; 4], bool)>,
+    /// Boxes of non-enhancing masses (cysts, fibroadenomas) in the model input: not lesion
+    /// ROIs, but where a model that paints masses as uptake shows it.
+    pub non_enhancing: Vec<[usize; 4]>,
     /// See [`PairPaths::patient`].
     pub patient: Option<String>,
 }
@@ -238,6 +242,7 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
     }
     let le_w = le.windowed();
     let geometry = plan(&le_w, le.rows, le.cols, spec);
+    let mut non_enhancing: Vec<PixelBox> = Vec::new();
     let boxes: Vec<(PixelBox, bool)> = match &pair.rois {
         None => Vec::new(),
         Some(RoiSource::File(path)) => {
@@ -245,7 +250,10 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
                 std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let file: RoiFile =
                 serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-            file.lesions
+            let (enhancing, other): (Vec<RoiBox>, Vec<RoiBox>) =
+                file.lesions.into_iter().partition(|b| b.kind.enhances());
+            non_enhancing = other.iter().map(|b| [b.row0, b.row1, b.col0, b.col1]).collect();
+            enhancing
                 .into_iter()
                 .map(|b| ([b.row0, b.row1, b.col0, b.col1], b.hidden))
                 .collect()
@@ -254,13 +262,14 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
         Some(RoiSource::Boxes(boxes)) => boxes.iter().map(|b| (*b, false)).collect(),
     };
     // Hand-drawn shapes may reach past the image; the crop mapping expects boxes inside it.
+    let map = |[r0, r1, c0, c1]: PixelBox| {
+        geometry.map_box([r0.min(le.rows), r1.min(le.rows), c0.min(le.cols), c1.min(le.cols)])
+    };
     let rois = boxes
         .into_iter()
-        .filter_map(|([r0, r1, c0, c1], hidden)| {
-            let inside = [r0.min(le.rows), r1.min(le.rows), c0.min(le.cols), c1.min(le.cols)];
-            geometry.map_box(inside).map(|m| (m, hidden))
-        })
+        .filter_map(|(b, hidden)| map(b).map(|m| (m, hidden)))
         .collect();
+    let non_enhancing = non_enhancing.into_iter().filter_map(map).collect();
     Ok(PreparedPair {
         name: pair
             .le
@@ -271,6 +280,7 @@ pub fn prepare(pair: &PairPaths, spec: &InputSpec) -> anyhow::Result<PreparedPai
         rc: to_model(&rc.windowed(), &geometry, spec),
         geometry,
         rois,
+        non_enhancing,
         patient: pair.patient.clone(),
     })
 }
@@ -351,7 +361,7 @@ mod tests {
                 panic!("the phantom writes ROI files")
             };
             let file: RoiFile = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-            for (k, b) in file.lesions.iter().enumerate() {
+            for (k, b) in file.lesions.iter().filter(|b| b.kind.enhances()).enumerate() {
                 let (x0, x1, y0, y1) = (b.col0, b.col1 - 1, b.row0, b.row1 - 1);
                 writeln!(
                     csv,
@@ -409,5 +419,44 @@ mod tests {
             }
         }
         assert!(lesions > 0, "the phantom drew no lesion to compare");
+    }
+
+    #[test]
+    fn non_enhancing_masses_are_not_lesion_rois() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = PhantomDatasetSpec {
+            patients: 1,
+            seed: 4,
+            rows: 416,
+            cols: 320,
+            lesions: Some(0),
+        };
+        write_dataset(dir.path(), &spec).unwrap();
+        let pair = discover(dir.path()).unwrap().remove(0);
+        let Some(RoiSource::File(path)) = &pair.rois else {
+            panic!("the phantom writes ROI files")
+        };
+        // A mass and a cyst in the middle of the image; a file from before phantom v2 (no
+        // `kind`) reads as a mass.
+        std::fs::write(
+            path,
+            r#"{"rows":416,"cols":320,"lesions":[
+                {"row0":200,"col0":150,"row1":220,"col1":170,"hidden":false,"iodine_mg_cm2":1.0,"kind":"mass"},
+                {"row0":240,"col0":150,"row1":260,"col1":170,"hidden":false,"iodine_mg_cm2":0.0,"kind":"non-enhancing"},
+                {"row0":160,"col0":150,"row1":180,"col1":170,"hidden":true,"iodine_mg_cm2":1.5}]}"#,
+        )
+        .unwrap();
+        let input = InputSpec {
+            rows: 128,
+            cols: 96,
+            normalization: vcnode_models::preprocess::Normalization::ZeroOne,
+        };
+        let prepared = prepare(&pair, &input).unwrap();
+        let hidden: Vec<bool> = prepared.rois.iter().map(|(_, h)| *h).collect();
+        assert_eq!(
+            hidden,
+            [false, true],
+            "the mass and the old-style box, not the cyst"
+        );
     }
 }

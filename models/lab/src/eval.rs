@@ -63,6 +63,10 @@ pub struct CaseScores {
     pub lesions: Vec<LesionScores>,
     /// Non-lesion enhancement boxes ([`enhancement_boxes`]).
     pub enhancing: Vec<ImageScores>,
+    /// Per non-enhancing mass (cyst, fibroadenoma): (rise of the prediction, rise of the real
+    /// RC) above the ring around its box ([`rise`], windowed RC units). The real RC does not
+    /// rise there; a model that draws uptake does.
+    pub non_enhancing: Vec<(f64, f64)>,
 }
 
 /// One lesion box of a case.
@@ -281,6 +285,11 @@ impl Scored {
         (judged.iter().filter(|d| **d).count(), judged.len())
     }
 
+    /// (prediction's rise, real RC's rise) in every non-enhancing mass box.
+    pub fn non_enhancing_rises(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.cases.iter().flat_map(|c| c.non_enhancing.iter().copied())
+    }
+
     /// A metric per case (see [`METRICS`]); `NaN` where the case has no such box.
     pub fn values(&self, metric: &str) -> Vec<f64> {
         self.cases.iter().map(|c| metric_of(c, metric)).collect()
@@ -477,12 +486,29 @@ pub fn score_predictions(
                 .into_iter()
                 .map(box_scores)
                 .collect();
+            let non_enhancing = pair
+                .non_enhancing
+                .iter()
+                .filter_map(|&[row0, row1, col0, col1]| {
+                    let region = Region {
+                        row0,
+                        col0,
+                        row1,
+                        col1,
+                    };
+                    Some((
+                        rise(&pred, cols, region, content)?,
+                        rise(&truth, cols, region, content)?,
+                    ))
+                })
+                .collect();
             CaseScores {
                 name: pair.name.clone(),
                 patient: pair.patient.clone().unwrap_or_else(|| pair.name.clone()),
                 whole,
                 lesions,
                 enhancing,
+                non_enhancing,
             }
         })
         .collect();
@@ -1016,6 +1042,7 @@ mod tests {
                 content: [64, 48],
             },
             rois: vec![([8, 22, 8, 22], false), ([40, 54, 24, 38], true)],
+            non_enhancing: Vec::new(),
             patient: Some("P1".into()),
         };
         let predictions = [
@@ -1097,6 +1124,7 @@ mod tests {
                 content: [120, 96],
             },
             rois: vec![([11, 22, 11, 22], false)],
+            non_enhancing: Vec::new(),
             patient: None,
         };
         let perfect = score_predictions("m", None, std::slice::from_ref(&pair), &[pair.rc.get(0)]);
@@ -1147,6 +1175,7 @@ mod tests {
                 },
                 lesions: Vec::new(),
                 enhancing: Vec::new(),
+                non_enhancing: Vec::new(),
             })
             .collect();
         Scored {

@@ -259,6 +259,7 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
             );
         }
     }
+    non_enhancing_section(&mut s, arms);
     let _ = writeln!(s, "\n## Spread between training seeds\n");
     let _ = writeln!(
         s,
@@ -364,6 +365,33 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
 }
 
 /// How weights were trained, in a sentence, and for fine-tuned weights where they started.
+/// Non-enhancing masses (cysts, fibroadenomas): not lesion ROIs, but a model that draws uptake
+/// in them is wrong however well it scores elsewhere.
+fn non_enhancing_section(s: &mut String, arms: &[super::eval::Arm]) {
+    let count = arms[0].runs[0].non_enhancing_rises().count();
+    if count == 0 {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n### Non-enhancing masses\n\n{count} boxes of cysts and fibroadenomas, which show on LE and not on \
+         the real RC. Mean ± SD over the boxes (seeds pooled) of how far the box rises above the ring around \
+         it, in windowed RC units (0–1); a model should not rise where the real RC does not.\n\n\
+         | model | rise (model) | rise (real RC) |\n|---|---|---|"
+    );
+    for arm in arms {
+        let (model, real): (Vec<f64>, Vec<f64>) =
+            arm.runs.iter().flat_map(|r| r.non_enhancing_rises()).unzip();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            arm.label,
+            fmt_stat(&model, "rise"),
+            fmt_stat(&real, "rise")
+        );
+    }
+}
+
 fn training_line(t: &vcnode_models::manifest::TrainingRecord) -> String {
     let frozen = match t.frozen_norm_epochs {
         0 => String::new(),

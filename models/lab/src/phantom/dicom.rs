@@ -21,7 +21,8 @@ pub struct PhantomDatasetSpec {
     pub seed: u64,
     pub rows: usize,
     pub cols: usize,
-    /// Lesions per breast, instead of the phantom's own 0 to 3.
+    /// Enhancing lesions per breast, instead of the phantom's own 0 to 3 (non-enhancing masses
+    /// keep the phantom's own count).
     pub lesions: Option<usize>,
 }
 
@@ -31,7 +32,10 @@ pub struct PhantomDatasetSpec {
 /// number of pairs written.
 ///
 /// Layout: `out/<patient id>/<laterality><view>_LE.dcm`, `…_RC.dcm` and `…_rois.json`
-/// (`{"rows":R,"cols":C,"lesions":[RoiBox…]}` in pixel coordinates).
+/// (`{"rows":R,"cols":C,"lesions":[RoiBox…]}` in pixel coordinates; each box has
+/// `row0,col0,row1,col1` (ends exclusive), `hidden` (hard to see on LE), `iodine_mg_cm2` and
+/// `kind`: `"mass"`, `"rim"`, `"non-mass"` (enhancing) or `"non-enhancing"` (a cyst or
+/// fibroadenoma, on LE only; not a lesion ROI for evaluation)).
 pub fn write_dataset(out: &Path, spec: &PhantomDatasetSpec) -> anyhow::Result<usize> {
     let sizes = 32..=usize::from(u16::MAX);
     anyhow::ensure!(
@@ -358,6 +362,14 @@ mod tests {
             assert!(lesions
                 .iter()
                 .all(|b| b.row0 < b.row1 && b.row1 <= 256 && b.col1 <= 208));
+            // Every box says what it holds.
+            assert!(rois["lesions"].as_array().unwrap().iter().all(|l| [
+                "mass",
+                "rim",
+                "non-mass",
+                "non-enhancing"
+            ]
+            .contains(&l["kind"].as_str().unwrap())));
 
             let le = open_file(first.path().join(row[0])).unwrap();
             let rc = open_file(first.path().join(row[1])).unwrap();
@@ -447,7 +459,8 @@ mod tests {
             .map(|line| {
                 let rois = std::fs::read(out.path().join(line.split(',').nth(2).unwrap())).unwrap();
                 let rois: serde_json::Value = serde_json::from_slice(&rois).unwrap();
-                rois["lesions"].as_array().unwrap().len()
+                let lesions: Vec<RoiBox> = serde_json::from_value(rois["lesions"].clone()).unwrap();
+                lesions.iter().filter(|b| b.kind.enhances()).count()
             })
             .collect();
         // Three each, fewer only where a breast has no room for another.

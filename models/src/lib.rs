@@ -5,6 +5,8 @@
 //! - [`preprocess`]: the paper's preprocessing, shared by training and serving.
 //! - [`train`]: training with the paper's losses and optimizer, on whole images or on crops
 //!   centred on the target's enhancement; checkpoints and resume.
+//! - [`ood`]: the out-of-distribution guard: statistics of the training inputs, kept in the
+//!   manifest, and the distance of an LE image from them.
 //! - [`model`]: loading weights through their [`manifest`] (sha256 checked) for inference.
 //! - [`metrics`] and [`stats`]: MSE/PSNR/SSIM and the paired tests of the evaluation.
 //! - [`phantom`]: the physics-based CESM phantom (paired LE/RC images with lesion boxes).
@@ -16,6 +18,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod model;
 pub mod nets;
+pub mod ood;
 pub mod phantom;
 pub mod preprocess;
 pub mod stats;

@@ -381,6 +381,33 @@ pub struct InferenceConfig {
     pub max_wait_ms: u64,
     pub burn_in_label: bool,
     pub attention_map: bool,
+    /// What the out-of-distribution guard does with an LE image unlike the model's training
+    /// inputs.
+    pub ood: OodAction,
+}
+
+/// `[inference] ood`: what becomes of an LE image the out-of-distribution guard
+/// ([`vcnode_models::ood`]) finds unlike the model's training inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OodAction {
+    /// Synthesize it, with a burned-in warning and the score in the Derivation Description.
+    Flag,
+    /// Make no synthetic image: the job ends done, its outcome saying why.
+    Refuse,
+    /// No guard.
+    Off,
+}
+
+impl OodAction {
+    /// The `action` label of the out-of-distribution counter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OodAction::Flag => "flagged",
+            OodAction::Refuse => "refused",
+            OodAction::Off => "off",
+        }
+    }
 }
 
 impl InferenceConfig {

@@ -65,6 +65,9 @@ enum Command {
     Train(vcnode::research::train::TrainArgs),
     /// Evaluate a model (and baselines) on paired data: metrics, paired tests, report.
     Eval(vcnode::research::eval::EvalArgs),
+    /// Give a model's manifest the out-of-distribution guard's profile of its training inputs
+    /// (weights unchanged), e.g. for weights trained before the guard.
+    Calibrate(vcnode::research::calibrate::CalibrateArgs),
     /// Peers (AE titles allowed to send) in the node's directory: list, add, remove. A running
     /// node applies the change within a second.
     Peers {
@@ -328,6 +331,11 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => {
             let report = vcnode::research::eval::run(&args)?;
             println!("report: {}", report.display());
+            Ok(())
+        }
+        Command::Calibrate(args) => {
+            let manifest = vcnode::research::calibrate::run(&args)?;
+            println!("manifest with its input profile: {}", manifest.display());
             Ok(())
         }
         Command::Peers { action } => {

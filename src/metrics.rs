@@ -27,6 +27,7 @@ pub const JOBS: &str = "vcnode_jobs";
 pub const EXPORTS: &str = "vcnode_exports";
 pub const JOB_LATENCY: &str = "vcnode_job_latency_seconds";
 pub const INFERENCE: &str = "vcnode_inference_seconds";
+pub const OOD_INPUTS: &str = "vcnode_ood_inputs_total";
 pub const EXPORT_ATTEMPTS: &str = "vcnode_export_attempts_total";
 pub const EXPORT_LATENCY: &str = "vcnode_export_latency_seconds";
 pub const DISK_FREE: &str = "vcnode_disk_free_bytes";
@@ -122,6 +123,10 @@ fn describe() {
         "from receipt (the job queued) to its derived instances stored"
     );
     describe_histogram!(INFERENCE, Unit::Seconds, "one job's model inference");
+    describe_counter!(
+        OOD_INPUTS,
+        "LE images unlike the model's training inputs, by action (flagged, refused)"
+    );
     describe_counter!(
         EXPORT_ATTEMPTS,
         "instances sent to a destination, by destination and outcome (stored, failed)"

@@ -5,16 +5,17 @@
 //! Design, and why:
 //! - **Features** ([`input_features`]) are taken from the preprocessed model input, the very
 //!   tensor the generator sees, so an image is judged after the same windowing, flip, crop and
-//!   resize as training applied: the share of the content that is breast (Otsu's threshold),
-//!   five quantiles of the breast's intensities, the median of what is not breast, and the
-//!   gradient energy inside the breast at two scales (full input resolution and 4×4 means),
-//!   in decades. Together they separate what the issue names: uniform noise (texture
-//!   everywhere, no dark background), an inverted image (a bright background), a For
-//!   Processing raw image (linear detector signal: the intensities bunch where the log
-//!   image spreads them), another vendor's processing (other quantiles and texture).
-//!   The generator's bottleneck was left out on purpose: these features come before inference,
-//!   so a refused image costs no model time, and they work for every backend, TorchScript
-//!   included, without touching the model thread.
+//!   resize as training applied: the share of the content that is breast (above
+//!   [`AIR_LEVEL`]), five quantiles and the spread of the breast's intensities, the level
+//!   beyond the skin line (air, black in a displayed mammogram), and the gradient energy inside
+//!   the breast at two scales (full input resolution and 4×4 means), in decades. Together they
+//!   separate what the issue names: uniform noise (texture everywhere, no black air), an
+//!   inverted image (bright air, a breast without texture), a For Processing raw image (linear
+//!   detector signal: bright air, the breast's intensities bunched where the log image spreads
+//!   them), another vendor's processing (other quantiles and texture). The generator's
+//!   bottleneck features were left out on purpose: these come before inference, so a refused
+//!   image costs no model time, and they work for every backend, TorchScript included, without
+//!   touching the model thread.
 //! - **Distance**: the Mahalanobis distance to the training mean, each feature first scaled by
 //!   its training standard deviation (floored at [`MIN_SCALE`]), with the covariance shrunk
 //!   towards the identity by Ledoit and Wolf's rule (J. Multivariate Anal. 88 (2004) 365–411;
@@ -34,7 +35,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::preprocess::{otsu, Geometry, InputSpec};
+use crate::preprocess::{Geometry, InputSpec};
 
 /// The quantile of the leave-one-out training distances that the threshold starts from.
 pub const THRESHOLD_QUANTILE: f64 = 0.99;
@@ -44,6 +45,8 @@ pub const THRESHOLD_MARGIN: f64 = 1.5;
 /// range (or 0.01 decade of gradient energy) are no evidence of another source, even when the
 /// training images did not vary at all in that feature (e.g. a background that is always 0).
 pub const MIN_SCALE: f64 = 0.01;
+/// Windowed values at or below this are air (a displayed mammogram shows air black).
+pub const AIR_LEVEL: f32 = 0.05;
 /// Fewer training images than this give no usable covariance.
 pub const MIN_IMAGES: usize = 8;
 
@@ -55,7 +58,7 @@ pub const FEATURE_NAMES: [&str; 10] = [
     "breast_q50",
     "breast_q75",
     "breast_q95",
-    "background_median",
+    "skin_side_median",
     "log10_gradient_fine",
     "log10_gradient_coarse",
     "log10_breast_sd",
@@ -130,23 +133,24 @@ pub fn input_features(input: &Tensor, geometry: &Geometry, spec: &InputSpec) -> 
 /// [`input_features`] on a row-major image of values in [0, 1].
 pub fn features_of(v: &[f32], rows: usize, cols: usize) -> Vec<f64> {
     assert_eq!(v.len(), rows * cols);
-    let t = otsu(v);
-    let mask: Vec<bool> = v.iter().map(|&x| x >= t).collect();
+    // Breast: above the air level. Otsu's threshold would split the pectoral muscle from the
+    // breast in MLO views instead, making the training features two clusters.
+    let mask: Vec<bool> = v.iter().map(|&x| x > AIR_LEVEL).collect();
     let mut breast: Vec<f32> = v.iter().zip(&mask).filter(|(_, &m)| m).map(|(&x, _)| x).collect();
-    let mut background: Vec<f32> = v
-        .iter()
-        .zip(&mask)
-        .filter(|(_, &m)| !m)
-        .map(|(&x, _)| x)
-        .collect();
     breast.sort_by(f32::total_cmp);
-    background.sort_by(f32::total_cmp);
     let q = |s: &[f32], p: f64| -> f64 {
         if s.is_empty() {
             return 0.0;
         }
         s[((s.len() - 1) as f64 * p).round() as usize] as f64
     };
+    // Beyond the skin line: the preprocessing's crop keeps a margin of air past the breast on the
+    // side away from the chest wall, so these columns are air (dark) in a displayed mammogram.
+    let band = (cols / 50).max(2).min(cols);
+    let mut skin_side: Vec<f32> = (0..rows)
+        .flat_map(|r| v[r * cols + cols - band..(r + 1) * cols].iter().copied())
+        .collect();
+    skin_side.sort_by(f32::total_cmp);
     let fraction = breast.len() as f64 / v.len().max(1) as f64;
     let fine = gradient_energy(v, &mask, rows, cols);
     // 4×4 means: texture at the scale of ducts and lesions rather than of pixel noise.
@@ -180,7 +184,7 @@ pub fn features_of(v: &[f32], rows: usize, cols: usize) -> Vec<f64> {
         q(&breast, 0.5),
         q(&breast, 0.75),
         q(&breast, 0.95),
-        q(&background, 0.5),
+        q(&skin_side, 0.5),
         decades(fine),
         decades(coarse),
         decades(sd),
@@ -355,7 +359,7 @@ impl InputProfile {
         let whole = fit(&all);
         // Leave-one-out distances: each image against a profile that never saw it.
         let mut loo = Vec::with_capacity(features.len());
-        for i in 0..features.len() {
+        for (i, held) in features.iter().enumerate() {
             let rest: Vec<&Vec<f64>> = all
                 .iter()
                 .enumerate()
@@ -363,7 +367,7 @@ impl InputProfile {
                 .map(|(_, r)| *r)
                 .collect();
             let f = fit(&rest);
-            loo.push(f.distance(&cholesky(&f.covariance)?, &features[i]));
+            loo.push(f.distance(&cholesky(&f.covariance)?, held));
         }
         loo.sort_by(f64::total_cmp);
         let q = quantile(&loo, THRESHOLD_QUANTILE);

@@ -167,7 +167,7 @@ pub fn plan(windowed: &[f32], rows: usize, cols: usize, spec: &InputSpec) -> Geo
 }
 
 /// Otsu's threshold on a 256-bin histogram of values in [0, 1].
-pub fn otsu(values: &[f32]) -> f32 {
+fn otsu(values: &[f32]) -> f32 {
     let mut hist = [0u64; 256];
     for &v in values {
         hist[(v.clamp(0.0, 1.0) * 255.0) as usize] += 1;

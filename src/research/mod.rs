@@ -2,6 +2,7 @@
 //! (the phantom or real data), and the report with numbers and pictures.
 
 pub mod annotations;
+pub mod calibrate;
 pub mod dataset;
 pub mod eval;
 pub mod report;

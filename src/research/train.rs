@@ -366,6 +366,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
         }),
         metrics,
         created_by: format!("vcnode {}", env!("CARGO_PKG_VERSION")),
+        // The inputs the weights trained on, for the node's out-of-distribution guard.
+        input_profile: Some(super::calibrate::input_profile(
+            train_pairs,
+            &input,
+            &absolute(&args.data),
+        )?),
     };
     let path = manifest_path(&args.out, args.model);
     manifest.save(&path)?;

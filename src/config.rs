@@ -383,13 +383,13 @@ pub struct InferenceConfig {
     pub attention_map: bool,
     /// What the out-of-distribution guard does with an LE image unlike the model's training
     /// inputs.
+    #[serde(deserialize_with = "de_from_str")]
     pub ood: OodAction,
 }
 
 /// `[inference] ood`: what becomes of an LE image the out-of-distribution guard
 /// ([`vcnode_models::ood`]) finds unlike the model's training inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OodAction {
     /// Synthesize it, with a burned-in warning and the score in the Derivation Description.
     Flag,
@@ -397,6 +397,18 @@ pub enum OodAction {
     Refuse,
     /// No guard.
     Off,
+}
+
+impl std::str::FromStr for OodAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "flag" => Ok(OodAction::Flag),
+            "refuse" => Ok(OodAction::Refuse),
+            "off" => Ok(OodAction::Off),
+            other => Err(format!("invalid ood {other:?}: expected flag, refuse or off")),
+        }
+    }
 }
 
 impl OodAction {
@@ -779,6 +791,7 @@ mod tests {
         assert_eq!(c.peers[0].ae_title, "MODALITY");
         assert_eq!(c.inference.device, DeviceRequest::Auto);
         assert_eq!(c.jobs.select, JobSelect::LowEnergy);
+        assert_eq!(c.inference.ood, OodAction::Flag);
     }
 
     #[test]
@@ -823,6 +836,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("node.ae_title"), "{err}");
+
+        std::fs::write(&path, "[inference]\nood = \"warn\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("warn") && err.contains("refuse"), "{err}");
 
         std::fs::write(&path, "[inference]\ndevice = \"tpu\"\n").unwrap();
         let err = Config::load_with_env(Some(&path), env(&[]))

@@ -5,8 +5,12 @@
 //! blocking pool; inference runs on one model thread that batches ([`inference`]). A failure is
 //! a [`JobError`]: a transient one is retried with exponential backoff until the job's attempts
 //! are spent, then the job is dead with its reason; an input that cannot be decoded is dead at
-//! once. At shutdown a worker finishes its job within a grace period or releases it. Derived UIDs are deterministic, so a job redone after
-//! a crash yields the same instance, recorded once.
+//! once. Before inference, the out-of-distribution guard ([`OodGuard`], `[inference] ood`)
+//! scores the preprocessed LE image against the model's training inputs: one beyond the
+//! threshold is synthesized with a warning, or refused (the job done, nothing derived, the
+//! refusal its outcome). At shutdown a worker finishes its job within a grace period or
+//! releases it. Derived UIDs are deterministic, so a job redone after a crash yields the same
+//! instance, recorded once.
 
 pub mod inference;
 
@@ -26,7 +30,6 @@ use vcnode_models::ood::{OodScorer, OodVerdict};
 use vcnode_models::preprocess::{plan, restore, to_model, Geometry, InputSpec};
 
 use crate::config::OodAction;
-
 use crate::derive::{self, DerivedKind, Synthesizer, SyntheticRc};
 use crate::pixels::{self, WindowSource};
 use crate::queue::{
@@ -468,9 +471,7 @@ impl Pipeline {
         );
         Ok(())
     }
-}
 
-impl Pipeline {
     /// Ends a job whose input the guard refused: done, nothing derived, the refusal as its
     /// outcome (not a failure: trying again gives the same answer).
     async fn refuse(&self, lease: &JobLease, v: &OodVerdict, prepare_ms: u64) -> Result<(), JobError> {

@@ -575,23 +575,29 @@ pub fn derived_record(obj: &FileDicomObject<InMemDicomObject>) -> anyhow::Result
     })
 }
 
-/// `vcnode process`: the same pipeline, offline, on files. Returns the written paths.
+/// `vcnode process`: the same pipeline, offline, on files, with the out-of-distribution guard
+/// as `ood` says (a refused file is named on stderr and gets no output). Returns the written
+/// paths.
 pub fn process_files(
     files: &[PathBuf],
     out: &Path,
     model: &RcModel,
     synth: &Synthesizer,
+    ood: OodAction,
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;
     let spec = model.manifest.input;
-    // Offline the guard flags (a researcher looks at every output).
-    let guard = OodGuard::for_model(OodAction::Flag, model)?;
+    let guard = OodGuard::for_model(ood, model)?;
     let mut written = Vec::new();
     for file in files {
         let mut prepared =
             prepare_source(file, &spec).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         if let Some(g) = &guard {
             let v = g.scorer.score(&prepared.input, &prepared.geometry, &spec);
+            if v.outside() && g.action == OodAction::Refuse {
+                eprintln!("{}: {}", file.display(), ood_refusal(&v));
+                continue;
+            }
             if v.outside() {
                 eprintln!("{}: {}", file.display(), ood_warning(&v));
                 prepared.out_of_distribution = Some(ood_warning(&v));

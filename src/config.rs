@@ -412,6 +412,15 @@ impl std::str::FromStr for OodAction {
 }
 
 impl OodAction {
+    /// As `[inference] ood` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OodAction::Flag => "flag",
+            OodAction::Refuse => "refuse",
+            OodAction::Off => "off",
+        }
+    }
+
     /// The `action` label of the out-of-distribution counter.
     pub fn as_str(self) -> &'static str {
         match self {

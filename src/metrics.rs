@@ -10,6 +10,7 @@
 //! associations, destinations, states, reasons, HTTP route templates. Never a UID, a path or a
 //! value a peer chose (a rejected association's calling AE title is not a label).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -163,6 +164,26 @@ impl AssociationObserver for ScpMetrics {
     fn rejected(&self, reason: Rejection) {
         metrics::counter!(ASSOCIATIONS_REJECTED, "reason" => reason.as_str()).increment(1);
     }
+}
+
+/// LE images the out-of-distribution guard flagged and refused since the node started, for
+/// `/api/status` (Prometheus reads [`OOD_INPUTS`]).
+static OOD_SINCE_START: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Counts an LE image the guard found outside the training distribution (`action`: flagged
+/// or refused).
+pub fn count_ood_input(action: crate::config::OodAction) {
+    metrics::counter!(OOD_INPUTS, "action" => action.as_str()).increment(1);
+    let i = usize::from(action == crate::config::OodAction::Refuse);
+    OOD_SINCE_START[i].fetch_add(1, Ordering::Relaxed);
+}
+
+/// (flagged, refused) since the node started.
+pub fn ood_inputs_since_start() -> (u64, u64) {
+    (
+        OOD_SINCE_START[0].load(Ordering::Relaxed),
+        OOD_SINCE_START[1].load(Ordering::Relaxed),
+    )
 }
 
 /// Milliseconds since `from_ms` (Unix ms, as the queue stores times), as seconds; 0 when the

@@ -193,6 +193,13 @@ fn ood_counter(node: &Node, action: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The guard as `/api/status` shows it.
+fn status_ood(node: &Node) -> serde_json::Value {
+    let (status, body) = http_request("GET", &format!("{}/api/status", node.base_url()));
+    assert_eq!(status, "200", "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["node"]["ood"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calibrated_guard_passes_held_out_phantoms_and_flags_or_refuses_foreign_inputs() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,6 +305,10 @@ async fn calibrated_guard_passes_held_out_phantoms_and_flags_or_refuses_foreign_
     }
     assert_eq!(ood_counter(&node, "flagged"), foreign.len() as f64);
     assert_eq!(ood_counter(&node, "refused"), 0.0);
+    assert_eq!(
+        status_ood(&node),
+        serde_json::json!({"action": "flag", "input_profile": true, "flagged": foreign.len(), "refused": 0})
+    );
     drop(node);
 
     // refuse: noise gets no synthetic image; the job is done with the refusal as its outcome.
@@ -340,4 +351,8 @@ async fn calibrated_guard_passes_held_out_phantoms_and_flags_or_refuses_foreign_
         node.jobs_cli()
     );
     assert_eq!(ood_counter(&node, "refused"), 1.0);
+    assert_eq!(
+        status_ood(&node),
+        serde_json::json!({"action": "refuse", "input_profile": true, "flagged": 0, "refused": 1})
+    );
 }

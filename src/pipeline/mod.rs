@@ -362,7 +362,7 @@ impl Pipeline {
         let t1 = Instant::now();
         match verdict {
             Some((action, v)) if v.outside() => {
-                metrics::counter!(crate::metrics::OOD_INPUTS, "action" => action.as_str()).increment(1);
+                crate::metrics::count_ood_input(action);
                 // Scores only: never patient data at info level.
                 info!(
                     job = lease.job_id,

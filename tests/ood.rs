@@ -193,6 +193,43 @@ fn ood_counter(node: &Node, action: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Scikit-learn's Ledoit-Wolf shrinkage (sklearn.covariance.ledoit_wolf_shrinkage, 1.x),
+/// transcribed in numpy, and the Mahalanobis distance by a linear solve: an implementation
+/// independent of models/src/ood.rs to check the profile `vcnode calibrate` wrote.
+const NUMPY_PROFILE: &str = r#"
+import json, sys
+import numpy as np
+d = json.load(sys.stdin)
+F = np.array(d["train"], dtype=float)
+mean = F.mean(0)
+scale = np.maximum(F.std(0), 0.01)
+X = (F - mean) / scale
+n, p = X.shape
+X2 = X ** 2
+emp_cov_trace = X2.sum(0) / n
+mu = emp_cov_trace.sum() / p
+beta_ = np.sum(X2.T @ X2)
+delta_ = np.sum((X.T @ X) ** 2) / n ** 2
+beta = 1.0 / (p * n) * (beta_ / n - delta_)
+delta = (delta_ - 2.0 * mu * emp_cov_trace.sum() + p * mu ** 2) / p
+beta = min(beta, delta)
+s = 0.0 if beta == 0 else beta / delta
+cov = (1 - s) * (X.T @ X / n) + s * mu * np.eye(p)
+z = (np.array(d["x"]) - mean) / scale
+print(json.dumps({"shrinkage": s, "covariance": cov.tolist(), "score": float(np.sqrt(z @ np.linalg.solve(cov, z)))}))
+"#;
+
+/// The features of LE files as the node computes them (decode, preprocess, features).
+fn features_of(files: &[PathBuf], spec: &vcnode_models::preprocess::InputSpec) -> Vec<Vec<f64>> {
+    files
+        .iter()
+        .map(|f| {
+            let p = vcnode::pipeline::prepare_source(f, spec).unwrap();
+            vcnode_models::ood::input_features(&p.input, &p.geometry, spec)
+        })
+        .collect()
+}
+
 /// The guard as `/api/status` shows it.
 fn status_ood(node: &Node) -> serde_json::Value {
     let (status, body) = http_request("GET", &format!("{}/api/status", node.base_url()));
@@ -231,6 +268,39 @@ async fn calibrated_guard_passes_held_out_phantoms_and_flags_or_refuses_foreign_
 
     // Inputs: held-out phantom patients (another seed), and three foreign images made from one.
     let (_, held_out) = phantom_le(dir.path(), 2, 2);
+
+    // The profile and one image's score against numpy: shrinkage, covariance and distance.
+    let calibrated = vcnode_models::manifest::Manifest::load(&manifest).unwrap();
+    let spec = calibrated.input;
+    let scorer = vcnode_models::ood::OodScorer::new(calibrated.input_profile.clone().unwrap()).unwrap();
+    let x = features_of(&held_out[..1], &spec).remove(0);
+    let mut python = Command::new(pytools_python())
+        .args(["-c", NUMPY_PROFILE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::json!({"train": features_of(&train_le, &spec), "x": x});
+    std::io::Write::write_all(&mut python.stdin.take().unwrap(), input.to_string().as_bytes()).unwrap();
+    let answer = python.wait_with_output().unwrap();
+    assert!(answer.status.success());
+    let numpy: serde_json::Value = serde_json::from_slice(&answer.stdout).unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * (1.0 + b.abs());
+    let ours = scorer.profile();
+    assert!(
+        close(ours.shrinkage, numpy["shrinkage"].as_f64().unwrap()),
+        "{numpy}"
+    );
+    for (i, row) in ours.covariance.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            assert!(
+                close(*v, numpy["covariance"][i][j].as_f64().unwrap()),
+                "({i}, {j}) {v} {numpy}"
+            );
+        }
+    }
+    let score = scorer.verdict(&x).score;
+    assert!(close(score, numpy["score"].as_f64().unwrap()), "{score} {numpy}");
     let foreign_dir = dir.path().join("foreign");
     std::fs::create_dir_all(&foreign_dir).unwrap();
     let base = &held_out[0];

@@ -381,6 +381,54 @@ pub struct InferenceConfig {
     pub max_wait_ms: u64,
     pub burn_in_label: bool,
     pub attention_map: bool,
+    /// What the out-of-distribution guard does with an LE image unlike the model's training
+    /// inputs.
+    #[serde(deserialize_with = "de_from_str")]
+    pub ood: OodAction,
+}
+
+/// `[inference] ood`: what becomes of an LE image the out-of-distribution guard
+/// ([`vcnode_models::ood`]) finds unlike the model's training inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OodAction {
+    /// Synthesize it, with a burned-in warning and the score in the Derivation Description.
+    Flag,
+    /// Make no synthetic image: the job ends done, its outcome saying why.
+    Refuse,
+    /// No guard.
+    Off,
+}
+
+impl std::str::FromStr for OodAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "flag" => Ok(OodAction::Flag),
+            "refuse" => Ok(OodAction::Refuse),
+            "off" => Ok(OodAction::Off),
+            other => Err(format!("invalid ood {other:?}: expected flag, refuse or off")),
+        }
+    }
+}
+
+impl OodAction {
+    /// As `[inference] ood` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OodAction::Flag => "flag",
+            OodAction::Refuse => "refuse",
+            OodAction::Off => "off",
+        }
+    }
+
+    /// The `action` label of the out-of-distribution counter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OodAction::Flag => "flagged",
+            OodAction::Refuse => "refused",
+            OodAction::Off => "off",
+        }
+    }
 }
 
 impl InferenceConfig {
@@ -752,6 +800,7 @@ mod tests {
         assert_eq!(c.peers[0].ae_title, "MODALITY");
         assert_eq!(c.inference.device, DeviceRequest::Auto);
         assert_eq!(c.jobs.select, JobSelect::LowEnergy);
+        assert_eq!(c.inference.ood, OodAction::Flag);
     }
 
     #[test]
@@ -796,6 +845,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("node.ae_title"), "{err}");
+
+        std::fs::write(&path, "[inference]\nood = \"warn\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("warn") && err.contains("refuse"), "{err}");
 
         std::fs::write(&path, "[inference]\ndevice = \"tpu\"\n").unwrap();
         let err = Config::load_with_env(Some(&path), env(&[]))

@@ -331,7 +331,7 @@ fn main() -> anyhow::Result<()> {
                 weights_sha256: model.manifest.weights.sha256.clone(),
                 burn_in_label: config.inference.burn_in_label,
             };
-            for path in vcnode::pipeline::process_files(&files, &out, &model, &synth)? {
+            for path in vcnode::pipeline::process_files(&files, &out, &model, &synth, config.inference.ood)? {
                 println!("{}", path.display());
             }
             Ok(())

@@ -10,6 +10,7 @@
 //! associations, destinations, states, reasons, HTTP route templates. Never a UID, a path or a
 //! value a peer chose (a rejected association's calling AE title is not a label).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -27,6 +28,7 @@ pub const JOBS: &str = "vcnode_jobs";
 pub const EXPORTS: &str = "vcnode_exports";
 pub const JOB_LATENCY: &str = "vcnode_job_latency_seconds";
 pub const INFERENCE: &str = "vcnode_inference_seconds";
+pub const OOD_INPUTS: &str = "vcnode_ood_inputs_total";
 pub const EXPORT_ATTEMPTS: &str = "vcnode_export_attempts_total";
 pub const EXPORT_LATENCY: &str = "vcnode_export_latency_seconds";
 pub const DISK_FREE: &str = "vcnode_disk_free_bytes";
@@ -123,6 +125,10 @@ fn describe() {
     );
     describe_histogram!(INFERENCE, Unit::Seconds, "one job's model inference");
     describe_counter!(
+        OOD_INPUTS,
+        "LE images unlike the model's training inputs, by action (flagged, refused)"
+    );
+    describe_counter!(
         EXPORT_ATTEMPTS,
         "instances sent to a destination, by destination and outcome (stored, failed)"
     );
@@ -158,6 +164,26 @@ impl AssociationObserver for ScpMetrics {
     fn rejected(&self, reason: Rejection) {
         metrics::counter!(ASSOCIATIONS_REJECTED, "reason" => reason.as_str()).increment(1);
     }
+}
+
+/// LE images the out-of-distribution guard flagged and refused since the node started, for
+/// `/api/status` (Prometheus reads [`OOD_INPUTS`]).
+static OOD_SINCE_START: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Counts an LE image the guard found outside the training distribution (`action`: flagged
+/// or refused).
+pub fn count_ood_input(action: crate::config::OodAction) {
+    metrics::counter!(OOD_INPUTS, "action" => action.as_str()).increment(1);
+    let i = usize::from(action == crate::config::OodAction::Refuse);
+    OOD_SINCE_START[i].fetch_add(1, Ordering::Relaxed);
+}
+
+/// (flagged, refused) since the node started.
+pub fn ood_inputs_since_start() -> (u64, u64) {
+    (
+        OOD_SINCE_START[0].load(Ordering::Relaxed),
+        OOD_SINCE_START[1].load(Ordering::Relaxed),
+    )
 }
 
 /// Milliseconds since `from_ms` (Unix ms, as the queue stores times), as seconds; 0 when the

@@ -162,6 +162,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
     match crate::pipeline::load_model(&config.inference)? {
         Some(model) => {
+            let ood = crate::pipeline::OodGuard::for_model(config.inference.ood, &model)?;
             readiness
                 .model_loaded
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -195,6 +196,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 export_max_attempts: config.export.max_attempts,
                 min_free_bytes: config.storage.min_free_mb.saturating_mul(1 << 20),
                 wake: wake.clone(),
+                ood,
             };
             Arc::new(pipeline).start(&mut supervisor, config.jobs.workers);
         }

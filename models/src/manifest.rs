@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::nets::{GeneratorConfig, ModelKind};
+use crate::ood::InputProfile;
 use crate::preprocess::InputSpec;
 
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -182,6 +183,10 @@ pub struct Manifest {
     #[serde(default)]
     pub metrics: serde_json::Value,
     pub created_by: String,
+    /// What the training inputs looked like, for the out-of-distribution guard
+    /// ([`crate::ood`]); weights made before the guard have none until `vcnode-lab calibrate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_profile: Option<InputProfile>,
 }
 
 impl Manifest {

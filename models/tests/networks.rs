@@ -86,6 +86,7 @@ fn write_manifest(
         training: None,
         metrics: serde_json::Value::Null,
         created_by: "test".into(),
+        input_profile: None,
     };
     let path = dir.join("manifest.json");
     manifest.save(&path).unwrap();

@@ -18,6 +18,10 @@ pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
 /// The start of every synthetic RC series' description.
 pub const SERIES_DESCRIPTION_PREFIX: &str = "AI SYNTHETIC RC – NOT ACQUIRED";
 
+/// The burned-in line under the label of an image made from an input the out-of-distribution
+/// guard flagged.
+pub const OOD_LABEL: &str = "INPUT OUTSIDE TRAINING DATA - UNRELIABLE";
+
 /// What a derived instance shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DerivedKind {
@@ -81,6 +85,9 @@ pub struct SyntheticRc<'a> {
     pub chest_wall_left: bool,
     /// How the input window was chosen, for the derivation description.
     pub input_window_note: &'a str,
+    /// Set when the out-of-distribution guard flagged the input: the sentence for the
+    /// Derivation Description (and Image Comments); [`OOD_LABEL`] is burned in too.
+    pub out_of_distribution: Option<&'a str>,
 }
 
 /// Deterministic (series, instance) UIDs: the same source and weights always give the same
@@ -242,17 +249,19 @@ pub fn build(
         VR::CS,
         if synth.burn_in_label { "YES" } else { "NO" },
     );
-    put(
-        tags::DERIVATION_DESCRIPTION,
-        VR::ST,
-        &format!(
-            "{} {} from the low-energy image only; \
-             no contrast-enhanced acquisition. Not for diagnosis without the acquired images. Input window: {}.",
-            kind.what(),
-            synth.model_id,
-            rc.input_window_note
-        ),
+    let mut derivation = format!(
+        "{} {} from the low-energy image only; \
+         no contrast-enhanced acquisition. Not for diagnosis without the acquired images. Input window: {}.",
+        kind.what(),
+        synth.model_id,
+        rc.input_window_note
     );
+    if let Some(warning) = rc.out_of_distribution {
+        // First, so that a viewer showing only the start of the text shows the warning.
+        derivation = format!("{warning} {derivation}");
+        put(tags::IMAGE_COMMENTS, VR::LT, warning);
+    }
+    put(tags::DERIVATION_DESCRIPTION, VR::ST, &derivation);
     // Image Laterality, not the series' Laterality: the SC IOD forbids Laterality when Image
     // Laterality is present.
     if let Some(lat) = text(source, tags::IMAGE_LATERALITY).or_else(|| text(source, tags::LATERALITY)) {
@@ -339,14 +348,11 @@ pub fn build(
         .map(|&u| (u.clamp(0.0, 1.0) * 4095.0).round() as u16)
         .collect();
     if synth.burn_in_label {
-        burn_in(
-            &mut pixels,
-            rc.rows,
-            rc.cols,
-            &kind.label(),
-            rc.chest_wall_left,
-            4095,
-        );
+        let mut lines = kind.label().to_vec();
+        if rc.out_of_distribution.is_some() {
+            lines.push(OOD_LABEL);
+        }
+        burn_in(&mut pixels, rc.rows, rc.cols, &lines, rc.chest_wall_left, 4095);
     }
     crate::pixels::put_monochrome12(&mut obj, rc.rows, rc.cols, pixels);
     let meta = crate::store::explicit_le_meta(SECONDARY_CAPTURE, &sop_uid)?;

@@ -5,8 +5,12 @@
 //! blocking pool; inference runs on one model thread that batches ([`inference`]). A failure is
 //! a [`JobError`]: a transient one is retried with exponential backoff until the job's attempts
 //! are spent, then the job is dead with its reason; an input that cannot be decoded is dead at
-//! once. At shutdown a worker finishes its job within a grace period or releases it. Derived UIDs are deterministic, so a job redone after
-//! a crash yields the same instance, recorded once.
+//! once. Before inference, the out-of-distribution guard ([`OodGuard`], `[inference] ood`)
+//! scores the preprocessed LE image against the model's training inputs: one beyond the
+//! threshold is synthesized with a warning, or refused (the job done, nothing derived, the
+//! refusal its outcome). At shutdown a worker finishes its job within a grace period or
+//! releases it. Derived UIDs are deterministic, so a job redone after a crash yields the same
+//! instance, recorded once.
 
 pub mod inference;
 
@@ -20,10 +24,12 @@ use dicom_object::{FileDicomObject, InMemDicomObject};
 use tch::Tensor;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vcnode_models::model::RcModel;
+use vcnode_models::ood::{OodScorer, OodVerdict};
 use vcnode_models::preprocess::{plan, restore, to_model, Geometry, InputSpec};
 
+use crate::config::OodAction;
 use crate::derive::{self, DerivedKind, Synthesizer, SyntheticRc};
 use crate::pixels::{self, WindowSource};
 use crate::queue::{
@@ -42,6 +48,63 @@ pub struct PreparedSource {
     pub input: Tensor,
     pub geometry: Geometry,
     pub window_note: String,
+    /// Set when the out-of-distribution guard flagged the image: the warning its derived
+    /// instances carry.
+    pub out_of_distribution: Option<String>,
+}
+
+/// The out-of-distribution guard of a node: the model's input profile and what to do with an
+/// image beyond its threshold.
+#[derive(Clone)]
+pub struct OodGuard {
+    pub scorer: Arc<OodScorer>,
+    pub action: OodAction,
+}
+
+impl OodGuard {
+    /// The guard `[inference] ood` asks for, when the model's manifest has a profile; a model
+    /// without one runs unguarded, with a warning here, once.
+    pub fn for_model(action: OodAction, model: &RcModel) -> anyhow::Result<Option<OodGuard>> {
+        if action == OodAction::Off {
+            return Ok(None);
+        }
+        let Some(profile) = model.manifest.input_profile.clone() else {
+            warn!(
+                model = %model.manifest.model_id(),
+                "the model's manifest has no input profile: the out-of-distribution guard is off \
+                 for it (`vcnode-lab calibrate` adds one)"
+            );
+            return Ok(None);
+        };
+        let scorer = OodScorer::new(profile)
+            .context("the model's input profile (`vcnode-lab calibrate` writes a new one)")?;
+        info!(
+            action = action.as_str(),
+            threshold = scorer.profile().threshold,
+            images = scorer.profile().images,
+            "out-of-distribution guard on"
+        );
+        Ok(Some(OodGuard {
+            scorer: Arc::new(scorer),
+            action,
+        }))
+    }
+}
+
+/// The sentence a flagged image's derived instances carry.
+pub fn ood_warning(v: &OodVerdict) -> String {
+    format!(
+        "WARNING: INPUT OUTSIDE THE MODEL'S TRAINING DATA - UNRELIABLE (out-of-distribution score {:.2} > threshold {:.2}).",
+        v.score, v.threshold
+    )
+}
+
+/// A refused job's outcome.
+pub fn ood_refusal(v: &OodVerdict) -> String {
+    format!(
+        "refused: input outside the model's training distribution (score {:.2} > {:.2})",
+        v.score, v.threshold
+    )
 }
 
 /// Why a job failed, typed up to where the worker decides between retrying and `dead`
@@ -112,6 +175,7 @@ pub fn prepare_source(path: &Path, spec: &InputSpec) -> Result<PreparedSource, J
         source,
         geometry,
         window_note,
+        out_of_distribution: None,
     })
 }
 
@@ -146,6 +210,7 @@ pub fn derive_instance(
             // unless the image was mirrored.
             chest_wall_left: !prepared.geometry.flipped,
             input_window_note: &prepared.window_note,
+            out_of_distribution: prepared.out_of_distribution.as_deref(),
         },
         synth,
         kind,
@@ -176,6 +241,8 @@ pub struct Pipeline {
     pub min_free_bytes: u64,
     /// Woken by ingest when a job is queued.
     pub wake: Arc<Notify>,
+    /// The out-of-distribution guard, when on and the model has a profile.
+    pub ood: Option<OodGuard>,
 }
 
 impl Pipeline {
@@ -282,8 +349,40 @@ impl Pipeline {
         let destinations = (self.routes)(calling_ae.as_deref());
         let path = self.store.root().join(rel);
         let spec = self.spec;
-        let prepared = tokio::task::spawn_blocking(move || prepare_source(&path, &spec)).await??;
+        let guard = self.ood.clone();
+        let (mut prepared, verdict) = tokio::task::spawn_blocking(move || {
+            let prepared = prepare_source(&path, &spec)?;
+            let verdict = guard.map(|g| {
+                let v = g.scorer.score(&prepared.input, &prepared.geometry, &spec);
+                (g.action, v)
+            });
+            Ok::<_, JobError>((prepared, verdict))
+        })
+        .await??;
         let t1 = Instant::now();
+        match verdict {
+            Some((action, v)) if v.outside() => {
+                crate::metrics::count_ood_input(action);
+                // Scores only: never patient data at info level.
+                info!(
+                    job = lease.job_id,
+                    score = v.score,
+                    threshold = v.threshold,
+                    action = action.as_str(),
+                    "LE image outside the model's training distribution"
+                );
+                if action == OodAction::Refuse {
+                    return self.refuse(lease, &v, (t1 - t0).as_millis() as u64).await;
+                }
+                prepared.out_of_distribution = Some(ood_warning(&v));
+            }
+            Some((_, v)) => debug!(
+                job = lease.job_id,
+                score = v.score,
+                "LE image within the training distribution"
+            ),
+            None => {}
+        }
         let output = self
             .inference
             .synthesize(prepared.input.shallow_clone(), self.attention_map)
@@ -345,6 +444,7 @@ impl Pipeline {
                 &destinations,
                 self.export_max_attempts,
                 &stages,
+                None,
             )
             .await?;
         if recorded {
@@ -369,6 +469,27 @@ impl Pipeline {
             total_ms = t0.elapsed().as_millis() as u64,
             "derived instance stored"
         );
+        Ok(())
+    }
+
+    /// Ends a job whose input the guard refused: done, nothing derived, the refusal as its
+    /// outcome (not a failure: trying again gives the same answer).
+    async fn refuse(&self, lease: &JobLease, v: &OodVerdict, prepare_ms: u64) -> Result<(), JobError> {
+        let stages = StageTimings {
+            prepare_ms,
+            ..Default::default()
+        };
+        let outcome = ood_refusal(v);
+        let recorded = self
+            .queue
+            .complete_with_derived(lease, &[], &lease.source_uid, &[], 0, &stages, Some(&outcome))
+            .await?;
+        if !recorded {
+            warn!(
+                job = lease.job_id,
+                "lease lost while processing; another worker owns the job"
+            );
+        }
         Ok(())
     }
 }
@@ -454,18 +575,34 @@ pub fn derived_record(obj: &FileDicomObject<InMemDicomObject>) -> anyhow::Result
     })
 }
 
-/// `vcnode process`: the same pipeline, offline, on files. Returns the written paths.
+/// `vcnode process`: the same pipeline, offline, on files, with the out-of-distribution guard
+/// as `ood` says (a refused file is named on stderr and gets no output). Returns the written
+/// paths.
 pub fn process_files(
     files: &[PathBuf],
     out: &Path,
     model: &RcModel,
     synth: &Synthesizer,
+    ood: OodAction,
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;
     let spec = model.manifest.input;
+    let guard = OodGuard::for_model(ood, model)?;
     let mut written = Vec::new();
     for file in files {
-        let prepared = prepare_source(file, &spec).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let mut prepared =
+            prepare_source(file, &spec).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        if let Some(g) = &guard {
+            let v = g.scorer.score(&prepared.input, &prepared.geometry, &spec);
+            if v.outside() && g.action == OodAction::Refuse {
+                eprintln!("{}: {}", file.display(), ood_refusal(&v));
+                continue;
+            }
+            if v.outside() {
+                eprintln!("{}: {}", file.display(), ood_warning(&v));
+                prepared.out_of_distribution = Some(ood_warning(&v));
+            }
+        }
         let output = model.synthesize(&prepared.input).get(0);
         let obj = derive_instance(&prepared, &output, &spec, synth, DerivedKind::SyntheticRc)
             .with_context(|| file.display().to_string())?;

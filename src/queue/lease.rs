@@ -251,14 +251,16 @@ impl LeaseQueue for Queue {
         destinations: &[String],
         export_max_attempts: u32,
         stages: &StageTimings,
+        note: Option<&str>,
     ) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let n = sqlx::query(
-            "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
+            "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_expires_at = NULL, last_error = ?,
                     updated_at = ?
               WHERE id = ? AND state = 'running' AND lease_owner = ?",
         )
+        .bind(note)
         .bind(now)
         .bind(lease.job_id)
         .bind(&lease.owner)
@@ -275,7 +277,7 @@ impl LeaseQueue for Queue {
             "done",
             now,
             Some(&lease.owner),
-            None,
+            note,
         )
         .await?;
         sqlx::query("UPDATE job_events SET stages = ? WHERE id = last_insert_rowid()")

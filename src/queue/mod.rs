@@ -240,7 +240,10 @@ pub trait LeaseQueue: Send + Sync {
     /// Marks a held job done and records its derived instances, queueing their exports to
     /// `destinations`, in one transaction. A derived instance already recorded (a job redone
     /// after a crash: same deterministic UID) is kept once. False when the lease was lost
-    /// meanwhile (nothing is written then).
+    /// meanwhile (nothing is written then). `note`: why a job ended done without the usual
+    /// result (an input the out-of-distribution guard refused), kept as its `last_error` and
+    /// on its `done` event, as [`Self::export_done`] keeps a destination's warning.
+    #[allow(clippy::too_many_arguments)]
     async fn complete_with_derived(
         &self,
         lease: &JobLease,
@@ -249,6 +252,7 @@ pub trait LeaseQueue: Send + Sync {
         destinations: &[String],
         export_max_attempts: u32,
         stages: &StageTimings,
+        note: Option<&str>,
     ) -> Result<bool>;
 
     /// The destination acknowledged the instance (`note`: a warning it returned).

@@ -239,7 +239,8 @@ mod tests {
                 "src",
                 &["PACS".into(), "DOWN".into()],
                 3,
-                &StageTimings::default()
+                &StageTimings::default(),
+                None
             )
             .await
             .unwrap());

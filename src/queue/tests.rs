@@ -129,7 +129,7 @@ async fn a_job_is_claimed_once_and_an_expired_lease_counts_as_an_attempt() {
         Some("worker died 1 time")
     );
     // the old holder can no longer complete it
-    let done = |l| q.complete_with_derived(l, &[], "1.1", &[], 1, &STAGES);
+    let done = |l| q.complete_with_derived(l, &[], "1.1", &[], 1, &STAGES, None);
     assert!(!done(&lease).await.unwrap());
     assert!(done(&taken).await.unwrap());
     assert_eq!(q.list_jobs(Some(State::Done)).await.unwrap().len(), 1);
@@ -238,7 +238,7 @@ async fn exports_are_queued_with_the_result_and_claimed_by_destination_and_serie
         };
         let dests = ["pacs".to_string(), "web".to_string()];
         assert!(q
-            .complete_with_derived(&lease, &[derived], &lease.source_uid, &dests, 5, &STAGES)
+            .complete_with_derived(&lease, &[derived], &lease.source_uid, &dests, 5, &STAGES, None)
             .await
             .unwrap());
         // The job's history keeps where the successful attempt spent its time.
@@ -359,7 +359,7 @@ async fn work_that_keeps_killing_its_worker_ends_dead_with_the_count() {
         ..instance("1.2")
     };
     assert!(q
-        .complete_with_derived(&other, &[derived], "1.2", &["pacs".to_string()], 2, &STAGES)
+        .complete_with_derived(&other, &[derived], "1.2", &["pacs".to_string()], 2, &STAGES, None)
         .await
         .unwrap());
     for _ in 0..2 {
@@ -466,7 +466,7 @@ async fn concurrent_export_claims_neither_collide_nor_hit_a_locked_database() {
         };
         let dests = ["pacs".to_string(), "web".to_string()];
         assert!(q
-            .complete_with_derived(&l, &[derived], &uid, &dests, 3, &STAGES)
+            .complete_with_derived(&l, &[derived], &uid, &dests, 3, &STAGES, None)
             .await
             .unwrap());
     }
@@ -560,7 +560,8 @@ async fn a_destination_already_being_sent_to_yields_to_another_with_due_work() {
                 &lease.source_uid,
                 &[dest.to_string()],
                 5,
-                &STAGES
+                &STAGES,
+                None
             )
             .await
             .unwrap());
@@ -611,7 +612,7 @@ async fn every_state_change_of_jobs_and_exports_leaves_an_event() {
         ..instance("9.1")
     };
     assert!(q
-        .complete_with_derived(&lease, &[derived], "1.1", &["pacs".to_string()], 5, &STAGES)
+        .complete_with_derived(&lease, &[derived], "1.1", &["pacs".to_string()], 5, &STAGES, None)
         .await
         .unwrap());
     let events = q.events(Kind::Job, id).await.unwrap();

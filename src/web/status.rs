@@ -50,18 +50,20 @@ struct Facts {
     started_at: i64,
     /// The loaded generator's id (name and weights hash); never the manifest's path.
     model_id: Option<String>,
+    /// Whether its manifest has the out-of-distribution guard's input profile.
+    input_profile: bool,
 }
 
 pub(super) fn routes(config: &Config) -> Router<Arc<WebState>> {
-    let model_id = config.inference.model_manifest().and_then(|path| {
-        vcnode_models::manifest::Manifest::load(&path)
-            .map(|m| m.model_id())
-            .ok()
-    });
+    let manifest = config
+        .inference
+        .model_manifest()
+        .and_then(|path| vcnode_models::manifest::Manifest::load(&path).ok());
     let facts = Arc::new(Facts {
         started: Instant::now(),
         started_at: now_ms(),
-        model_id,
+        model_id: manifest.as_ref().map(|m| m.model_id()),
+        input_profile: manifest.is_some_and(|m| m.input_profile.is_some()),
     });
     Router::new().route("/status", get(page)).route(
         "/api/status",
@@ -281,6 +283,14 @@ fn node(state: &WebState, facts: &Facts, listen: Option<ListenAddr>, checks: &[h
         "http_port": listen.map_or(config.node.http_port, |a| a.0.port()),
         "model": facts.model_id,
         "device": config.inference.device.to_string(),
+        // The out-of-distribution guard: configured action, whether the model can be guarded,
+        // and the LE images it flagged and refused since the start.
+        "ood": {
+            "action": config.inference.ood.name(),
+            "input_profile": facts.input_profile,
+            "flagged": crate::metrics::ood_inputs_since_start().0,
+            "refused": crate::metrics::ood_inputs_since_start().1,
+        },
         "started_at": facts.started_at,
         "uptime_s": facts.started.elapsed().as_secs(),
         "disk": {

@@ -825,13 +825,19 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<PathBuf> {
         arms: &arms,
         comparisons: &comparisons,
     };
+    // The out-of-distribution guard of each model with a profile: how much of this set it flags.
+    let guarded: Vec<&Manifest> = manifests.iter().map(|(_, m)| m).collect();
+    let guard = super::calibrate::guard_rates(&guarded, &prepared, &spec)?;
+    let mut json = evaluation.json();
+    json["ood_guard"] = serde_json::to_value(&guard)?;
     std::fs::write(
         args.out.join("eval.json"),
-        serde_json::to_string_pretty(&evaluation.json())? + "\n",
+        serde_json::to_string_pretty(&json)? + "\n",
     )?;
     let pictures = report::write_pictures(&args.out, &prepared, &first_pred, &attention, args.pictures)?;
     let report_path = args.out.join("REPORT.md");
-    std::fs::write(&report_path, report::markdown(&evaluation, &pictures))?;
+    let markdown = report::markdown(&evaluation, &pictures) + &report::ood_guard_section(&guard, args.role);
+    std::fs::write(&report_path, markdown)?;
 
     if args.record {
         for (path, manifest) in &manifests {

@@ -8,6 +8,8 @@
 //!   node would; [`annotations`]: hand-drawn lesion outlines as boxes.
 //! - [`train`]: `vcnode-lab train`, the paper's losses and optimizer ([`train::fit`]), on whole
 //!   images or crops centred on the target's enhancement; checkpoints and resume.
+//! - [`calibrate`]: `vcnode-lab calibrate`, the out-of-distribution guard's profile of a
+//!   model's training inputs, for weights trained before the guard.
 //! - [`eval`]: `vcnode-lab eval`, with [`metrics`] (MSE/PSNR/SSIM, ROI scores), [`stats`] (paired
 //!   tests on per-patient means, Holm) and [`report`] (REPORT.md with pictures).
 //!
@@ -15,6 +17,7 @@
 //! through `vcnode_models::preprocess`, so that what it evaluates is what the node serves.
 
 pub mod annotations;
+pub mod calibrate;
 pub mod dataset;
 pub mod eval;
 pub mod metrics;

@@ -40,6 +40,9 @@ enum Command {
     Train(vcnode_lab::train::TrainArgs),
     /// Evaluate a model (and baselines) on paired data: metrics, paired tests, report.
     Eval(vcnode_lab::eval::EvalArgs),
+    /// Give a model's manifest the out-of-distribution guard's profile of its training inputs
+    /// (weights unchanged), e.g. for weights trained before the guard.
+    Calibrate(vcnode_lab::calibrate::CalibrateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,6 +82,10 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => {
             let report = vcnode_lab::eval::run(&args)?;
             println!("report: {}", report.display());
+        }
+        Command::Calibrate(args) => {
+            let manifest = vcnode_lab::calibrate::run(&args)?;
+            println!("manifest with its input profile: {}", manifest.display());
         }
     }
     Ok(())

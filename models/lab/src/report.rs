@@ -364,6 +364,39 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
     s
 }
 
+/// The out-of-distribution guard's share of flagged images per model with an input profile.
+pub fn ood_guard_section(rates: &[super::calibrate::GuardRate], role: Role) -> String {
+    let mut s = String::new();
+    if rates.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Out-of-distribution guard\n\nThe share of this set's images that the node's guard \
+         (`[inference] ood`) would flag or refuse{}.\n\n| model | images | flagged | share | \
+         threshold | median score | max score |\n|---|---|---|---|---|---|---|",
+        if role == Role::HeldOut {
+            ": on held-out data of the training kind, its false-positive rate"
+        } else {
+            ""
+        }
+    );
+    for r in rates {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1}% | {:.2} | {:.2} | {:.2} |",
+            r.model_id,
+            r.images,
+            r.flagged,
+            100.0 * r.share(),
+            r.threshold,
+            r.median_score,
+            r.max_score
+        );
+    }
+    s
+}
+
 /// How weights were trained, in a sentence, and for fine-tuned weights where they started.
 /// Non-enhancing masses (cysts, fibroadenomas): not lesion ROIs, but a model that draws uptake
 /// in them is wrong however well it scores elsewhere.

@@ -100,6 +100,9 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
         serde_json::from_str(&std::fs::read_to_string(out.join("unet.json")).unwrap()).unwrap();
     assert_eq!(manifest["training"]["steps"], unet["training"]["steps"]);
     assert_eq!(manifest["training"]["pairs"], 9);
+    // The out-of-distribution guard's profile of the 9 training LE images.
+    assert_eq!(manifest["input_profile"]["images"], 9);
+    assert!(manifest["input_profile"]["threshold"].as_f64().unwrap() > 0.0);
     assert_eq!(manifest["weights"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(manifest["metrics"]["validation"]["role"], "development");
     assert!(manifest["metrics"]["validation"]["psnr"]["mean"]
@@ -225,8 +228,16 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     assert!(p_holm >= p && p_holm <= 1.0, "{whole_psnr_vs_copy}");
     assert!(comparisons.iter().all(|c| c["patients"].as_u64().unwrap() <= 3));
 
+    // Every model trained here has a guard profile: its flag rate on this set is reported.
+    let guard = evaluation["ood_guard"].as_array().unwrap();
+    assert_eq!(guard.len(), 3, "scpa-unet and the two unet seeds: {guard:?}");
+    assert!(guard
+        .iter()
+        .all(|g| g["images"] == 12 && g["flagged"].as_u64().unwrap() <= 12));
+
     let report = std::fs::read_to_string(report_dir.join("REPORT.md")).unwrap();
     for needle in [
+        "## Out-of-distribution guard",
         "**development**",
         "12 images of 3 patients",
         "### Whole breast, 3 patients",

@@ -475,6 +475,15 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<PathBuf> {
         }),
         metrics,
         created_by: format!("vcnode {}", env!("CARGO_PKG_VERSION")),
+        // The inputs the weights trained on, for the node's out-of-distribution guard; a set
+        // too small for one leaves the weights unguarded rather than the training lost.
+        input_profile: match super::calibrate::input_profile(train_pairs, &input, &absolute(&args.data)) {
+            Ok(profile) => Some(profile),
+            Err(e) => {
+                eprintln!("no out-of-distribution profile in the manifest: {e:#}");
+                None
+            }
+        },
     };
     let path = manifest_path(&args.out, args.model);
     manifest.save(&path)?;

@@ -45,7 +45,7 @@ pub fn run(args: &CalibrateArgs) -> anyhow::Result<PathBuf> {
     let data = super::train::absolute(&args.data);
     let profile = input_profile(&prepared, &manifest.input, &data)?;
     eprintln!(
-        "{} training images: leave-one-out distances median {:.2}, {:.2} at the threshold's quantile, \
+        "{} training images: leave-one-out distances median {:.2}, {:.2} at the 0.99 quantile, \
          max {:.2}; threshold {:.2} (Ledoit-Wolf shrinkage {:.3})",
         profile.images,
         profile.training_scores.median,

@@ -1,8 +1,9 @@
 """The choices train.sh makes on the development set, from `vcnode-lab eval`'s eval.json.
 
 Prints the default model kind on the first line (the arm with the best mean rank on ROI PSNR
-and ROI SSIM, from per-patient means over the arm's seeds), then one line per arm: its kind
-and the seed to ship (the run with the best mean rank on the same two metrics).
+and ROI SSIM, from per-patient means over the arm's seeds; a tie keeps the arm listed first,
+which train.sh makes the paper's SCPA-UNet), then one line per arm: its kind and the seed to
+ship (the run with the best mean rank on the same two metrics).
 """
 import json
 import sys

@@ -114,7 +114,7 @@ impl Geometry {
 /// Plans the crop and flip from a windowed LE image (values in [0, 1]).
 pub fn plan(windowed: &[f32], rows: usize, cols: usize, spec: &InputSpec) -> Geometry {
     assert_eq!(windowed.len(), rows * cols);
-    let threshold = otsu(windowed);
+    let threshold = air_threshold(windowed);
     // Chest wall side: the breast touches that edge, so its edge band is brighter.
     let band = (cols / 20).max(1);
     let edge_mean = |c0: usize| {
@@ -166,31 +166,44 @@ pub fn plan(windowed: &[f32], rows: usize, cols: usize, spec: &InputSpec) -> Geo
     }
 }
 
-/// Otsu's threshold on a 256-bin histogram of values in [0, 1].
-fn otsu(values: &[f32]) -> f32 {
-    let mut hist = [0u64; 256];
+/// The level between air and tissue: the lower of the two thresholds of a three-class Otsu
+/// split (maximal between-class variance) of a 256-bin histogram of values in [0, 1]. Two
+/// classes are not enough: in an MLO view of a fatty breast the bright pectoral muscle against
+/// grey fat is a larger split than tissue against a small area of air, and the crop then held
+/// the muscle alone (5% of the phantom's training images). With three classes air, fat and the
+/// bright tissue each get one.
+fn air_threshold(values: &[f32]) -> f32 {
+    let mut hist = [0f64; 256];
     for &v in values {
-        hist[(v.clamp(0.0, 1.0) * 255.0) as usize] += 1;
+        hist[(v.clamp(0.0, 1.0) * 255.0) as usize] += 1.0;
     }
-    let total = values.len() as f64;
-    let sum_all: f64 = hist.iter().enumerate().map(|(i, &h)| i as f64 * h as f64).sum();
-    let (mut w0, mut sum0, mut best, mut best_t) = (0.0, 0.0, -1.0, 0usize);
-    for (t, &h) in hist.iter().enumerate() {
-        w0 += h as f64;
-        sum0 += t as f64 * h as f64;
-        let w1 = total - w0;
-        if w0 == 0.0 || w1 == 0.0 {
-            continue;
+    // Cumulative counts and first moments: a class's weight and sum in O(1).
+    let (mut w, mut s) = ([0f64; 257], [0f64; 257]);
+    for i in 0..256 {
+        w[i + 1] = w[i] + hist[i];
+        s[i + 1] = s[i] + i as f64 * hist[i];
+    }
+    // Σ sum²/weight over the classes; maximal where the between-class variance is.
+    let class = |a: usize, b: usize| {
+        let (wc, sc) = (w[b] - w[a], s[b] - s[a]);
+        if wc > 0.0 {
+            sc * sc / wc
+        } else {
+            0.0
         }
-        let (m0, m1) = (sum0 / w0, (sum_all - sum0) / w1);
-        let between = w0 * w1 * (m0 - m1) * (m0 - m1);
-        if between > best {
-            best = between;
-            best_t = t;
+    };
+    let (mut best, mut best_t) = (-1.0, 0usize);
+    for t1 in 1..255 {
+        for t2 in t1 + 1..256 {
+            let between = class(0, t1) + class(t1, t2) + class(t2, 256);
+            if between > best {
+                best = between;
+                best_t = t1;
+            }
         }
     }
-    // Values in bin t belong to the darker class: the threshold is the bin's upper edge.
-    (best_t + 1) as f32 / 255.0
+    // Bins below t1 are air: the threshold is bin t1's lower edge.
+    best_t as f32 / 255.0
 }
 
 fn source_tensor(windowed: &[f32], geom: &Geometry) -> Tensor {

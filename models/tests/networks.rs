@@ -151,11 +151,13 @@ fn recalibrated_batch_norm_makes_inference_match_the_images_it_was_recalibrated_
     let gap = |g: &Generator| f64::try_from((g.run(&x, false).image - &batch_stats).abs().max()).unwrap();
     let before = gap(&g);
     assert!(before > 1e-2, "the test needs stale statistics: {before}");
-    // Two halves, averaged: the statistics of the whole set (up to the half-batch variances).
+    // Two halves, averaged: the statistics of the whole set up to the half-batch variances,
+    // which leave a residual that depends on the weights and inputs drawn (tests share torch's
+    // global generator, so those change with what runs beside this one).
     let seen = g.recalibrate_batch_norm([x.narrow(0, 0, 2), x.narrow(0, 2, 2)]);
     assert_eq!(seen, 2);
     let after = gap(&g);
-    assert!(after < before / 10.0 && after < 5e-3, "{before} -> {after}");
+    assert!(after < before / 20.0 && after < 2e-2, "{before} -> {after}");
     // Nothing to see leaves the statistics as they were.
     assert_eq!(g.recalibrate_batch_norm(std::iter::empty()), 0);
     assert!((gap(&g) - after).abs() < 1e-9);

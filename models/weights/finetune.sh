@@ -18,30 +18,22 @@ lab=./target/release/vcnode-lab
 if command -v cargo >/dev/null; then make --no-print-directory release >&2; fi
 out=models/weights
 init=${INIT_DIR:?set INIT_DIR to the phantom v1 weights (see above)}
-rows=1664 cols=1280
-phantom() { [ -f "$1/pairs.csv" ] || "$lab" phantom --out "$1" --seed "$2" --patients "$3" --rows $rows --columns $cols ${4:+--lesions "$4"} >&2; }
-phantom "$work/train" 1 50 4
-phantom "$work/development" 2 12
-for s in 3 4 5; do phantom "$work/held-out/seed$s" $s 20; done
-{ head -1 "$work/held-out/seed3/pairs.csv"
-  for s in 3 4 5; do
-    awk -F, -v OFS=, -v p="seed$s/" 'NR > 1 { $1 = p $1; $2 = p $2; if ($3 != "") $3 = p $3; print }' "$work/held-out/seed$s/pairs.csv"
-  done
-} > "$work/held-out/pairs.csv"
-label="vcnode-lab phantom v2 seed 1, 50 patients x 4 views at ${rows}x${cols}, 4 lesions per breast (the last 10% validate: development data)"
-common=(--data "$work/train/pairs.csv" --preset cpu --enhancement-share 0.5
+. models/weights/data.sh
+phantom_data_sets "$work"
+label="vcnode-lab phantom v2 seed 1, 50 patients x 4 views at ${phantom_rows}x${phantom_cols}, 4 lesions per breast (the last 10% validate: development data)"
+common=(--data "$work/data/train/pairs.csv" --preset cpu --enhancement-share 0.5
         --seed 0 --validation 0.1 --half --device cpu --data-label "$label")
 for m in scpa-unet unet; do
   [ -f "$work/ship/$m.json" ] || "$lab" train --model $m --init "$init/$m.json" --out "$work/ship" "${common[@]}" \
     --epochs 6 --frozen-norm-epochs 6 --note "Fine-tuned on phantom v2 from the weights below (trained on phantom v1): 6 epochs of 96x96 crops (50% centred on RC enhancement), batch 16, batch norms frozen on statistics of whole phantom v2 training images, keeping the average of the epochs' weights, L1 loss, Adam lr 2e-4 beta1 0.5, on cpu. Not yet retrained from scratch on phantom v2 (models/weights/train.sh)."
 done
 models=(scpa-unet unet)
-for m in "${models[@]}"; do "$lab" calibrate --model "$work/ship/$m.json" --data "$work/train/pairs.csv"; done
+for m in "${models[@]}"; do "$lab" calibrate --model "$work/ship/$m.json" --data "$work/data/train/pairs.csv"; done
 rm -rf "$work/eval-dev" "$work/eval-unet"
 "$lab" eval --model "$work/ship/scpa-unet.json" --baseline "$work/ship/unet.json" \
-  --data "$work/development/pairs.csv" --role development --out "$work/eval-dev" \
+  --data "$work/data/development/pairs.csv" --role development --out "$work/eval-dev" \
   --pictures 0 --device cpu --record
 python3 models/weights/choose.py "$work/eval-dev/eval.json"
-"$lab" eval --model "$work/ship/scpa-unet.json" --baseline "$work/ship/unet.json" --data "$work/held-out/pairs.csv" \
+"$lab" eval --model "$work/ship/scpa-unet.json" --baseline "$work/ship/unet.json" --data "$work/data/held-out/pairs.csv" \
   --role held-out --out "$work/eval-unet" --pictures 4 --device cpu --record
 echo "weights, manifests and evaluations in $work; copy them to $out and write REPORT.md's first section"

@@ -9,11 +9,8 @@
 # with the same folder and it goes on where it stopped (finished runs are kept, a run cut off
 # resumes from its last epoch), so a CPU budget can be spread over several sittings.
 #
-# Data (vcnode-lab phantom, 1664×1280; each seed is a different set of patients):
-#   seed 1, 50 patients, 4 lesions per breast: training (a lesion-enriched set, since enhancing
-#           lesions cover about 1% of a breast); its last 10% validate (choose epochs)
-#   seed 2, 12 patients: development; chooses the default model and the seed shipped per arm
-#   seeds 3, 4, 5, 20 patients each: the pooled held-out set; used only for the final report
+# Data: models/weights/data.sh (phantom v2 at 1664x1280: training seed 1, development seed 2,
+# held-out seeds 3-5 pooled; each seed is other patients).
 #
 # Environment:
 #   DEVICE   cpu | cuda (default: cuda when vcnode-lab finds one, else cpu)
@@ -42,31 +39,15 @@ device=$DEVICE
 if [ "$device" = cpu ]; then preset=${PRESET:-cpu}; else preset=${PRESET:-paper}; fi
 arms=${ARMS:-scpa-unet unet scpa-cgan pix2pix}
 seeds=${SEEDS:-0 1}
-rows=1664 cols=1280
-
-phantom() { # DIR SEED PATIENTS [LESIONS]
-  [ -f "$1/pairs.csv" ] || "$lab" phantom --out "$1" --seed "$2" --patients "$3" \
-    --rows $rows --columns $cols ${4:+--lesions "$4"} >&2
-}
-phantom "$work/data/train" 1 50 4
-phantom "$work/data/development" 2 12
+. models/weights/data.sh
+phantom_data_sets "$work"
 pooled=$work/data/held-out/pairs.csv
-if [ ! -f "$pooled" ]; then
-  for s in 3 4 5; do phantom "$work/data/held-out/seed$s" $s 20; done
-  # One CSV over the three seeds, paths relative to it (le, rc, rois are the first columns).
-  { head -1 "$work/data/held-out/seed3/pairs.csv"
-    for s in 3 4 5; do
-      awk -F, -v OFS=, -v p="seed$s/" 'NR > 1 { $1 = p $1; $2 = p $2; if ($3 != "") $3 = p $3; print }' \
-        "$work/data/held-out/seed$s/pairs.csv"
-    done
-  } > "$pooled.tmp" && mv "$pooled.tmp" "$pooled"
-fi
 
 # Training: every arm with every seed, same data and preset.
 extra=()
 [ -n "${EPOCHS:-}" ] && extra+=(--epochs "$EPOCHS")
 if [ "$preset" = cpu ]; then extra+=(--frozen-norm-epochs "${FROZEN_EPOCHS:-4}"); fi
-label="vcnode-lab phantom seed 1, 50 patients x 4 views at ${rows}x${cols}, 4 lesions per breast (the last 10% validate: development data)"
+label="vcnode-lab phantom v2 seed 1, 50 patients x 4 views at ${phantom_rows}x${phantom_cols}, 4 lesions per breast (the last 10% validate: development data)"
 note="Trained by models/weights/train.sh, preset $preset, on $device ($(nproc) cores)."
 [ "$device" = cpu ] && note="$note No GPU was available: the CPU preset is a smaller configuration than the paper's (whole 640x512 images, widths 32-256, 200 epochs)."
 runs=$work/runs

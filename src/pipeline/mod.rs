@@ -89,6 +89,20 @@ impl OodGuard {
             action,
         }))
     }
+
+    /// Scores a prepared image; one this guard flags gets the warning its derived instances
+    /// carry. Whether it is refused instead is [`OodGuard::refuses`].
+    pub fn apply(&self, prepared: &mut PreparedSource, spec: &InputSpec) -> OodVerdict {
+        let v = self.scorer.score(&prepared.input, &prepared.geometry, spec);
+        if v.outside() && self.action == OodAction::Flag {
+            prepared.out_of_distribution = Some(ood_warning(&v));
+        }
+        v
+    }
+
+    pub fn refuses(&self, v: &OodVerdict) -> bool {
+        v.outside() && self.action == OodAction::Refuse
+    }
 }
 
 /// The sentence a flagged image's derived instances carry.
@@ -350,33 +364,29 @@ impl Pipeline {
         let path = self.store.root().join(rel);
         let spec = self.spec;
         let guard = self.ood.clone();
-        let (mut prepared, verdict) = tokio::task::spawn_blocking(move || {
-            let prepared = prepare_source(&path, &spec)?;
-            let verdict = guard.map(|g| {
-                let v = g.scorer.score(&prepared.input, &prepared.geometry, &spec);
-                (g.action, v)
-            });
+        let (prepared, verdict) = tokio::task::spawn_blocking(move || {
+            let mut prepared = prepare_source(&path, &spec)?;
+            let verdict = guard.map(|g| (g.apply(&mut prepared, &spec), g));
             Ok::<_, JobError>((prepared, verdict))
         })
         .await??;
         let t1 = Instant::now();
         match verdict {
-            Some((action, v)) if v.outside() => {
-                crate::metrics::count_ood_input(action);
+            Some((v, guard)) if v.outside() => {
+                crate::metrics::count_ood_input(guard.action);
                 // Scores only: never patient data at info level.
                 info!(
                     job = lease.job_id,
                     score = v.score,
                     threshold = v.threshold,
-                    action = action.as_str(),
+                    action = guard.action.as_str(),
                     "LE image outside the model's training distribution"
                 );
-                if action == OodAction::Refuse {
+                if guard.refuses(&v) {
                     return self.refuse(lease, &v, (t1 - t0).as_millis() as u64).await;
                 }
-                prepared.out_of_distribution = Some(ood_warning(&v));
             }
-            Some((_, v)) => debug!(
+            Some((v, _)) => debug!(
                 job = lease.job_id,
                 score = v.score,
                 "LE image within the training distribution"
@@ -593,14 +603,13 @@ pub fn process_files(
         let mut prepared =
             prepare_source(file, &spec).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         if let Some(g) = &guard {
-            let v = g.scorer.score(&prepared.input, &prepared.geometry, &spec);
-            if v.outside() && g.action == OodAction::Refuse {
+            let v = g.apply(&mut prepared, &spec);
+            if g.refuses(&v) {
                 eprintln!("{}: {}", file.display(), ood_refusal(&v));
                 continue;
             }
-            if v.outside() {
-                eprintln!("{}: {}", file.display(), ood_warning(&v));
-                prepared.out_of_distribution = Some(ood_warning(&v));
+            if let Some(warning) = &prepared.out_of_distribution {
+                eprintln!("{}: {warning}", file.display());
             }
         }
         let output = model.synthesize(&prepared.input).get(0);

@@ -27,13 +27,17 @@ pub struct CalibrateArgs {
     pub out: Option<PathBuf>,
 }
 
-/// The input profile of the LE images of `pairs` (already through the model's preprocessing).
-pub fn input_profile(pairs: &[PreparedPair], spec: &InputSpec, data: &str) -> anyhow::Result<InputProfile> {
-    let features: Vec<Vec<f64>> = pairs
+/// The guard's features of the LE images of `pairs` (already through the model's preprocessing).
+fn features(pairs: &[PreparedPair], spec: &InputSpec) -> Vec<Vec<f64>> {
+    pairs
         .iter()
         .map(|p| input_features(&p.le, &p.geometry, spec))
-        .collect();
-    Ok(InputProfile::fit(&features, data)?)
+        .collect()
+}
+
+/// The input profile of the LE images of `pairs`.
+pub fn input_profile(pairs: &[PreparedPair], spec: &InputSpec, data: &str) -> anyhow::Result<InputProfile> {
+    Ok(InputProfile::fit(&features(pairs, spec), data)?)
 }
 
 /// Adds (or replaces) the input profile of `args.model`; returns the manifest written.
@@ -95,10 +99,7 @@ pub fn guard_rates(
     pairs: &[PreparedPair],
     spec: &InputSpec,
 ) -> anyhow::Result<Vec<GuardRate>> {
-    let features: Vec<Vec<f64>> = pairs
-        .iter()
-        .map(|p| input_features(&p.le, &p.geometry, spec))
-        .collect();
+    let features = features(pairs, spec);
     let mut out = Vec::new();
     for m in manifests {
         let Some(profile) = m.input_profile.clone() else {

@@ -836,7 +836,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<PathBuf> {
     )?;
     let pictures = report::write_pictures(&args.out, &prepared, &first_pred, &attention, args.pictures)?;
     let report_path = args.out.join("REPORT.md");
-    let markdown = report::markdown(&evaluation, &pictures) + &report::ood_guard_section(&guard, args.role);
+    let markdown = report::markdown(&evaluation, &pictures)
+        + &report::training_section(&guarded)
+        + &report::ood_guard_section(&guard, args.role);
     std::fs::write(&report_path, markdown)?;
 
     if args.record {

@@ -364,6 +364,58 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
     s
 }
 
+/// Every evaluated run's training configuration, device and time, one row each: what a reader
+/// needs to weigh the arms against each other (same data, same budget?).
+pub fn training_section(manifests: &[&vcnode_models::manifest::Manifest]) -> String {
+    let mut s = String::new();
+    let trained: Vec<_> = manifests
+        .iter()
+        .filter_map(|m| m.training.as_ref().map(|t| (m, t)))
+        .collect();
+    if trained.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Training\n\n| weights | seed | input | widths | crops | batch | epochs (frozen norms) | \
+         steps | loss | device | precision | time | started from |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for (m, t) in trained {
+        let widths: Vec<String> = m.generator.channels.iter().map(|c| c.to_string()).collect();
+        let crops = t
+            .patches
+            .as_ref()
+            .map(|p| format!("{0}×{0}, {1:.0}% on enhancement", p.size, 100.0 * p.enhancement_share))
+            .unwrap_or_else(|| "whole images".into());
+        let loss = match (t.lambda_l1, t.discriminator_base) {
+            (Some(l), Some(d)) => format!("cGAN + {l}·L1, PatchGAN width {d}"),
+            (Some(l), None) => format!("cGAN + {l}·L1"),
+            _ => "L1".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {}×{} | {} | {crops} | {} | {} ({}) | {} | {loss} | {} | {} | {:.0} min | {} |",
+            m.model_id(),
+            t.seed.map(|v| v.to_string()).unwrap_or_else(|| "–".into()),
+            m.input.cols,
+            m.input.rows,
+            widths.join("-"),
+            t.batch,
+            t.epochs,
+            t.frozen_norm_epochs,
+            t.steps,
+            t.device,
+            t.precision.as_deref().unwrap_or("f32"),
+            t.seconds / 60.0,
+            t.fine_tuned_from
+                .as_ref()
+                .map(|f| f.model_id.as_str())
+                .unwrap_or("scratch"),
+        );
+    }
+    s
+}
+
 /// The out-of-distribution guard's share of flagged images per model with an input profile.
 pub fn ood_guard_section(rates: &[super::calibrate::GuardRate], role: Role) -> String {
     let mut s = String::new();
@@ -397,7 +449,6 @@ pub fn ood_guard_section(rates: &[super::calibrate::GuardRate], role: Role) -> S
     s
 }
 
-/// How weights were trained, in a sentence, and for fine-tuned weights where they started.
 /// Non-enhancing masses (cysts, fibroadenomas): not lesion ROIs, but a model that draws uptake
 /// in them is wrong however well it scores elsewhere.
 fn non_enhancing_section(s: &mut String, arms: &[super::eval::Arm]) {
@@ -425,6 +476,7 @@ fn non_enhancing_section(s: &mut String, arms: &[super::eval::Arm]) {
     }
 }
 
+/// How weights were trained, in a sentence, and for fine-tuned weights where they started.
 fn training_line(t: &vcnode_models::manifest::TrainingRecord) -> String {
     let frozen = match t.frozen_norm_epochs {
         0 => String::new(),

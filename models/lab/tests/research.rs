@@ -257,6 +257,20 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     ] {
         assert!(report.contains(needle), "{needle}\n{report}");
     }
+    // Every run's training, one row each: the two U-Net seeds apart, trained with L1 on cpu.
+    let training: Vec<&str> = report
+        .split("## Training")
+        .nth(1)
+        .expect("a training section")
+        .split("\n## ")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("| scpa-unet-") || l.starts_with("| unet-"))
+        .collect();
+    assert_eq!(training.len(), 3, "{training:?}");
+    assert!(training.iter().all(|l| l.contains("| L1 |") && l.contains("| scratch |")));
+    assert!(training.iter().any(|l| l.starts_with("| unet-") && l.contains(" | 5 | ")));
     // One verdict line per baseline, whichever way it goes.
     let verdict_lines = report
         .lines()

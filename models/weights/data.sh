@@ -1,4 +1,4 @@
-# The phantom v2 data sets of train.sh and finetune.sh (sourced; needs $lab), under WORK/data:
+# The phantom v2 data sets of train.sh (sourced; needs $lab), under WORK/data:
 #   train        seed 1, 50 patients, 4 lesions per breast (lesion-enriched: enhancing lesions
 #                cover about 1% of a breast); its last 10% validate
 #   development  seed 2, 12 patients: chooses the default model and the seed shipped per arm

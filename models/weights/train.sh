@@ -21,6 +21,13 @@
 #            default 4) train with batch norms frozen on whole-image statistics, keeping the
 #            average of those epochs' weights: crops train on crop statistics while inference
 #            runs whole images (see the lab's train/fit.rs)
+#   INIT_DIR a warm start instead of training from scratch: each arm starts from the generator
+#            of the same architecture in DIR (SCPA-UNet and SCPA-cGAN from DIR/scpa-unet.json,
+#            U-Net and Pix2Pix from DIR/unet.json), so the U-Net and cGAN arms of a pair differ
+#            only in their loss. EPOCHS defaults to 6, all of them with frozen batch norms, and
+#            half the crops are centred on enhancement. This is how the shipped weights were made
+#            without a GPU: INIT_DIR = the phantom v1 CPU weights, models/weights as of commit
+#            2ea29be (`git worktree add /tmp/v1 2ea29be`, INIT_DIR=/tmp/v1/models/weights).
 #   SHIP=0   evaluate only, leave models/weights as they are
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,17 +52,27 @@ pooled=$work/data/held-out/pairs.csv
 
 # Training: every arm with every seed, same data and preset.
 extra=()
+init=${INIT_DIR:-}
+if [ -n "$init" ]; then
+  init=$(cd "$init" && pwd)
+  EPOCHS=${EPOCHS:-6}
+  extra+=(--frozen-norm-epochs "${FROZEN_EPOCHS:-$EPOCHS}" --enhancement-share 0.5)
+elif [ "$preset" = cpu ]; then extra+=(--frozen-norm-epochs "${FROZEN_EPOCHS:-4}"); fi
 [ -n "${EPOCHS:-}" ] && extra+=(--epochs "$EPOCHS")
-if [ "$preset" = cpu ]; then extra+=(--frozen-norm-epochs "${FROZEN_EPOCHS:-4}"); fi
 label="vcnode-lab phantom v2 seed 1, 50 patients x 4 views at ${phantom_rows}x${phantom_cols}, 4 lesions per breast (the last 10% validate: development data)"
 note="Trained by models/weights/train.sh, preset $preset, on $device ($(nproc) cores)."
 [ "$device" = cpu ] && note="$note No GPU was available: the CPU preset is a smaller configuration than the paper's (whole 640x512 images, widths 32-256, 200 epochs)."
+[ -n "$init" ] && note="$note A warm start, not training from scratch: ${EPOCHS} epochs from the generator named in fine_tuned_from (trained on phantom v1), all with batch norms frozen on whole phantom v2 training images, keeping the average of the epochs' weights; half the crops centred on RC enhancement."
 runs=$work/runs
 for arm in $arms; do
   for seed in $seeds; do
     dir=$runs/$arm-seed$seed
     [ -f "$dir/$arm.json" ] && continue
-    "$lab" train --model "$arm" --data "$work/data/train/pairs.csv" --out "$dir" --preset "$preset" \
+    from=()
+    if [ -n "$init" ]; then
+      case $arm in scpa-*) from=(--init "$init/scpa-unet.json");; *) from=(--init "$init/unet.json");; esac
+    fi
+    "$lab" train --model "$arm" "${from[@]}" --data "$work/data/train/pairs.csv" --out "$dir" --preset "$preset" \
       --device "$device" --seed "$seed" --validation 0.1 --half --resume "${extra[@]}" \
       --data-label "$label" --note "$note"
   done

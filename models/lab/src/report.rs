@@ -385,7 +385,13 @@ pub fn training_section(manifests: &[&vcnode_models::manifest::Manifest]) -> Str
         let crops = t
             .patches
             .as_ref()
-            .map(|p| format!("{0}×{0}, {1:.0}% on enhancement", p.size, 100.0 * p.enhancement_share))
+            .map(|p| {
+                format!(
+                    "{0}×{0}, {1:.0}% on enhancement",
+                    p.size,
+                    100.0 * p.enhancement_share
+                )
+            })
             .unwrap_or_else(|| "whole images".into());
         let loss = match (t.lambda_l1, t.discriminator_base) {
             (Some(l), Some(d)) => format!("cGAN + {l}·L1, PatchGAN width {d}"),

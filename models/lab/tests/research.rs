@@ -269,8 +269,12 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
         .filter(|l| l.starts_with("| scpa-unet-") || l.starts_with("| unet-"))
         .collect();
     assert_eq!(training.len(), 3, "{training:?}");
-    assert!(training.iter().all(|l| l.contains("| L1 |") && l.contains("| scratch |")));
-    assert!(training.iter().any(|l| l.starts_with("| unet-") && l.contains(" | 5 | ")));
+    assert!(training
+        .iter()
+        .all(|l| l.contains("| L1 |") && l.contains("| scratch |")));
+    assert!(training
+        .iter()
+        .any(|l| l.starts_with("| unet-") && l.contains(" | 5 | ")));
     // One verdict line per baseline, whichever way it goes.
     let verdict_lines = report
         .lines()

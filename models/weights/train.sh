@@ -93,18 +93,16 @@ choice=$(python3 models/weights/choose.py "$dev/eval.json")
 default=$(echo "$choice" | head -1)
 echo "development set chose: default $default; shipped seeds: $(echo "$choice" | tail -n +2 | tr '\n' ' ')" >&2
 
-# Held-out: the pooled seeds 3-5, scored once. SCPA-UNet against the other arms, then
-# SCPA-cGAN against Pix2Pix, every seed of every arm.
+# Held-out: the pooled seeds 3-5, scored once: SCPA-UNet against every other arm, and SCPA-cGAN
+# against Pix2Pix (the paper's two pairs), every seed of every arm, each model inferred once.
 held=$work/eval/held-out
-rm -rf "$held-unet" "$held-gan"
+rm -rf "$held"
 mapfile -t su < <(manifests model scpa-unet)
 mapfile -t others < <(for a in unet scpa-cgan pix2pix; do case " $arms " in *" $a "*) manifests baseline "$a";; esac; done)
-"$lab" eval "${su[@]}" "${others[@]}" --data "$pooled" --role held-out --out "$held-unet" --pictures 4 --device "$device" --record
-case " $arms " in *" scpa-cgan "*) if [[ " $arms " == *" pix2pix "* ]]; then
-  mapfile -t sg < <(manifests model scpa-cgan)
-  mapfile -t pp < <(manifests baseline pix2pix)
-  "$lab" eval "${sg[@]}" "${pp[@]}" --data "$pooled" --role held-out --out "$held-gan" --pictures 0 --device "$device" --record
-fi;; esac
+pairs=()
+[[ " $arms " == *" scpa-cgan "* && " $arms " == *" pix2pix "* ]] && pairs=(--compare scpa-cgan:pix2pix)
+"$lab" eval "${su[@]}" "${others[@]}" "${pairs[@]}" --data "$pooled" --role held-out --out "$held" \
+  --pictures 4 --device "$device" --record
 
 [ "${SHIP:-1}" = 0 ] && exit 0
 # Ship each arm's chosen seed (f16 safetensors) and say why the default is the default.
@@ -124,14 +122,12 @@ for f in out.glob("*.json"):
     f.write_text(json.dumps(m, indent=2) + "\n")
 EOF
 sed -i "s|^model = \"models/weights/.*\.json\"|model = \"models/weights/$default.json\"|" conf/vcnode.toml
-cp -r "$held-unet/pictures" "$out/report/" 2>/dev/null || true
+cp -r "$held/pictures" "$out/report/" 2>/dev/null || true
 {
   echo "# The shipped generators on held-out phantom data"
   echo
   [ -n "$init" ] && echo "**A warm start, not training from scratch:** every run began from the phantom v1 weights named under *started from* in the Training table (SCPA-UNet and SCPA-cGAN from the same SCPA-UNet, U-Net and Pix2Pix from the same U-Net) and trained ${EPOCHS} epochs on phantom v2, so each U-Net/cGAN pair differs only in its loss." && echo
   echo "Preset \`$preset\` on $device. Training data, development set and held-out set: see models/weights/train.sh. The held-out set (phantom seeds 3, 4 and 5, 60 patients, 240 images) was generated for this report and used for no choice; the development set (seed 2) chose the default model (\`$default\`) and the seed shipped per arm."
   echo
-  sed 's|](pictures/|](report/pictures/|' "$held-unet/REPORT.md"
-  # The first evaluation already lists every run's training and guard rate.
-  [ -f "$held-gan/REPORT.md" ] && { echo; sed 's/^# /## /' "$held-gan/REPORT.md" | sed '/^## Training/,$d'; }
+  sed 's|](pictures/|](report/pictures/|' "$held/REPORT.md"
 } > "$out/REPORT.md"

@@ -241,6 +241,9 @@ pub const METRICS: [&str; 9] = [
     "nonlesion_ssim",
 ];
 
+/// The arm that copies the LE input: the floor every model must clear.
+pub const COPY_LE: &str = "copy-LE";
+
 /// Significance level of the Shapiro–Wilk choice between the t-test and Wilcoxon.
 pub const ALPHA: f64 = 0.05;
 
@@ -330,6 +333,8 @@ fn summary_value(s: Summary) -> serde_json::Value {
 /// One model configuration: its runs (one per training seed) on the same cases.
 pub struct Arm {
     pub label: String,
+    /// The model kind (`scpa-unet`, `pix2pix`, …, or `copy-LE`): how `--compare` names the arm.
+    pub kind: String,
     pub runs: Vec<Scored>,
 }
 
@@ -550,10 +555,26 @@ pub struct EvalArgs {
     /// `metrics.development` by --role.
     #[arg(long)]
     pub record: bool,
+    /// A further paired comparison between two arms named by model kind, e.g.
+    /// `scpa-cgan:pix2pix` (the paper's cGAN against its own baseline); repeatable. The
+    /// `--model` arm is compared with every other arm anyway; this scores no model twice.
+    #[arg(long = "compare", value_name = "KIND:KIND", value_parser = parse_arm_pair)]
+    pub compare: Vec<(String, String)>,
 }
 
-/// One comparison row: the model's arm vs another arm on a metric, across patients.
+fn parse_arm_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() && a != b => Ok((a.into(), b.into())),
+        _ => Err(format!(
+            "{s:?}: expected two different model kinds, e.g. scpa-cgan:pix2pix"
+        )),
+    }
+}
+
+/// One comparison row: one arm (the model's, or the first of a `--compare` pair) vs another
+/// arm on a metric, across patients.
 pub struct Comparison {
+    pub model: String,
     pub baseline: String,
     pub metric: &'static str,
     /// Patients with the metric defined in both arms.
@@ -569,6 +590,7 @@ pub struct Comparison {
 /// higher for PSNR and SSIM), and those without a significant difference or a test.
 #[derive(Debug, PartialEq)]
 pub struct Verdict {
+    pub model: String,
     pub baseline: String,
     pub better: Vec<&'static str>,
     pub worse: Vec<&'static str>,
@@ -582,12 +604,16 @@ impl Verdict {
     }
 }
 
-/// One [`Verdict`] per baseline, in the order of `comparisons`.
+/// One [`Verdict`] per pair of arms, in the order of `comparisons`.
 pub fn verdicts(comparisons: &[Comparison]) -> Vec<Verdict> {
     let mut out: Vec<Verdict> = Vec::new();
     for c in comparisons {
-        if out.last().is_none_or(|v| v.baseline != c.baseline) {
+        if out
+            .last()
+            .is_none_or(|v| v.model != c.model || v.baseline != c.baseline)
+        {
             out.push(Verdict {
+                model: c.model.clone(),
                 baseline: c.baseline.clone(),
                 better: Vec::new(),
                 worse: Vec::new(),
@@ -628,6 +654,7 @@ pub fn compare_arms(model: &Arm, other: &Arm) -> Vec<Comparison> {
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .unzip();
             Comparison {
+                model: model.label.clone(),
                 baseline: other.label.clone(),
                 metric,
                 patients: a.len(),
@@ -740,6 +767,24 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<PathBuf> {
         }
     }
 
+    let kind_of = |m: &RcModel| m.manifest.model.name().to_string();
+    let known: Vec<String> = models
+        .iter()
+        .chain(&baselines)
+        .map(|(_, m)| kind_of(m))
+        .chain([COPY_LE.to_string()])
+        .collect();
+    for (a, b) in &args.compare {
+        for k in [a, b] {
+            if !known.contains(k) {
+                bail!(
+                    "--compare {a}:{b}: no arm of kind {k} is evaluated (arms: {})",
+                    known.join(", ")
+                );
+            }
+        }
+    }
+
     let pairs = discover(&args.data)?;
     let data_path = super::train::absolute(&args.data);
     let patient_ids = patients_of(&pairs);
@@ -791,6 +836,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<PathBuf> {
     model_runs.extend(models[1..].iter().map(|(_, m)| score_model(m)));
     let mut arms = vec![Arm {
         label: arm_label(&models),
+        kind: kind_of(&models[0].1),
         runs: model_runs,
     }];
     let manifests: Vec<(PathBuf, Manifest)> = models
@@ -801,20 +847,28 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<PathBuf> {
     for members in group_arms(baselines) {
         arms.push(Arm {
             label: arm_label(&members),
+            kind: kind_of(&members[0].1),
             runs: members.iter().map(|(_, m)| score_model(m)).collect(),
         });
     }
     let le_copy: Vec<Tensor> = prepared.iter().map(|p| p.le.get(0)).collect();
     arms.push(Arm {
-        label: "copy-LE".into(),
-        runs: vec![score_predictions("copy-LE", None, &prepared, &le_copy)],
+        label: COPY_LE.into(),
+        kind: COPY_LE.into(),
+        runs: vec![score_predictions(COPY_LE, None, &prepared, &le_copy)],
     });
 
     std::fs::create_dir_all(&args.out)?;
     write_csv(&args.out.join("scores.csv"), &arms)?;
+    let arm = |kind: &str| arms.iter().find(|a| a.kind == kind).expect("checked above");
     let comparisons: Vec<Comparison> = arms[1..]
         .iter()
         .flat_map(|other| compare_arms(&arms[0], other))
+        .chain(
+            args.compare
+                .iter()
+                .flat_map(|(a, b)| compare_arms(arm(a), arm(b))),
+        )
         .collect();
     let evaluation = Evaluation {
         model: &models[0].1.manifest,
@@ -935,7 +989,7 @@ impl Evaluation<'_> {
             .map(|c| {
                 let r = c.result.as_ref();
                 serde_json::json!({
-                    "model": self.arms[0].label,
+                    "model": c.model,
                     "baseline": c.baseline,
                     "metric": c.metric,
                     "patients": c.patients,
@@ -1203,10 +1257,12 @@ mod tests {
         let seed_b: Vec<f64> = seed_a.iter().map(|v| v + 0.2).collect();
         let model = Arm {
             label: "model".into(),
+            kind: "scpa-unet".into(),
             runs: vec![scored("a", 1, 2, &seed_a), scored("b", 2, 2, &seed_b)],
         };
         let baseline = Arm {
             label: "base".into(),
+            kind: "unet".into(),
             runs: vec![scored("u", 1, 2, &base)],
         };
         let patients = model.patient_values("psnr");
@@ -1245,6 +1301,7 @@ mod tests {
     #[test]
     fn a_verdict_counts_only_holm_significant_differences_in_each_metrics_better_direction() {
         let row = |baseline: &str, metric: &'static str, diff: f64, p_holm: f64| Comparison {
+            model: "scpa-unet".into(),
             baseline: baseline.into(),
             metric,
             patients: 12,
@@ -1260,6 +1317,7 @@ mod tests {
             p_holm,
         };
         let untested = Comparison {
+            model: "scpa-unet".into(),
             baseline: "unet".into(),
             metric: "roi_ssim",
             patients: 0,

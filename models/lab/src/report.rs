@@ -282,22 +282,28 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
             cells.join(" | ")
         );
     }
+    let pairs = e.comparisons.len() / METRICS.len() - (arms.len() - 1);
     let _ = writeln!(
         s,
-        "\n## Paired tests across patients ({} vs each other arm)\n",
-        arms[0].label
+        "\n## Paired tests across patients ({} vs each other arm{})\n",
+        arms[0].label,
+        match pairs {
+            0 => String::new(),
+            1 => ", and one further pair".into(),
+            n => format!(", and {n} further pairs"),
+        }
     );
     let _ = writeln!(
         s,
         "One value per patient and arm: the mean over the patient's images and over the arm's seeds. \
          Shapiro–Wilk on the paired differences; p ≥ {ALPHA} → paired t-test, else Wilcoxon signed-rank. \
-         Holm p: Holm–Bonferroni across the metrics of one comparison (the rows of one baseline that could \
+         Holm p: Holm–Bonferroni across the metrics of one comparison (the rows of one pair of arms that could \
          be tested).\n"
     );
     let _ = writeln!(
         s,
-        "| baseline | metric | patients | mean difference | Shapiro–Wilk p | test | p | Holm p |\n\
-         |---|---|---|---|---|---|---|---|"
+        "| model | baseline | metric | patients | mean difference | Shapiro–Wilk p | test | p | Holm p |\n\
+         |---|---|---|---|---|---|---|---|---|"
     );
     for c in e.comparisons {
         match &c.result {
@@ -309,7 +315,8 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {diff} | {} | {} | {:.3e} | {:.3e} |",
+                    "| {} | {} | {} | {} | {diff} | {} | {} | {:.3e} | {:.3e} |",
+                    c.model,
                     c.baseline,
                     c.metric,
                     c.patients,
@@ -324,13 +331,12 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | – | – | not computable | – | – |",
-                    c.baseline, c.metric, c.patients
+                    "| {} | {} | {} | {} | – | – | not computable | – | – |",
+                    c.model, c.baseline, c.metric, c.patients
                 );
             }
         }
     }
-    debug_assert!(METRICS.len() * (arms.len() - 1) == e.comparisons.len());
     let _ = writeln!(
         s,
         "\n## Verdict\n\nA model beats a baseline when it is significantly better (Holm p < {ALPHA}) on at \
@@ -347,7 +353,7 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
         let _ = writeln!(
             s,
             "- **{} {} {}.** Better on: {}. Worse on: {}. No significant difference (or no test) on: {}.",
-            arms[0].label,
+            v.model,
             if v.beats() { "beats" } else { "does not beat" },
             v.baseline,
             list(&v.better),

@@ -161,6 +161,9 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
             "2",
             "--device",
             "cpu",
+            // A pair without the model's arm: the U-Net against copying LE.
+            "--compare",
+            "unet:copy-LE",
         ];
         if record {
             args.push("--record");
@@ -179,6 +182,34 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     );
     assert!(
         stderr.contains("is not held-out") && stderr.contains("--role development"),
+        "{stderr}"
+    );
+    assert!(!report_dir.join("REPORT.md").exists());
+    // A pair naming an arm that is not evaluated is refused before any inference.
+    let unknown = Command::new(env!("CARGO_BIN_EXE_vcnode-lab"))
+        .args([
+            "eval",
+            "--model",
+            s(&manifests[0]),
+            "--data",
+            s(&csv),
+            "--role",
+            "development",
+        ])
+        .args([
+            "--out",
+            s(&report_dir),
+            "--compare",
+            "scpa-cgan:pix2pix",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr.contains("no arm of kind scpa-cgan") && stderr.contains("arms: scpa-unet, copy-LE"),
         "{stderr}"
     );
     assert!(!report_dir.join("REPORT.md").exists());
@@ -214,7 +245,17 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     assert!(arms[1]["seed_spread"]["psnr"]["sd"].as_f64().unwrap() > 0.0);
     assert_eq!(arms[0]["per_patient"]["mse"]["n"], 3);
     let comparisons = evaluation["comparisons"].as_array().unwrap();
-    assert_eq!(comparisons.len(), 2 * 9, "2 baseline arms x 9 metrics");
+    assert_eq!(
+        comparisons.len(),
+        3 * 9,
+        "9 metrics x (2 baseline arms, and the unet:copy-LE pair)"
+    );
+    let unet_vs_copy: Vec<_> = comparisons
+        .iter()
+        .filter(|c| c["model"] == "unet ×2 seeds")
+        .collect();
+    assert_eq!(unet_vs_copy.len(), 9);
+    assert!(unet_vs_copy.iter().all(|c| c["baseline"] == "copy-LE"));
     // The tests run on the 3 patients, not the 12 images; Holm never lowers a p-value.
     let whole_psnr_vs_copy = comparisons
         .iter()
@@ -275,12 +316,20 @@ fn phantom_train_eval_produce_weights_manifest_and_report() {
     assert!(training
         .iter()
         .any(|l| l.starts_with("| unet-") && l.contains(" | 5 | ")));
-    // One verdict line per baseline, whichever way it goes.
-    let verdict_lines = report
+    // One verdict line per pair of arms, whichever way it goes.
+    let verdict_lines: Vec<&str> = report
         .lines()
         .filter(|l| l.starts_with("- **") && l.contains(" beat"))
-        .count();
-    assert_eq!(verdict_lines, 2, "unet and copy-LE\n{report}");
+        .collect();
+    assert_eq!(
+        verdict_lines.len(),
+        3,
+        "unet, copy-LE, and unet vs copy-LE\n{report}"
+    );
+    assert!(
+        verdict_lines[2].starts_with("- **unet ×2 seeds ") && verdict_lines[2].contains(" copy-LE."),
+        "{verdict_lines:?}"
+    );
     // The by-lesion table counts every enhancing lesion box of the ROI files (a non-enhancing
     // mass is no lesion ROI), split by visibility on LE.
     let (mut visible, mut hidden) = (0, 0);

@@ -282,16 +282,10 @@ pub fn markdown(e: &Evaluation, pictures: &[(String, PathBuf)]) -> String {
             cells.join(" | ")
         );
     }
-    let pairs = e.comparisons.len() / METRICS.len() - (arms.len() - 1);
     let _ = writeln!(
         s,
-        "\n## Paired tests across patients ({} vs each other arm{})\n",
-        arms[0].label,
-        match pairs {
-            0 => String::new(),
-            1 => ", and one further pair".into(),
-            n => format!(", and {n} further pairs"),
-        }
+        "\n## Paired tests across patients ({} vs each other arm, and the pairs asked for with `--compare`)\n",
+        arms[0].label
     );
     let _ = writeln!(
         s,

@@ -29,6 +29,12 @@
 #            without a GPU: INIT_DIR = the phantom v1 CPU weights, models/weights as of commit
 #            2ea29be (`git worktree add /tmp/v1 2ea29be`, INIT_DIR=/tmp/v1/models/weights).
 #   SHIP=0   evaluate only, leave models/weights as they are
+#
+# The control in models/weights/from-scratch/: SCPA-UNet and U-Net trained from scratch with the
+# CPU preset (no INIT_DIR), seed 0, and scored on the same held-out set, to see whether the warm
+# start decides the shipped comparison. Made by
+#   DEVICE=cpu ARMS="scpa-unet unet" SEEDS=0 SHIP=0 models/weights/train.sh WORK_DIR
+# then WORK_DIR/eval/held-out/{REPORT.md,pictures} copied there (about two hours on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${1:?usage: models/weights/train.sh WORK_DIR}
@@ -127,6 +133,10 @@ cp -r "$held/pictures" "$out/report/" 2>/dev/null || true
   echo "# The shipped generators on held-out phantom data"
   echo
   [ -n "$init" ] && echo "**A warm start, not training from scratch:** every run began from the phantom v1 weights named under *started from* in the Training table (SCPA-UNet and SCPA-cGAN from the same SCPA-UNet, U-Net and Pix2Pix from the same U-Net) and trained ${EPOCHS} epochs on phantom v2, so each U-Net/cGAN pair differs only in its loss." && echo
+  if [ -f "$out/from-scratch/REPORT.md" ]; then
+    verdict=$(grep -m1 -E '^- \*\*scpa-unet.* (beats|does not beat) unet' "$out/from-scratch/REPORT.md" | sed 's/^- //')
+    echo "**A control trained from scratch** (SCPA-UNet and U-Net, CPU preset, seed 0, the same held-out set; [from-scratch/REPORT.md](from-scratch/REPORT.md)): $verdict" && echo
+  fi
   echo "Preset \`$preset\` on $device. Training data, development set and held-out set: see models/weights/train.sh. The held-out set (phantom seeds 3, 4 and 5, 60 patients, 240 images) was generated for this report and used for no choice; the development set (seed 2) chose the default model (\`$default\`) and the seed shipped per arm."
   echo
   sed 's|](pictures/|](report/pictures/|' "$held/REPORT.md"

@@ -31,7 +31,7 @@ use dicom_ul::pdu::{
     PDataValueType, PresentationContextResult, PresentationContextResultReason, UserVariableItem,
 };
 use dicom_ul::Pdu;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -566,9 +566,19 @@ fn abort_pdu(reason: AbortRQServiceProviderReason) -> Pdu {
     }
 }
 
-/// Sends `pdu` (a rejection or an abort) if the peer takes it promptly, then closes.
-async fn send_and_close<S: AsyncWrite + Unpin>(socket: &mut S, pdu: &Pdu) {
-    let _ = pdu::write(socket, pdu, COURTESY_TIMEOUT).await;
+/// Sends `pdu` (a rejection or an abort) if the peer takes it promptly, then waits a moment for
+/// the peer to close first, as PS3.8 has the acceptor do after either (state Sta13, under
+/// ARTIM), and closes. Closing at once can cost the peer the PDU: a TLS peer (pynetdicom) may
+/// see the stream end before it reads the A-ASSOCIATE-RJ and report an abort instead of the
+/// reason, and bytes left unread on our side turn the close into a reset.
+async fn send_and_close<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S, pdu: &Pdu) {
+    if pdu::write(socket, pdu, COURTESY_TIMEOUT).await.is_ok() {
+        let mut scratch = [0u8; 512];
+        let _ = tokio::time::timeout(COURTESY_TIMEOUT, async {
+            while matches!(socket.read(&mut scratch).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
     let _ = tokio::time::timeout(COURTESY_TIMEOUT, socket.shutdown()).await;
 }
 

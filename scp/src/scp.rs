@@ -835,7 +835,9 @@ where
             Pdu::PData { data } => data,
             Pdu::ReleaseRQ => {
                 let _ = pdu::write(&mut socket, &Pdu::ReleaseRP, config.idle_timeout).await;
-                // On TLS this sends close_notify, so the peer can tell the end from a cut.
+                // On TLS this sends close_notify, so the peer can tell the end from a cut. Not
+                // send_and_close's wait for the peer to close: this association still holds its
+                // slot, and a peer that keeps its socket open after the RP would hold it too.
                 let _ = tokio::time::timeout(COURTESY_TIMEOUT, socket.shutdown()).await;
                 break Ending::Released;
             }
